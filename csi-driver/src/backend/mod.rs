@@ -1,0 +1,100 @@
+//! Where volumes live. A backend owns one pool: it creates, lists and deletes volumes, and turns a
+//! volume into a block device on this node. The file backend is the default; LVM or RBD backends
+//! implement the same trait.
+
+pub mod file;
+
+use crate::ids::{PoolName, VolumeId};
+use crate::mountinfo::MountEntry;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The durable description of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeRecord {
+    /// Format version of this record.
+    pub version: u32,
+    /// The CSI volume ID, `fv.<pool>.<key>`.
+    pub id: String,
+    /// The CSI name the volume was created with (external-provisioner uses the PV name).
+    pub name: String,
+    pub capacity_bytes: u64,
+    /// Sparse instead of preallocated.
+    pub thin: bool,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+pub const RECORD_VERSION: u32 = 1;
+
+/// What CreateVolume asks a backend for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSpec {
+    pub id: VolumeId,
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub thin: bool,
+}
+
+/// Space in a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// A volume made visible as a block device on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedDevice {
+    pub path: PathBuf,
+    /// `st_rdev` of the device node, to recognise it behind bind mounts.
+    pub rdev: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("volume {0} does not exist")]
+    NotFound(String),
+    #[error("pool {pool} has {available} bytes free, {needed} are needed")]
+    NoSpace { pool: PoolName, needed: u64, available: u64 },
+    #[error("volume {id} is still attached on this node ({device}); unstage it first")]
+    InUse { id: String, device: String },
+    #[error("{0}")]
+    Busy(String),
+    #[error("pool {pool}: {message}")]
+    Pool { pool: PoolName, message: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl BackendError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// One pool of volumes on this node.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    fn pool(&self) -> &PoolName;
+    /// Whether the pool is usable; the message says why not.
+    fn check_ready(&self) -> Result<(), BackendError>;
+    fn usage(&self) -> Result<PoolUsage, BackendError>;
+    /// Largest volume this pool can hold at all.
+    fn max_volume_bytes(&self) -> Result<u64, BackendError>;
+    fn lookup(&self, id: &VolumeId) -> Result<Option<VolumeRecord>, BackendError>;
+    /// All volumes, sorted by ID.
+    fn list(&self) -> Result<Vec<VolumeRecord>, BackendError>;
+    fn create(&self, spec: &CreateSpec) -> Result<VolumeRecord, BackendError>;
+    /// Deletes a volume; refuses while it is attached. Deleting a missing volume succeeds.
+    fn delete(&self, id: &VolumeId) -> Result<(), BackendError>;
+    /// The device of an attached volume, found from the kernel's state (so it survives restarts).
+    fn attached(&self, id: &VolumeId) -> Result<Option<AttachedDevice>, BackendError>;
+    /// Attaches the volume, or returns the device it is already attached as.
+    fn attach(&self, record: &VolumeRecord) -> Result<AttachedDevice, BackendError>;
+    /// Detaches the volume; refuses with `Busy` while the device is mounted or open.
+    fn detach(&self, id: &VolumeId, mounts: &[MountEntry]) -> Result<(), BackendError>;
+    /// `Some(reason)` when the volume is not healthy.
+    fn abnormal(&self, record: &VolumeRecord) -> Option<String>;
+}

@@ -1,0 +1,270 @@
+//! Driver configuration from flags, environment variables and an optional YAML file.
+//! Precedence: flag, then environment variable, then file, then default.
+
+use crate::ids::PoolName;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_ENDPOINT: &str = "unix:///var/lib/kubelet/plugins/block.fastvirt.io/csi.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fastvirt/csi";
+
+/// Which CSI services this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Controller,
+    Node,
+    All,
+}
+
+impl Mode {
+    pub fn serves_controller(self) -> bool {
+        matches!(self, Mode::Controller | Mode::All)
+    }
+
+    pub fn serves_node(self) -> bool {
+        matches!(self, Mode::Node | Mode::All)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Command line of `fastvirt-csi`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "fastvirt-csi", version, about = "fastvirt CSI driver: node-local block and filesystem volumes backed by loop devices with direct I/O")]
+pub struct Cli {
+    /// CSI endpoint, `unix:///path/to/csi.sock`.
+    #[arg(long, env = "CSI_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// This node's name as Kubernetes knows it (defaults to the host name).
+    #[arg(long, env = "FASTVIRT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Services to serve.
+    #[arg(long, env = "FASTVIRT_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// A pool as NAME=DIR; repeat for several pools (comma-separated in the environment variable).
+    #[arg(long = "pool", env = "FASTVIRT_POOLS", value_delimiter = ',')]
+    pub pools: Vec<String>,
+    /// Directory for the driver's own state.
+    #[arg(long, env = "FASTVIRT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Maximum number of volumes this node accepts (0: no limit).
+    #[arg(long, env = "FASTVIRT_MAX_VOLUMES_PER_NODE")]
+    pub max_volumes_per_node: Option<i64>,
+    /// Log format.
+    #[arg(long, env = "FASTVIRT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// YAML configuration file; flags and environment variables override its values.
+    #[arg(long, env = "FASTVIRT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The YAML configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    pub endpoint: Option<String>,
+    pub node_id: Option<String>,
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub pools: Vec<FilePool>,
+    pub state_dir: Option<PathBuf>,
+    pub max_volumes_per_node: Option<i64>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilePool {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A pool from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: PoolName,
+    pub path: PathBuf,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub socket_path: PathBuf,
+    pub node_id: String,
+    pub mode: Mode,
+    pub pools: Vec<PoolConfig>,
+    pub state_dir: PathBuf,
+    pub max_volumes_per_node: i64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("endpoint {0:?} must be unix:///absolute/path or an absolute path")]
+    Endpoint(String),
+    #[error("pool {0:?} must be NAME=DIR with an absolute DIR")]
+    PoolSyntax(String),
+    #[error(transparent)]
+    PoolName(#[from] crate::ids::IdError),
+    #[error("pool {0} is configured twice")]
+    DuplicatePool(String),
+    #[error("node mode needs at least one pool (--pool NAME=DIR)")]
+    NoPools,
+    #[error("node id must be 1-253 printable characters without '/', got {0:?}")]
+    NodeId(String),
+    #[error("max volumes per node must not be negative")]
+    MaxVolumes,
+}
+
+impl Cli {
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let endpoint = self.endpoint.or(file.endpoint).unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let node_id = match self.node_id.or(file.node_id) {
+            Some(id) => id,
+            None => nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        validate_node_id(&node_id)?;
+        let mode = self.mode.or(file.mode).unwrap_or(Mode::All);
+        let pools = if self.pools.is_empty() {
+            file.pools.into_iter().map(|p| Ok(PoolConfig { name: PoolName::new(&p.name)?, path: p.path })).collect::<Result<Vec<_>, ConfigError>>()?
+        } else {
+            self.pools.iter().map(|spec| parse_pool(spec)).collect::<Result<Vec<_>, _>>()?
+        };
+        for (i, pool) in pools.iter().enumerate() {
+            if !pool.path.is_absolute() {
+                return Err(ConfigError::PoolSyntax(format!("{}={}", pool.name, pool.path.display())));
+            }
+            if pools[..i].iter().any(|p| p.name == pool.name) {
+                return Err(ConfigError::DuplicatePool(pool.name.to_string()));
+            }
+        }
+        if pools.is_empty() && mode.serves_node() {
+            return Err(ConfigError::NoPools);
+        }
+        let max_volumes_per_node = self.max_volumes_per_node.or(file.max_volumes_per_node).unwrap_or(0);
+        if max_volumes_per_node < 0 {
+            return Err(ConfigError::MaxVolumes);
+        }
+        Ok(Config {
+            socket_path: socket_path(&endpoint)?,
+            node_id,
+            mode,
+            pools,
+            state_dir: self.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            max_volumes_per_node,
+            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+}
+
+fn parse_pool(spec: &str) -> Result<PoolConfig, ConfigError> {
+    let (name, dir) = spec.split_once('=').ok_or_else(|| ConfigError::PoolSyntax(spec.to_owned()))?;
+    let path = PathBuf::from(dir);
+    if !path.is_absolute() {
+        return Err(ConfigError::PoolSyntax(spec.to_owned()));
+    }
+    Ok(PoolConfig { name: PoolName::new(name)?, path })
+}
+
+/// The socket path of a `unix://` endpoint.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, ConfigError> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .unwrap_or(endpoint);
+    let path = PathBuf::from(path);
+    if !path.is_absolute() || path.file_name().is_none() {
+        return Err(ConfigError::Endpoint(endpoint.to_owned()));
+    }
+    Ok(path)
+}
+
+fn validate_node_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty() && id.len() <= 253 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok { Ok(()) } else { Err(ConfigError::NodeId(id.to_owned())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["fastvirt-csi"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn flags_only() {
+        let config = cli(&["--endpoint", "unix:///run/csi.sock", "--node-id", "n1", "--pool", "default=/pools/a", "--pool", "fast=/pools/b"]).resolve().unwrap();
+        assert_eq!(config.socket_path, Path::new("/run/csi.sock"));
+        assert_eq!(config.node_id, "n1");
+        assert_eq!(config.mode, Mode::All);
+        assert_eq!(config.pools.len(), 2);
+        assert_eq!(config.pools[1].name.as_str(), "fast");
+        assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "endpoint: unix:///from/file.sock\nnodeId: file-node\nmode: node\npools:\n  - name: default\n    path: /file/pool\nmaxVolumesPerNode: 50\nlogFormat: json\n").unwrap();
+        let from_file = cli(&["--config", file.to_str().unwrap()]).resolve().unwrap();
+        assert_eq!(from_file.socket_path, Path::new("/from/file.sock"));
+        assert_eq!(from_file.mode, Mode::Node);
+        assert_eq!(from_file.pools, vec![PoolConfig { name: PoolName::new("default").unwrap(), path: "/file/pool".into() }]);
+        assert_eq!(from_file.max_volumes_per_node, 50);
+        assert_eq!(from_file.log_format, LogFormat::Json);
+        let overridden = cli(&["--config", file.to_str().unwrap(), "--node-id", "flag-node", "--pool", "x=/flag/pool", "--mode", "all"]).resolve().unwrap();
+        assert_eq!(overridden.node_id, "flag-node");
+        assert_eq!(overridden.mode, Mode::All);
+        assert_eq!(overridden.pools[0].path, Path::new("/flag/pool"));
+        assert_eq!(overridden.socket_path, Path::new("/from/file.sock"));
+    }
+
+    #[test]
+    fn bad_configurations_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "nodeId: n\npoolz: []\n").unwrap();
+        assert!(matches!(cli(&["--config", file.to_str().unwrap()]).resolve(), Err(ConfigError::Parse { .. })));
+        assert!(matches!(cli(&["--node-id", "n", "--pool", "nodir"]).resolve(), Err(ConfigError::PoolSyntax(_))));
+        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=relative"]).resolve(), Err(ConfigError::PoolSyntax(_))));
+        assert!(matches!(cli(&["--node-id", "n", "--pool", "A=/x"]).resolve(), Err(ConfigError::PoolName(_))));
+        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=/x", "--pool", "a=/y"]).resolve(), Err(ConfigError::DuplicatePool(_))));
+        assert!(matches!(cli(&["--node-id", "n"]).resolve(), Err(ConfigError::NoPools)));
+        assert!(cli(&["--node-id", "n", "--mode", "controller"]).resolve().is_ok());
+        assert!(matches!(cli(&["--node-id", "a/b", "--pool", "a=/x"]).resolve(), Err(ConfigError::NodeId(_))));
+        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=/x", "--endpoint", "tcp://1.2.3.4:1"]).resolve(), Err(ConfigError::Endpoint(_))));
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(socket_path("unix:///a/b.sock").unwrap(), Path::new("/a/b.sock"));
+        assert_eq!(socket_path("unix:/a/b.sock").unwrap(), Path::new("/a/b.sock"));
+        assert_eq!(socket_path("/a/b.sock").unwrap(), Path::new("/a/b.sock"));
+        assert!(socket_path("unix://relative.sock").is_err());
+        assert!(socket_path("/").is_err());
+    }
+}

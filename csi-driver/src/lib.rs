@@ -1,0 +1,31 @@
+//! fastvirt-csi: a CSI driver for fast node-local volumes, raw block for VMs or ext4/xfs for pods.
+
+pub mod atomic_file;
+pub mod backend;
+pub mod capacity;
+pub mod config;
+pub mod filesystem;
+pub mod ids;
+pub mod local;
+pub mod locks;
+pub mod loopdev;
+pub mod mount_options;
+pub mod mounter;
+pub mod mountinfo;
+pub mod pagination;
+pub mod server;
+pub mod service;
+pub mod tools;
+
+/// Code generated from `proto/csi.proto` (CSI v1.12.0 wire contract).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("csi.v1");
+}
+
+/// The CSI plugin name.
+pub const DRIVER_NAME: &str = "block.fastvirt.io";
+/// Topology key that pins a volume to the node that holds it.
+pub const TOPOLOGY_NODE_KEY: &str = "topology.block.fastvirt.io/node";
+/// Version reported by GetPluginInfo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,160 @@
+//! Running and talking to a `fastvirt-csi` process on this machine, the way kubelet and the CSI
+//! sidecars do: over its unix socket. Used by the conformance suite, the demo and the benchmark.
+
+use crate::proto::controller_client::ControllerClient;
+use crate::proto::identity_client::IdentityClient;
+use crate::proto::node_client::NodeClient;
+use crate::proto::ProbeRequest;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Connects to a CSI socket.
+pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_owned();
+    // The URI is required by the API but unused: the connector below always dials the socket.
+    Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+}
+
+/// Clients for the three services on one connection.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub identity: IdentityClient<Channel>,
+    pub controller: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            identity: IdentityClient::new(channel.clone()),
+            controller: ControllerClient::new(channel.clone()),
+            node: NodeClient::new(channel),
+        }
+    }
+}
+
+/// How to start a driver process.
+#[derive(Debug, Clone)]
+pub struct DriverArgs {
+    pub binary: PathBuf,
+    pub socket: PathBuf,
+    pub node_id: String,
+    pub mode: &'static str,
+    /// `(name, directory)` pairs.
+    pub pools: Vec<(String, PathBuf)>,
+    pub state_dir: PathBuf,
+    /// Where the driver's log goes; `None` inherits stderr.
+    pub log_file: Option<PathBuf>,
+}
+
+impl DriverArgs {
+    fn command(&self) -> std::io::Result<Command> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["--node-id", &self.node_id, "--mode", self.mode])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdin(Stdio::null());
+        for (name, dir) in &self.pools {
+            command.arg("--pool").arg(format!("{name}={}", dir.display()));
+        }
+        // Only what is set here counts: a stray variable in the caller's environment must not leak in.
+        for var in ["CSI_ENDPOINT", "FASTVIRT_NODE_ID", "FASTVIRT_MODE", "FASTVIRT_POOLS", "FASTVIRT_STATE_DIR", "FASTVIRT_CONFIG"] {
+            command.env_remove(var);
+        }
+        if let Some(log) = &self.log_file {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+            command.stderr(file);
+        }
+        Ok(command)
+    }
+}
+
+/// A running driver; killed when dropped.
+#[derive(Debug)]
+pub struct DriverProcess {
+    args: DriverArgs,
+    child: Child,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("starting {binary}: {source}")]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error("the driver exited with {0} before serving")]
+    Exited(ExitStatus),
+    #[error("the driver did not answer Probe within {0:?}")]
+    Timeout(Duration),
+}
+
+impl DriverProcess {
+    pub fn spawn(args: DriverArgs) -> Result<Self, LocalError> {
+        let spawn_error = |source| LocalError::Spawn { binary: args.binary.clone(), source };
+        let child = args.command().and_then(|mut c| c.spawn()).map_err(spawn_error)?;
+        Ok(Self { args, child })
+    }
+
+    /// Starts the driver and waits until it answers Probe.
+    pub async fn start(args: DriverArgs) -> Result<(Self, Clients), LocalError> {
+        let mut process = Self::spawn(args)?;
+        let clients = process.wait_ready(Duration::from_secs(30)).await?;
+        Ok((process, clients))
+    }
+
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Clients, LocalError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(LocalError::Exited(status));
+            }
+            if let Ok(channel) = connect(&self.args.socket).await {
+                let mut clients = Clients::new(channel);
+                if clients.identity.probe(ProbeRequest {}).await.is_ok() {
+                    return Ok(clients);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(LocalError::Timeout(timeout))
+    }
+
+    pub fn args(&self) -> &DriverArgs {
+        &self.args
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the driver without giving it a chance to clean up, like a node crash would.
+    pub fn kill9(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.kill()?;
+        self.child.wait()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::io::Result<ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)?;
+        self.child.wait()
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

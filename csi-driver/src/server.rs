@@ -1,0 +1,108 @@
+//! Serving the CSI services on a unix socket.
+
+use crate::backend::Backend;
+use crate::backend::file::FilePool;
+use crate::config::Config;
+use crate::ids::PoolName;
+use crate::proto::controller_server::ControllerServer;
+use crate::proto::identity_server::IdentityServer;
+use crate::proto::node_server::NodeServer;
+use crate::service::{ControllerService, Driver, IdentityService, NodeService};
+use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// Opens every configured pool.
+pub fn open_pools(config: &Config) -> Result<BTreeMap<PoolName, Arc<dyn Backend>>, ServeError> {
+    let mut pools: BTreeMap<PoolName, Arc<dyn Backend>> = BTreeMap::new();
+    for pool in &config.pools {
+        let backend = FilePool::open(pool.name.clone(), &pool.path).map_err(|e| ServeError::Setup(e.to_string()))?;
+        tracing::info!(pool = %pool.name, dir = %backend.dir().display(), "pool ready");
+        pools.insert(pool.name.clone(), Arc::new(backend));
+    }
+    Ok(pools)
+}
+
+/// Holds the state directory's lock: two node plugins on one node would fight over loop devices.
+fn lock_state_dir(config: &Config) -> Result<Flock<File>, ServeError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(io(format!("creating {}", config.state_dir.display())))?;
+    let path = config.state_dir.join(format!("{:?}.lock", config.mode).to_lowercase());
+    let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        ServeError::Setup(format!("{} is locked ({errno}): another fastvirt-csi in this mode runs with the same state directory", path.display()))
+    })
+}
+
+/// Binds the socket: a stale socket from a dead process is replaced, a live one is left alone, and
+/// the new socket is accessible to root only.
+pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::Setup(format!("{} is served by another running process", path.display())));
+            }
+            std::fs::remove_file(path).map_err(io(format!("removing stale socket {}", path.display())))?;
+        }
+        Ok(_) => return Err(ServeError::Setup(format!("{} exists and is not a socket; refusing to replace it", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
+    }
+    // Nothing else runs yet, so narrowing the process umask for the bind cannot affect other files.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    let listener = listener.map_err(io(format!("binding {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(format!("chmod {}", path.display())))?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves, then removes the socket.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let _lock = lock_state_dir(&config)?;
+    let pools = open_pools(&config)?;
+    let driver = Driver::new(&config, pools);
+    let listener = bind_socket(&config.socket_path)?;
+    tracing::info!(
+        endpoint = %config.socket_path.display(),
+        node = %config.node_id,
+        mode = ?config.mode,
+        version = crate::VERSION,
+        "serving {}",
+        crate::DRIVER_NAME
+    );
+    let controller = config.mode.serves_controller().then(|| ControllerServer::new(ControllerService::new(driver.clone())));
+    let node = config.mode.serves_node().then(|| NodeServer::new(NodeService::new(driver.clone())));
+    let result = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(driver)))
+        .add_optional_service(controller)
+        .add_optional_service(node)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&config.socket_path);
+    tracing::info!("stopped");
+    Ok(result?)
+}

@@ -1,0 +1,116 @@
+//! The CSI services. Each RPC validates its request, takes the volume's operation lock, and runs the
+//! blocking work (files, ioctls, mounts) on tokio's blocking pool.
+
+pub mod controller;
+pub mod identity;
+pub mod node;
+mod request;
+
+use crate::backend::{Backend, BackendError, VolumeRecord};
+use crate::config::Config;
+use crate::ids::{PoolName, VolumeId};
+use crate::locks::{OperationGuard, OperationLocks};
+use crate::proto::Topology;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tonic::{Response, Status};
+
+pub use controller::ControllerService;
+pub use identity::IdentityService;
+pub use node::NodeService;
+
+/// State shared by the three services.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub node_id: String,
+    pub pools: Arc<BTreeMap<PoolName, Arc<dyn Backend>>>,
+    pub locks: OperationLocks,
+    pub max_volumes_per_node: i64,
+    pub serves_controller: bool,
+}
+
+impl Driver {
+    pub fn new(config: &Config, pools: BTreeMap<PoolName, Arc<dyn Backend>>) -> Self {
+        Self {
+            node_id: config.node_id.clone(),
+            pools: Arc::new(pools),
+            locks: OperationLocks::default(),
+            max_volumes_per_node: config.max_volumes_per_node,
+            serves_controller: config.mode.serves_controller(),
+        }
+    }
+
+    /// The topology segment of every volume on this node.
+    pub fn topology(&self) -> Topology {
+        Topology { segments: HashMap::from([(crate::TOPOLOGY_NODE_KEY.to_owned(), self.node_id.clone())]) }
+    }
+
+    pub fn backend(&self, pool: &PoolName) -> Option<&Arc<dyn Backend>> {
+        self.pools.get(pool)
+    }
+
+    /// The pool a StorageClass means when it names none: `default`, or the only pool there is.
+    pub fn default_pool(&self) -> Option<&PoolName> {
+        let default = PoolName::new("default").ok()?;
+        match self.pools.get_key_value(&default) {
+            Some((name, _)) => Some(name),
+            None if self.pools.len() == 1 => self.pools.keys().next(),
+            None => None,
+        }
+    }
+
+    /// Takes the operation lock of a volume, or answers ABORTED.
+    pub fn lock(&self, key: &str) -> Result<OperationGuard, Status> {
+        self.locks
+            .try_lock(key)
+            .ok_or_else(|| Status::aborted(format!("an operation on volume {key} is already in progress")))
+    }
+
+    /// Resolves a client-supplied volume ID to its backend and record. Malformed, foreign and unknown
+    /// IDs are all NOT_FOUND: none of them names a volume here.
+    pub fn volume(&self, volume_id: &str) -> Result<(VolumeId, Arc<dyn Backend>, VolumeRecord), Status> {
+        let id = parse_volume_id(volume_id)?;
+        let not_found = || Status::not_found(format!("volume {id} does not exist on node {}", self.node_id));
+        let backend = self.backend(id.pool()).ok_or_else(not_found)?;
+        let record = backend.lookup(&id).map_err(backend_status)?.ok_or_else(not_found)?;
+        Ok((id, Arc::clone(backend), record))
+    }
+}
+
+/// Parses a volume ID field: empty is INVALID_ARGUMENT, malformed is NOT_FOUND.
+pub fn parse_volume_id(volume_id: &str) -> Result<VolumeId, Status> {
+    if volume_id.is_empty() {
+        return Err(Status::invalid_argument("volume_id is required"));
+    }
+    VolumeId::parse(volume_id).map_err(|e| Status::not_found(e.to_string()))
+}
+
+/// The gRPC status for a backend failure.
+pub fn backend_status(error: BackendError) -> Status {
+    let message = error.to_string();
+    match error {
+        BackendError::NotFound(_) => Status::not_found(message),
+        BackendError::NoSpace { .. } => Status::resource_exhausted(message),
+        BackendError::InUse { .. } => Status::failed_precondition(message),
+        BackendError::Busy(_) => Status::unavailable(format!("{message}; retry when it is released")),
+        BackendError::Pool { .. } | BackendError::Io { .. } => Status::internal(message),
+    }
+}
+
+/// Runs blocking work off the async executor; a panic becomes INTERNAL instead of a dead connection.
+pub async fn blocking<T, F>(rpc: &'static str, work: F) -> Result<Response<T>, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| Err(Status::internal(format!("{rpc} failed unexpectedly: {join_error}"))));
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(_) => tracing::debug!(rpc, elapsed_ms, "ok"),
+        Err(status) => tracing::info!(rpc, elapsed_ms, code = ?status.code(), message = status.message(), "refused"),
+    }
+    result.map(Response::new)
+}

@@ -1,0 +1,358 @@
+//! The Node service: attaching volumes as loop devices, formatting and mounting them, and publishing
+//! them to pods. Every RPC reads the kernel's state (sysfs, mountinfo) instead of remembering its
+//! own, so a restarted driver picks up exactly where the last one stopped.
+
+use super::request::{self, AccessType, Capability};
+use super::{Driver, backend_status, blocking, parse_volume_id};
+use crate::backend::AttachedDevice;
+use crate::filesystem::{self, Content};
+use crate::mount_options::MountOptions;
+use crate::mounter::{self, MountError};
+use crate::mountinfo::{self, MountEntry};
+use crate::proto::node_server::Node;
+use crate::proto::node_service_capability::{self, rpc};
+use crate::proto::*;
+use nix::mount::MsFlags;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use tonic::{Request, Response, Status};
+
+/// Stacked mounts on one target are unusual; this bounds the unmount loop if something keeps mounting.
+const MAX_STACKED_MOUNTS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    driver: Driver,
+}
+
+impl NodeService {
+    pub fn new(driver: Driver) -> Self {
+        Self { driver }
+    }
+}
+
+fn mount_table() -> Result<Vec<MountEntry>, Status> {
+    mountinfo::read().map_err(|e| Status::internal(e.to_string()))
+}
+
+fn mount_status(error: MountError) -> Status {
+    match error {
+        MountError::Busy { .. } => Status::unavailable(format!("{error}; retry once it is released")),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn io_status(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Status {
+    let message = format!("{context} {}", path.display());
+    move |e| Status::internal(format!("{message}: {e}"))
+}
+
+fn is_device_mount(entry: &MountEntry, rdev: u64) -> bool {
+    (u64::from(entry.major), u64::from(entry.minor)) == (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+}
+
+fn is_device_node(path: &Path, rdev: u64) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+}
+
+fn with_read_only(options: &MountOptions, read_only: bool) -> MountOptions {
+    let mut options = options.clone();
+    if read_only {
+        options.flags |= MsFlags::MS_RDONLY;
+    }
+    options
+}
+
+/// Makes sure the device holds the requested filesystem, creating it only on an empty device.
+fn ensure_filesystem(device: &Path, fs: filesystem::FsType) -> Result<(), Status> {
+    match filesystem::probe(device).map_err(|e| Status::internal(e.to_string()))? {
+        Content::Empty => {
+            filesystem::make(device, fs).map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(device = %device.display(), fs = fs.as_str(), "created filesystem");
+            Ok(())
+        }
+        Content::Filesystem(found) if found == fs.as_str() => Ok(()),
+        Content::Filesystem(found) => Err(Status::failed_precondition(format!(
+            "the volume holds a {found} filesystem but {} was requested; it is left untouched",
+            fs.as_str()
+        ))),
+        Content::Other(found) => Err(Status::failed_precondition(format!(
+            "the volume holds {found}, not a filesystem; refusing to format it"
+        ))),
+    }
+}
+
+fn stage_mount(device: &AttachedDevice, staging: &Path, fs: filesystem::FsType, options: &MountOptions) -> Result<(), Status> {
+    std::fs::create_dir_all(staging).map_err(io_status("creating", staging))?;
+    let table = mount_table()?;
+    if let Some(entry) = mountinfo::mounted_at(&table, staging) {
+        if is_device_mount(entry, device.rdev) && entry.fs_type == fs.as_str() {
+            return Ok(());
+        }
+        return Err(Status::already_exists(format!(
+            "{} already has {} from {} mounted; it was staged with another capability",
+            staging.display(),
+            entry.fs_type,
+            entry.source
+        )));
+    }
+    ensure_filesystem(&device.path, fs)?;
+    mounter::mount_device(&device.path, staging, fs.as_str(), options).map_err(mount_status)
+}
+
+fn stage(driver: &Driver, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse, Status> {
+    parse_volume_id(&req.volume_id)?;
+    let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
+    let Capability { access, reader_only } = request::capability(req.volume_capability.as_ref())?;
+    let (id, backend, record) = driver.volume(&req.volume_id)?;
+    let _guard = driver.lock(&id.to_string())?;
+    let was_attached = backend.attached(&id).map_err(backend_status)?.is_some();
+    let device = backend.attach(&record).map_err(backend_status)?;
+    let result = match &access {
+        AccessType::Block => Ok(()),
+        AccessType::Mount { fs, options } => stage_mount(&device, &staging, *fs, &with_read_only(options, reader_only)),
+    };
+    if result.is_err() && !was_attached {
+        // A final error means kubelet never calls NodeUnstageVolume: give the device back now.
+        if let Err(error) = mount_table().and_then(|table| backend.detach(&id, &table).map_err(backend_status)) {
+            tracing::warn!(volume = %id, %error, "could not detach after a failed stage");
+        }
+    }
+    result.map(|()| NodeStageVolumeResponse {})
+}
+
+fn unstage(driver: &Driver, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse, Status> {
+    parse_volume_id(&req.volume_id)?;
+    let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
+    let (id, backend, _) = driver.volume(&req.volume_id)?;
+    let _guard = driver.lock(&id.to_string())?;
+    if let Some(device) = backend.attached(&id).map_err(backend_status)? {
+        let table = mount_table()?;
+        let elsewhere: Vec<String> = table
+            .iter()
+            .filter(|e| is_device_mount(e, device.rdev) && e.mount_point != staging)
+            .map(|e| e.mount_point.display().to_string())
+            .collect();
+        if !elsewhere.is_empty() {
+            return Err(Status::unavailable(format!(
+                "volume {id} is still published at {}; unpublish it first, then retry",
+                elsewhere.join(", ")
+            )));
+        }
+        unmount_all(&staging, |entry| is_device_mount(entry, device.rdev))?;
+        backend.detach(&id, &mount_table()?).map_err(backend_status)?;
+    }
+    Ok(NodeUnstageVolumeResponse {})
+}
+
+/// Unmounts every mount stacked on `path` that `ours` accepts.
+fn unmount_all(path: &Path, ours: impl Fn(&MountEntry) -> bool) -> Result<(), Status> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        let table = mount_table()?;
+        match mountinfo::mounted_at(&table, path) {
+            Some(entry) if ours(entry) => {
+                mounter::unmount(path).map_err(mount_status)?;
+            }
+            _ => return Ok(()),
+        }
+    }
+    Err(Status::internal(format!("{} still has mounts after {MAX_STACKED_MOUNTS} unmounts", path.display())))
+}
+
+fn publish(driver: &Driver, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, Status> {
+    parse_volume_id(&req.volume_id)?;
+    let target = request::absolute_path("target_path", &req.target_path)?;
+    let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
+    let Capability { access, reader_only } = request::capability(req.volume_capability.as_ref())?;
+    let (id, backend, _) = driver.volume(&req.volume_id)?;
+    let _guard = driver.lock(&id.to_string())?;
+    let device = backend
+        .attached(&id)
+        .map_err(backend_status)?
+        .ok_or_else(|| Status::failed_precondition(format!("volume {id} is not staged on this node; call NodeStageVolume first")))?;
+    let read_only = req.readonly || reader_only;
+    let table = mount_table()?;
+    let (source, options) = match &access {
+        AccessType::Block => (device.path.clone(), MountOptions::default()),
+        AccessType::Mount { options, .. } => {
+            let staged = mountinfo::mounted_at(&table, &staging).is_some_and(|e| is_device_mount(e, device.rdev));
+            if !staged {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is not mounted at staging path {}; call NodeStageVolume first",
+                    staging.display()
+                )));
+            }
+            (staging.clone(), options.clone())
+        }
+    };
+    if let Some(entry) = mountinfo::mounted_at(&table, &target) {
+        let same_volume = match access {
+            AccessType::Block => is_device_node(&target, device.rdev),
+            AccessType::Mount { .. } => is_device_mount(entry, device.rdev),
+        };
+        if same_volume && entry.read_only() == read_only {
+            return Ok(NodePublishVolumeResponse {});
+        }
+        return Err(Status::already_exists(format!(
+            "{} is already published with another volume or read-only setting",
+            target.display()
+        )));
+    }
+    match access {
+        AccessType::Block => prepare_device_target(&target)?,
+        AccessType::Mount { .. } => std::fs::create_dir_all(&target).map_err(io_status("creating", &target))?,
+    }
+    mounter::bind(&source, &target, &with_read_only(&options, read_only)).map_err(mount_status)?;
+    Ok(NodePublishVolumeResponse {})
+}
+
+/// A block volume is published by bind-mounting the device node onto a regular file.
+fn prepare_device_target(target: &Path) -> Result<(), Status> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_status("creating", parent))?;
+    }
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(Status::failed_precondition(format!(
+            "{} exists and is not a regular file; a block volume needs a file to bind the device onto",
+            target.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map(drop)
+            .map_err(io_status("creating", target)),
+        Err(e) => Err(io_status("inspecting", target)(e)),
+    }
+}
+
+fn unpublish(driver: &Driver, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, Status> {
+    let id = parse_volume_id(&req.volume_id)?;
+    let target = request::absolute_path("target_path", &req.target_path)?;
+    let _guard = driver.lock(&id.to_string())?;
+    let mounted = mountinfo::mounted_at(&mount_table()?, &target).is_some();
+    if !mounted && std::fs::symlink_metadata(&target).is_err() {
+        // Nothing to undo; still say NOT_FOUND for a volume that does not exist, as the spec asks.
+        driver.volume(&req.volume_id)?;
+        return Ok(NodeUnpublishVolumeResponse {});
+    }
+    unmount_all(&target, |_| true)?;
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target).map_err(|e| {
+            Status::failed_precondition(format!("{} is not empty after unmounting ({e}); left in place", target.display()))
+        })?,
+        Ok(_) => std::fs::remove_file(&target).map_err(io_status("removing", &target))?,
+        Err(_) => {}
+    }
+    Ok(NodeUnpublishVolumeResponse {})
+}
+
+fn volume_stats(driver: &Driver, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse, Status> {
+    parse_volume_id(&req.volume_id)?;
+    let path = request::absolute_path("volume_path", &req.volume_path)?;
+    let (id, backend, record) = driver.volume(&req.volume_id)?;
+    let meta = std::fs::metadata(&path).map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
+    let device = backend.attached(&id).map_err(backend_status)?;
+    let mut problem = backend.abnormal(&record);
+    let usage = if meta.file_type().is_block_device() {
+        if problem.is_none() && !device.as_ref().is_some_and(|d| d.rdev == meta.rdev()) {
+            problem = Some(format!("{} is not the device of volume {id}: it was detached or replaced", path.display()));
+        }
+        let size = std::fs::File::open(&path)
+            .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            .map_err(io_status("measuring", &path))?;
+        vec![VolumeUsage { available: 0, total: size as i64, used: 0, unit: volume_usage::Unit::Bytes as i32 }]
+    } else {
+        let table = mount_table()?;
+        let mounted = device
+            .as_ref()
+            .is_some_and(|d| table.iter().any(|e| e.mount_point == path && is_device_mount(e, d.rdev)));
+        if problem.is_none() && !mounted {
+            problem = Some(format!("volume {id} is not mounted at {}", path.display()));
+        }
+        let stat = nix::sys::statvfs::statvfs(&path).map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
+        let fragment = stat.fragment_size();
+        let total = stat.blocks() * fragment;
+        let available = stat.blocks_available() * fragment;
+        let used = total.saturating_sub(stat.blocks_free() * fragment);
+        vec![
+            VolumeUsage { available: available as i64, total: total as i64, used: used as i64, unit: volume_usage::Unit::Bytes as i32 },
+            VolumeUsage {
+                available: stat.files_available() as i64,
+                total: stat.files() as i64,
+                used: stat.files().saturating_sub(stat.files_free()) as i64,
+                unit: volume_usage::Unit::Inodes as i32,
+            },
+        ]
+    };
+    Ok(NodeGetVolumeStatsResponse {
+        usage,
+        volume_condition: Some(VolumeCondition { abnormal: problem.is_some(), message: problem.unwrap_or_else(|| "healthy".into()) }),
+    })
+}
+
+fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
+    NodeServiceCapability { r#type: Some(node_service_capability::Type::Rpc(node_service_capability::Rpc { r#type: kind as i32 })) }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(&self, req: Request<NodeStageVolumeRequest>) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodeStageVolume", move || stage(&driver, req.into_inner())).await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodeUnstageVolume", move || unstage(&driver, req.into_inner())).await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodePublishVolume", move || publish(&driver, req.into_inner())).await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodeUnpublishVolume", move || unpublish(&driver, req.into_inner())).await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodeGetVolumeStats", move || volume_stats(&driver, req.into_inner())).await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: [rpc::Type::StageUnstageVolume, rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition, rpc::Type::SingleNodeMultiWriter]
+                .into_iter()
+                .map(rpc_capability)
+                .collect(),
+        }))
+    }
+
+    async fn node_get_info(&self, _: Request<NodeGetInfoRequest>) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.driver.node_id.clone(),
+            max_volumes_per_node: self.driver.max_volumes_per_node,
+            accessible_topology: Some(self.driver.topology()),
+        }))
+    }
+}
