@@ -13,7 +13,9 @@ pub enum CapacityError {
     Negative { required: i64, limit: i64 },
     #[error("required_bytes {required} is larger than limit_bytes {limit}")]
     RequiredAboveLimit { required: i64, limit: i64 },
-    #[error("no size that is a multiple of 1 MiB and at least {MIN_SIZE} bytes fits between required_bytes {required} and limit_bytes {limit}")]
+    #[error(
+        "no size that is a multiple of 1 MiB and at least {MIN_SIZE} bytes fits between required_bytes {required} and limit_bytes {limit}"
+    )]
     NoAlignedSize { required: i64, limit: i64 },
     #[error("requested {size} bytes, but this pool supports at most {max} bytes per volume")]
     TooLarge { size: u64, max: u64 },
@@ -33,7 +35,11 @@ pub fn resolve(required: i64, limit: i64, max: u64) -> Result<u64, CapacityError
         (0, l) => DEFAULT_SIZE.min(round_down(l)),
         (r, _) => round_up(r.max(MIN_SIZE)),
     };
-    let size = if limit_u > 0 && wanted > limit_u { round_down(limit_u) } else { wanted };
+    let size = if limit_u > 0 && wanted > limit_u {
+        round_down(limit_u)
+    } else {
+        wanted
+    };
     if size < MIN_SIZE || size < required_u {
         return Err(CapacityError::NoAlignedSize { required, limit });
     }
@@ -80,18 +86,39 @@ mod tests {
         // 1.5 MiB required with a 1.9 MiB limit: no whole MiB fits.
         assert_eq!(
             resolve(3 * MIB / 2, 19 * MIB / 10, MAX),
-            Err(CapacityError::NoAlignedSize { required: 3 * MIB / 2, limit: 19 * MIB / 10 })
+            Err(CapacityError::NoAlignedSize {
+                required: 3 * MIB / 2,
+                limit: 19 * MIB / 10
+            })
         );
-        assert_eq!(resolve(0, MIB / 2, MAX), Err(CapacityError::NoAlignedSize { required: 0, limit: MIB / 2 }));
+        assert_eq!(
+            resolve(0, MIB / 2, MAX),
+            Err(CapacityError::NoAlignedSize {
+                required: 0,
+                limit: MIB / 2
+            })
+        );
         assert_eq!(resolve(MIB + 1, 3 * MIB - 1, MAX), Ok(2 * ALIGNMENT));
     }
 
     #[test]
     fn invalid_ranges() {
-        assert!(matches!(resolve(-1, 0, MAX), Err(CapacityError::Negative { .. })));
-        assert!(matches!(resolve(0, -1, MAX), Err(CapacityError::Negative { .. })));
-        assert!(matches!(resolve(2 * MIB, MIB, MAX), Err(CapacityError::RequiredAboveLimit { .. })));
-        assert!(matches!(resolve(i64::MAX, 0, MAX), Err(CapacityError::TooLarge { .. })));
+        assert!(matches!(
+            resolve(-1, 0, MAX),
+            Err(CapacityError::Negative { .. })
+        ));
+        assert!(matches!(
+            resolve(0, -1, MAX),
+            Err(CapacityError::Negative { .. })
+        ));
+        assert!(matches!(
+            resolve(2 * MIB, MIB, MAX),
+            Err(CapacityError::RequiredAboveLimit { .. })
+        ));
+        assert!(matches!(
+            resolve(i64::MAX, 0, MAX),
+            Err(CapacityError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -37,7 +37,11 @@ pub enum LogFormat {
 
 /// Command line of `fastvirt-csi`.
 #[derive(Debug, Parser, Default)]
-#[command(name = "fastvirt-csi", version, about = "fastvirt CSI driver: node-local block and filesystem volumes backed by loop devices with direct I/O")]
+#[command(
+    name = "fastvirt-csi",
+    version,
+    about = "fastvirt CSI driver: node-local block and filesystem volumes backed by loop devices with direct I/O"
+)]
 pub struct Cli {
     /// CSI endpoint, `unix:///path/to/csi.sock`.
     #[arg(long, env = "CSI_ENDPOINT")]
@@ -108,9 +112,15 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     #[error("endpoint {0:?} must be unix:///absolute/path or an absolute path")]
     Endpoint(String),
     #[error("pool {0:?} must be NAME=DIR with an absolute DIR")]
@@ -133,21 +143,41 @@ impl Cli {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let endpoint = self.endpoint.or(file.endpoint).unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let endpoint = self
+            .endpoint
+            .or(file.endpoint)
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let node_id = match self.node_id.or(file.node_id) {
             Some(id) => id,
-            None => nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            None => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         validate_node_id(&node_id)?;
         let mode = self.mode.or(file.mode).unwrap_or(Mode::All);
         let pools = if self.pools.is_empty() {
-            file.pools.into_iter().map(|p| Ok(PoolConfig { name: PoolName::new(&p.name)?, path: p.path })).collect::<Result<Vec<_>, ConfigError>>()?
+            file.pools
+                .into_iter()
+                .map(|p| {
+                    Ok(PoolConfig {
+                        name: PoolName::new(&p.name)?,
+                        path: p.path,
+                    })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?
         } else {
-            self.pools.iter().map(|spec| parse_pool(spec)).collect::<Result<Vec<_>, _>>()?
+            self.pools
+                .iter()
+                .map(|spec| parse_pool(spec))
+                .collect::<Result<Vec<_>, _>>()?
         };
         for (i, pool) in pools.iter().enumerate() {
             if !pool.path.is_absolute() {
-                return Err(ConfigError::PoolSyntax(format!("{}={}", pool.name, pool.path.display())));
+                return Err(ConfigError::PoolSyntax(format!(
+                    "{}={}",
+                    pool.name,
+                    pool.path.display()
+                )));
             }
             if pools[..i].iter().any(|p| p.name == pool.name) {
                 return Err(ConfigError::DuplicatePool(pool.name.to_string()));
@@ -156,7 +186,10 @@ impl Cli {
         if pools.is_empty() && mode.serves_node() {
             return Err(ConfigError::NoPools);
         }
-        let max_volumes_per_node = self.max_volumes_per_node.or(file.max_volumes_per_node).unwrap_or(0);
+        let max_volumes_per_node = self
+            .max_volumes_per_node
+            .or(file.max_volumes_per_node)
+            .unwrap_or(0);
         if max_volumes_per_node < 0 {
             return Err(ConfigError::MaxVolumes);
         }
@@ -165,25 +198,42 @@ impl Cli {
             node_id,
             mode,
             pools,
-            state_dir: self.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir: self
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             max_volumes_per_node,
-            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
         })
     }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn parse_pool(spec: &str) -> Result<PoolConfig, ConfigError> {
-    let (name, dir) = spec.split_once('=').ok_or_else(|| ConfigError::PoolSyntax(spec.to_owned()))?;
+    let (name, dir) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::PoolSyntax(spec.to_owned()))?;
     let path = PathBuf::from(dir);
     if !path.is_absolute() {
         return Err(ConfigError::PoolSyntax(spec.to_owned()));
     }
-    Ok(PoolConfig { name: PoolName::new(name)?, path })
+    Ok(PoolConfig {
+        name: PoolName::new(name)?,
+        path,
+    })
 }
 
 /// The socket path of a `unix://` endpoint.
@@ -200,8 +250,13 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ConfigError> {
 }
 
 fn validate_node_id(id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty() && id.len() <= 253 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-    if ok { Ok(()) } else { Err(ConfigError::NodeId(id.to_owned())) }
+    let ok =
+        !id.is_empty() && id.len() <= 253 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::NodeId(id.to_owned()))
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +271,18 @@ mod tests {
 
     #[test]
     fn flags_only() {
-        let config = cli(&["--endpoint", "unix:///run/csi.sock", "--node-id", "n1", "--pool", "default=/pools/a", "--pool", "fast=/pools/b"]).resolve().unwrap();
+        let config = cli(&[
+            "--endpoint",
+            "unix:///run/csi.sock",
+            "--node-id",
+            "n1",
+            "--pool",
+            "default=/pools/a",
+            "--pool",
+            "fast=/pools/b",
+        ])
+        .resolve()
+        .unwrap();
         assert_eq!(config.socket_path, Path::new("/run/csi.sock"));
         assert_eq!(config.node_id, "n1");
         assert_eq!(config.mode, Mode::All);
@@ -230,13 +296,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, "endpoint: unix:///from/file.sock\nnodeId: file-node\nmode: node\npools:\n  - name: default\n    path: /file/pool\nmaxVolumesPerNode: 50\nlogFormat: json\n").unwrap();
-        let from_file = cli(&["--config", file.to_str().unwrap()]).resolve().unwrap();
+        let from_file = cli(&["--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap();
         assert_eq!(from_file.socket_path, Path::new("/from/file.sock"));
         assert_eq!(from_file.mode, Mode::Node);
-        assert_eq!(from_file.pools, vec![PoolConfig { name: PoolName::new("default").unwrap(), path: "/file/pool".into() }]);
+        assert_eq!(
+            from_file.pools,
+            vec![PoolConfig {
+                name: PoolName::new("default").unwrap(),
+                path: "/file/pool".into()
+            }]
+        );
         assert_eq!(from_file.max_volumes_per_node, 50);
         assert_eq!(from_file.log_format, LogFormat::Json);
-        let overridden = cli(&["--config", file.to_str().unwrap(), "--node-id", "flag-node", "--pool", "x=/flag/pool", "--mode", "all"]).resolve().unwrap();
+        let overridden = cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--node-id",
+            "flag-node",
+            "--pool",
+            "x=/flag/pool",
+            "--mode",
+            "all",
+        ])
+        .resolve()
+        .unwrap();
         assert_eq!(overridden.node_id, "flag-node");
         assert_eq!(overridden.mode, Mode::All);
         assert_eq!(overridden.pools[0].path, Path::new("/flag/pool"));
@@ -248,21 +333,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, "nodeId: n\npoolz: []\n").unwrap();
-        assert!(matches!(cli(&["--config", file.to_str().unwrap()]).resolve(), Err(ConfigError::Parse { .. })));
-        assert!(matches!(cli(&["--node-id", "n", "--pool", "nodir"]).resolve(), Err(ConfigError::PoolSyntax(_))));
-        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=relative"]).resolve(), Err(ConfigError::PoolSyntax(_))));
-        assert!(matches!(cli(&["--node-id", "n", "--pool", "A=/x"]).resolve(), Err(ConfigError::PoolName(_))));
-        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=/x", "--pool", "a=/y"]).resolve(), Err(ConfigError::DuplicatePool(_))));
-        assert!(matches!(cli(&["--node-id", "n"]).resolve(), Err(ConfigError::NoPools)));
-        assert!(cli(&["--node-id", "n", "--mode", "controller"]).resolve().is_ok());
-        assert!(matches!(cli(&["--node-id", "a/b", "--pool", "a=/x"]).resolve(), Err(ConfigError::NodeId(_))));
-        assert!(matches!(cli(&["--node-id", "n", "--pool", "a=/x", "--endpoint", "tcp://1.2.3.4:1"]).resolve(), Err(ConfigError::Endpoint(_))));
+        assert!(matches!(
+            cli(&["--config", file.to_str().unwrap()]).resolve(),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            cli(&["--node-id", "n", "--pool", "nodir"]).resolve(),
+            Err(ConfigError::PoolSyntax(_))
+        ));
+        assert!(matches!(
+            cli(&["--node-id", "n", "--pool", "a=relative"]).resolve(),
+            Err(ConfigError::PoolSyntax(_))
+        ));
+        assert!(matches!(
+            cli(&["--node-id", "n", "--pool", "A=/x"]).resolve(),
+            Err(ConfigError::PoolName(_))
+        ));
+        assert!(matches!(
+            cli(&["--node-id", "n", "--pool", "a=/x", "--pool", "a=/y"]).resolve(),
+            Err(ConfigError::DuplicatePool(_))
+        ));
+        assert!(matches!(
+            cli(&["--node-id", "n"]).resolve(),
+            Err(ConfigError::NoPools)
+        ));
+        assert!(
+            cli(&["--node-id", "n", "--mode", "controller"])
+                .resolve()
+                .is_ok()
+        );
+        assert!(matches!(
+            cli(&["--node-id", "a/b", "--pool", "a=/x"]).resolve(),
+            Err(ConfigError::NodeId(_))
+        ));
+        assert!(matches!(
+            cli(&[
+                "--node-id",
+                "n",
+                "--pool",
+                "a=/x",
+                "--endpoint",
+                "tcp://1.2.3.4:1"
+            ])
+            .resolve(),
+            Err(ConfigError::Endpoint(_))
+        ));
     }
 
     #[test]
     fn endpoints() {
-        assert_eq!(socket_path("unix:///a/b.sock").unwrap(), Path::new("/a/b.sock"));
-        assert_eq!(socket_path("unix:/a/b.sock").unwrap(), Path::new("/a/b.sock"));
+        assert_eq!(
+            socket_path("unix:///a/b.sock").unwrap(),
+            Path::new("/a/b.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/a/b.sock").unwrap(),
+            Path::new("/a/b.sock")
+        );
         assert_eq!(socket_path("/a/b.sock").unwrap(), Path::new("/a/b.sock"));
         assert!(socket_path("unix://relative.sock").is_err());
         assert!(socket_path("/").is_err());

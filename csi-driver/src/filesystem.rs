@@ -16,7 +16,9 @@ impl FsType {
         match name {
             "" | "ext4" => Ok(Self::Ext4),
             "xfs" => Ok(Self::Xfs),
-            other => Err(FsError::Unsupported(crate::ids::truncate_for_message(other))),
+            other => Err(FsError::Unsupported(crate::ids::truncate_for_message(
+                other,
+            ))),
         }
     }
 
@@ -47,7 +49,15 @@ pub enum FsError {
 
 /// Probes `device` with `blkid -p`, which reads the device itself rather than a cache.
 pub fn probe(device: &Path) -> Result<Content, FsError> {
-    let output = tools::run_raw("blkid", [Path::new("-p"), Path::new("-o"), Path::new("export"), device])?;
+    let output = tools::run_raw(
+        "blkid",
+        [
+            Path::new("-p"),
+            Path::new("-o"),
+            Path::new("export"),
+            device,
+        ],
+    )?;
     match output.status.code() {
         Some(0) => Ok(parse_blkid_export(&String::from_utf8_lossy(&output.stdout))),
         // blkid exits with 2 when it finds no signature at all.
@@ -58,7 +68,12 @@ pub fn probe(device: &Path) -> Result<Content, FsError> {
 
 fn parse_blkid_export(text: &str) -> Content {
     let value = |key: &str| {
-        text.lines().find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('='))).map(str::to_owned)
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix('='))
+            })
+            .map(str::to_owned)
     };
     match (value("TYPE"), value("USAGE"), value("PTTYPE")) {
         (Some(fs), Some(usage), _) if usage == "filesystem" => Content::Filesystem(fs),
@@ -75,7 +90,12 @@ pub fn make(device: &Path, fs: FsType) -> Result<(), FsError> {
     match fs {
         FsType::Ext4 => tools::run(
             "mkfs.ext4",
-            ["-q".as_ref(), "-E".as_ref(), "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(), device],
+            [
+                "-q".as_ref(),
+                "-E".as_ref(),
+                "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
+                device,
+            ],
         )?,
         // Without -f, mkfs.xfs refuses a device that holds any signature: a second guard against data loss.
         FsType::Xfs => tools::run("mkfs.xfs", ["-q".as_ref(), "-K".as_ref(), device])?,
@@ -91,13 +111,18 @@ mod tests {
     fn fs_types() {
         assert_eq!(FsType::parse("").unwrap(), FsType::Ext4);
         assert_eq!(FsType::parse("xfs").unwrap(), FsType::Xfs);
-        assert!(matches!(FsType::parse("ntfs"), Err(FsError::Unsupported(_))));
+        assert!(matches!(
+            FsType::parse("ntfs"),
+            Err(FsError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn blkid_export_output() {
         assert_eq!(
-            parse_blkid_export("DEVNAME=/dev/loop0\nUUID=1\nVERSION=1.0\nTYPE=ext4\nUSAGE=filesystem\n"),
+            parse_blkid_export(
+                "DEVNAME=/dev/loop0\nUUID=1\nVERSION=1.0\nTYPE=ext4\nUSAGE=filesystem\n"
+            ),
             Content::Filesystem("ext4".into())
         );
         assert_eq!(

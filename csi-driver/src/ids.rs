@@ -15,7 +15,9 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// Why an identifier was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
-    #[error("pool name must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit, got {0:?}")]
+    #[error(
+        "pool name must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit, got {0:?}"
+    )]
     BadPoolName(String),
     #[error("volume name must not be empty")]
     EmptyName,
@@ -33,7 +35,9 @@ pub struct PoolName(String);
 
 impl PoolName {
     pub fn new(name: &str) -> Result<Self, IdError> {
-        let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let valid_chars = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         let valid_edges = name
             .bytes()
             .next()
@@ -68,14 +72,21 @@ impl VolumeId {
     pub fn for_name(pool: &PoolName, name: &str) -> Result<Self, IdError> {
         validate_volume_name(name)?;
         let digest = Sha256::digest(name.as_bytes());
-        let key = digest[..KEY_LEN / 2].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self { pool: pool.clone(), key })
+        let key = digest[..KEY_LEN / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            pool: pool.clone(),
+            key,
+        })
     }
 
     pub fn parse(id: &str) -> Result<Self, IdError> {
         let bad = || IdError::BadVolumeId(truncate_for_message(id));
         let mut parts = id.split('.');
-        let (Some(prefix), Some(pool), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(prefix), Some(pool), Some(key), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(bad());
         };
@@ -83,7 +94,10 @@ impl VolumeId {
             return Err(bad());
         }
         let pool = PoolName::new(pool).map_err(|_| bad())?;
-        Ok(Self { pool, key: key.to_owned() })
+        Ok(Self {
+            pool,
+            key: key.to_owned(),
+        })
     }
 
     pub fn pool(&self) -> &PoolName {
@@ -104,7 +118,10 @@ impl fmt::Display for VolumeId {
 
 /// True for exactly 32 lowercase hex digits.
 pub fn is_volume_key(key: &str) -> bool {
-    key.len() == KEY_LEN && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    key.len() == KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn validate_volume_name(name: &str) -> Result<(), IdError> {
@@ -162,8 +179,14 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         assert_eq!(VolumeId::for_name(&pool(), ""), Err(IdError::EmptyName));
-        assert_eq!(VolumeId::for_name(&pool(), &"x".repeat(10_000)), Err(IdError::NameTooLong(10_000)));
-        assert_eq!(VolumeId::for_name(&pool(), "a\0b"), Err(IdError::NameControlCharacter));
+        assert_eq!(
+            VolumeId::for_name(&pool(), &"x".repeat(10_000)),
+            Err(IdError::NameTooLong(10_000))
+        );
+        assert_eq!(
+            VolumeId::for_name(&pool(), "a\0b"),
+            Err(IdError::NameControlCharacter)
+        );
         assert!(VolumeId::for_name(&pool(), &"x".repeat(MAX_NAME_BYTES)).is_ok());
     }
 

@@ -1,10 +1,10 @@
 //! Running and talking to a `fastvirt-csi` process on this machine, the way kubelet and the CSI
 //! sidecars do: over its unix socket. Used by the conformance suite, the demo and the benchmark.
 
+use crate::proto::ProbeRequest;
 use crate::proto::controller_client::ControllerClient;
 use crate::proto::identity_client::IdentityClient;
 use crate::proto::node_client::NodeClient;
-use crate::proto::ProbeRequest;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,7 +18,11 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
     Endpoint::from_static("http://[::1]:50051")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
 }
@@ -66,14 +70,26 @@ impl DriverArgs {
             .arg(&self.state_dir)
             .stdin(Stdio::null());
         for (name, dir) in &self.pools {
-            command.arg("--pool").arg(format!("{name}={}", dir.display()));
+            command
+                .arg("--pool")
+                .arg(format!("{name}={}", dir.display()));
         }
         // Only what is set here counts: a stray variable in the caller's environment must not leak in.
-        for var in ["CSI_ENDPOINT", "FASTVIRT_NODE_ID", "FASTVIRT_MODE", "FASTVIRT_POOLS", "FASTVIRT_STATE_DIR", "FASTVIRT_CONFIG"] {
+        for var in [
+            "CSI_ENDPOINT",
+            "FASTVIRT_NODE_ID",
+            "FASTVIRT_MODE",
+            "FASTVIRT_POOLS",
+            "FASTVIRT_STATE_DIR",
+            "FASTVIRT_CONFIG",
+        ] {
             command.env_remove(var);
         }
         if let Some(log) = &self.log_file {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
             command.stderr(file);
         }
         Ok(command)
@@ -90,7 +106,10 @@ pub struct DriverProcess {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("starting {binary}: {source}")]
-    Spawn { binary: PathBuf, source: std::io::Error },
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the driver exited with {0} before serving")]
     Exited(ExitStatus),
     #[error("the driver did not answer Probe within {0:?}")]
@@ -99,8 +118,14 @@ pub enum LocalError {
 
 impl DriverProcess {
     pub fn spawn(args: DriverArgs) -> Result<Self, LocalError> {
-        let spawn_error = |source| LocalError::Spawn { binary: args.binary.clone(), source };
-        let child = args.command().and_then(|mut c| c.spawn()).map_err(spawn_error)?;
+        let spawn_error = |source| LocalError::Spawn {
+            binary: args.binary.clone(),
+            source,
+        };
+        let child = args
+            .command()
+            .and_then(|mut c| c.spawn())
+            .map_err(spawn_error)?;
         Ok(Self { args, child })
     }
 
@@ -142,10 +167,16 @@ impl DriverProcess {
         self.child.wait()
     }
 
+    /// Waits for the driver to exit on its own.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::io::Result<ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)?;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .map_err(std::io::Error::from)?;
         self.child.wait()
     }
 }

@@ -19,14 +19,23 @@ pub struct OperationGuard {
 impl OperationLocks {
     /// Takes the volume `key`, or `None` when another operation holds it.
     pub fn try_lock(&self, key: &str) -> Option<OperationGuard> {
-        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        held.insert(key.to_owned()).then(|| OperationGuard { held: Arc::clone(&self.held), key: key.to_owned() })
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.insert(key.to_owned()).then(|| OperationGuard {
+            held: Arc::clone(&self.held),
+            key: key.to_owned(),
+        })
     }
 }
 
 impl Drop for OperationGuard {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         held.remove(&self.key);
     }
 }

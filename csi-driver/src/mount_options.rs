@@ -12,15 +12,22 @@ pub struct MountOptions {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MountOptionError {
-    #[error("mount option {0:?} is not allowed: the driver decides how volumes are bound and remounted")]
+    #[error(
+        "mount option {0:?} is not allowed: the driver decides how volumes are bound and remounted"
+    )]
     Forbidden(String),
-    #[error("mount option {0:?} has characters outside printable ASCII or is longer than 256 bytes")]
+    #[error(
+        "mount option {0:?} has characters outside printable ASCII or is longer than 256 bytes"
+    )]
     Malformed(String),
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        Self { flags: MsFlags::empty(), data: Vec::new() }
+        Self {
+            flags: MsFlags::empty(),
+            data: Vec::new(),
+        }
     }
 }
 
@@ -28,18 +35,25 @@ impl MountOptions {
     /// Parses entries like `["noatime", "discard,nobarrier"]`.
     pub fn parse<S: AsRef<str>>(mount_flags: &[S]) -> Result<Self, MountOptionError> {
         let mut options = Self::default();
-        for option in mount_flags.iter().flat_map(|entry| entry.as_ref().split(',')) {
+        for option in mount_flags
+            .iter()
+            .flat_map(|entry| entry.as_ref().split(','))
+        {
             let option = option.trim();
             if option.is_empty() {
                 continue;
             }
             if option.len() > 256 || !option.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(MountOptionError::Malformed(crate::ids::truncate_for_message(option)));
+                return Err(MountOptionError::Malformed(
+                    crate::ids::truncate_for_message(option),
+                ));
             }
             match kernel_flag(option) {
                 Some(FlagEffect::Set(flag)) => options.flags |= flag,
                 Some(FlagEffect::Clear(flag)) => options.flags &= !flag,
-                Some(FlagEffect::Forbidden) => return Err(MountOptionError::Forbidden(option.to_owned())),
+                Some(FlagEffect::Forbidden) => {
+                    return Err(MountOptionError::Forbidden(option.to_owned()));
+                }
                 None => {
                     if !options.data.iter().any(|existing| existing == option) {
                         options.data.push(option.to_owned())
@@ -90,8 +104,8 @@ fn kernel_flag(option: &str) -> Option<FlagEffect> {
         "lazytime" => Set(MsFlags::MS_LAZYTIME),
         "nolazytime" => Clear(MsFlags::MS_LAZYTIME),
         "defaults" => Clear(MsFlags::empty()),
-        "bind" | "rbind" | "remount" | "move" | "shared" | "rshared" | "slave" | "rslave" | "private"
-        | "rprivate" | "unbindable" | "runbindable" => Forbidden,
+        "bind" | "rbind" | "remount" | "move" | "shared" | "rshared" | "slave" | "rslave"
+        | "private" | "rprivate" | "unbindable" | "runbindable" => Forbidden,
         _ => return None,
     })
 }
@@ -114,15 +128,33 @@ mod tests {
         assert!(!parsed.read_only());
         assert_eq!(parsed.data, vec!["discard".to_owned()]);
         assert!(MountOptions::parse(&["rw,ro"]).unwrap().read_only());
-        assert_eq!(MountOptions::parse::<&str>(&[]).unwrap(), MountOptions::default());
+        assert_eq!(
+            MountOptions::parse::<&str>(&[]).unwrap(),
+            MountOptions::default()
+        );
     }
 
     #[test]
     fn refuses_propagation_bind_and_odd_bytes() {
-        assert_eq!(MountOptions::parse(&["bind"]), Err(MountOptionError::Forbidden("bind".into())));
-        assert_eq!(MountOptions::parse(&["a,remount"]), Err(MountOptionError::Forbidden("remount".into())));
-        assert!(matches!(MountOptions::parse(&["a b"]), Err(MountOptionError::Malformed(_))));
-        assert!(matches!(MountOptions::parse(&["x\0"]), Err(MountOptionError::Malformed(_))));
-        assert!(matches!(MountOptions::parse(&["x".repeat(300)]), Err(MountOptionError::Malformed(_))));
+        assert_eq!(
+            MountOptions::parse(&["bind"]),
+            Err(MountOptionError::Forbidden("bind".into()))
+        );
+        assert_eq!(
+            MountOptions::parse(&["a,remount"]),
+            Err(MountOptionError::Forbidden("remount".into()))
+        );
+        assert!(matches!(
+            MountOptions::parse(&["a b"]),
+            Err(MountOptionError::Malformed(_))
+        ));
+        assert!(matches!(
+            MountOptions::parse(&["x\0"]),
+            Err(MountOptionError::Malformed(_))
+        ));
+        assert!(matches!(
+            MountOptions::parse(&["x".repeat(300)]),
+            Err(MountOptionError::Malformed(_))
+        ));
     }
 }

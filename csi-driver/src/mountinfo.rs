@@ -26,7 +26,10 @@ impl MountEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum MountInfoError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed mountinfo line {0:?}")]
     Malformed(String),
 }
@@ -37,13 +40,18 @@ pub fn read() -> Result<Vec<MountEntry>, MountInfoError> {
 }
 
 pub fn read_from(path: &Path) -> Result<Vec<MountEntry>, MountInfoError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| MountInfoError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| MountInfoError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(&text)
 }
 
 pub fn parse(text: &str) -> Result<Vec<MountEntry>, MountInfoError> {
-    text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_line)
+        .collect()
 }
 
 /// The last mount whose mount point is `path`: the one a path lookup sees.
@@ -77,7 +85,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -109,7 +119,10 @@ mod tests {
         assert_eq!(table.len(), 4);
         let staged = &table[1];
         assert_eq!((staged.major, staged.minor), (7, 3));
-        assert_eq!(staged.mount_point, Path::new("/var/lib/kubelet/staging/pv 1"));
+        assert_eq!(
+            staged.mount_point,
+            Path::new("/var/lib/kubelet/staging/pv 1")
+        );
         assert_eq!(staged.fs_type, "xfs");
         assert_eq!(staged.source, "/dev/loop3");
         assert!(!staged.read_only());

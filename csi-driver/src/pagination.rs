@@ -27,10 +27,16 @@ pub fn page<'a, T>(
     } else if is_valid_token(starting_token) {
         sorted.partition_point(|item| key(item) <= starting_token)
     } else {
-        return Err(PageError::BadToken(crate::ids::truncate_for_message(starting_token)));
+        return Err(PageError::BadToken(crate::ids::truncate_for_message(
+            starting_token,
+        )));
     };
     let rest = &sorted[start..];
-    let take = if max_entries == 0 { rest.len() } else { rest.len().min(max_entries as usize) };
+    let take = if max_entries == 0 {
+        rest.len()
+    } else {
+        rest.len().min(max_entries as usize)
+    };
     let entries = &rest[..take];
     let next = (take < rest.len()).then(|| key(&entries[take - 1]).to_owned());
     Ok((entries, next))
@@ -67,10 +73,19 @@ mod tests {
     #[test]
     fn unlimited_and_exact_fit() {
         let all = ids(4);
-        assert_eq!(page(&all, |s| s.as_str(), "", 0, valid).unwrap(), (&all[..], None));
-        assert_eq!(page(&all, |s| s.as_str(), "", 4, valid).unwrap(), (&all[..], None));
+        assert_eq!(
+            page(&all, |s| s.as_str(), "", 0, valid).unwrap(),
+            (&all[..], None)
+        );
+        assert_eq!(
+            page(&all, |s| s.as_str(), "", 4, valid).unwrap(),
+            (&all[..], None)
+        );
         let empty: Vec<String> = Vec::new();
-        assert_eq!(page(&empty, |s| s.as_str(), "", 2, valid).unwrap(), (&empty[..], None));
+        assert_eq!(
+            page(&empty, |s| s.as_str(), "", 2, valid).unwrap(),
+            (&empty[..], None)
+        );
     }
 
     #[test]
@@ -89,7 +104,13 @@ mod tests {
     #[test]
     fn bad_inputs() {
         let all = ids(3);
-        assert_eq!(page(&all, |s| s.as_str(), "", -1, valid), Err(PageError::NegativeMaxEntries(-1)));
-        assert!(matches!(page(&all, |s| s.as_str(), "garbage", 1, valid), Err(PageError::BadToken(_))));
+        assert_eq!(
+            page(&all, |s| s.as_str(), "", -1, valid),
+            Err(PageError::NegativeMaxEntries(-1))
+        );
+        assert!(matches!(
+            page(&all, |s| s.as_str(), "garbage", 1, valid),
+            Err(PageError::BadToken(_))
+        ));
     }
 }

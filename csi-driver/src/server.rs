@@ -18,10 +18,16 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+/// How long shutdown waits for running operations.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
@@ -37,7 +43,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 pub fn open_pools(config: &Config) -> Result<BTreeMap<PoolName, Arc<dyn Backend>>, ServeError> {
     let mut pools: BTreeMap<PoolName, Arc<dyn Backend>> = BTreeMap::new();
     for pool in &config.pools {
-        let backend = FilePool::open(pool.name.clone(), &pool.path).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let backend = FilePool::open(pool.name.clone(), &pool.path)
+            .map_err(|e| ServeError::Setup(e.to_string()))?;
         tracing::info!(pool = %pool.name, dir = %backend.dir().display(), "pool ready");
         pools.insert(pool.name.clone(), Arc::new(backend));
     }
@@ -46,8 +53,11 @@ pub fn open_pools(config: &Config) -> Result<BTreeMap<PoolName, Arc<dyn Backend>
 
 /// Holds the state directory's lock: two node plugins on one node would fight over loop devices.
 fn lock_state_dir(config: &Config) -> Result<Flock<File>, ServeError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(io(format!("creating {}", config.state_dir.display())))?;
-    let path = config.state_dir.join(format!("{:?}.lock", config.mode).to_lowercase());
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(io(format!("creating {}", config.state_dir.display())))?;
+    let path = config
+        .state_dir
+        .join(format!("{:?}.lock", config.mode).to_lowercase());
     let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         ServeError::Setup(format!("{} is locked ({errno}): another fastvirt-csi in this mode runs with the same state directory", path.display()))
@@ -63,11 +73,20 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServeError::Setup(format!("{} is served by another running process", path.display())));
+                return Err(ServeError::Setup(format!(
+                    "{} is served by another running process",
+                    path.display()
+                )));
             }
-            std::fs::remove_file(path).map_err(io(format!("removing stale socket {}", path.display())))?;
+            std::fs::remove_file(path)
+                .map_err(io(format!("removing stale socket {}", path.display())))?;
         }
-        Ok(_) => return Err(ServeError::Setup(format!("{} exists and is not a socket; refusing to replace it", path.display()))),
+        Ok(_) => {
+            return Err(ServeError::Setup(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
     }
@@ -76,7 +95,8 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
     let listener = UnixListener::bind(path);
     nix::sys::stat::umask(previous);
     let listener = listener.map_err(io(format!("binding {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(format!("chmod {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", path.display())))?;
     Ok(listener)
 }
 
@@ -94,15 +114,33 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         "serving {}",
         crate::DRIVER_NAME
     );
-    let controller = config.mode.serves_controller().then(|| ControllerServer::new(ControllerService::new(driver.clone())));
-    let node = config.mode.serves_node().then(|| NodeServer::new(NodeService::new(driver.clone())));
-    let result = tonic::transport::Server::builder()
+    let controller = config
+        .mode
+        .serves_controller()
+        .then(|| ControllerServer::new(ControllerService::new(driver.clone())));
+    let node = config
+        .mode
+        .serves_node()
+        .then(|| NodeServer::new(NodeService::new(driver.clone())));
+    let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
         .add_optional_service(node)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming(UnixListenerStream::new(listener));
+    // Stop accepting at once on shutdown, but let running operations finish: a mkfs or mount cut
+    // short leaves work for the next start. Idle client connections are not waited for.
+    let result = tokio::select! {
+        result = server => result,
+        () = shutdown => Ok(()),
+    };
     let _ = std::fs::remove_file(&config.socket_path);
+    let unfinished = crate::service::drain_in_flight(SHUTDOWN_GRACE).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "stopping with operations still running after {SHUTDOWN_GRACE:?}"
+        );
+    }
     tracing::info!("stopped");
     Ok(result?)
 }

@@ -6,9 +6,16 @@ use std::process::{Command, Output, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     #[error("could not run {program}: {source} (is it installed and on PATH?)")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{program} exited with {status}: {stderr}")]
-    Failed { program: String, status: std::process::ExitStatus, stderr: String },
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
 }
 
 /// Runs `program` with `args`, no shell and no stdin, and returns its output whatever the exit code.
@@ -21,7 +28,10 @@ where
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| ToolError::Spawn { program: program.to_owned(), source })
+        .map_err(|source| ToolError::Spawn {
+            program: program.to_owned(),
+            source,
+        })
 }
 
 /// Runs `program` and fails unless it exits with status 0.
@@ -41,6 +51,14 @@ where
 pub fn failure(program: &str, output: &Output) -> ToolError {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let text = if stderr.trim().is_empty() { stdout } else { stderr };
-    ToolError::Failed { program: program.to_owned(), status: output.status, stderr: text.trim().to_owned() }
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    ToolError::Failed {
+        program: program.to_owned(),
+        status: output.status,
+        stderr: text.trim().to_owned(),
+    }
 }

@@ -4,7 +4,9 @@
 //! The record is written last on create and removed first on delete, so it alone decides whether a
 //! volume exists; an image without a record is the leftover of a crash and is reclaimed.
 
-use super::{AttachedDevice, Backend, BackendError, CreateSpec, PoolUsage, RECORD_VERSION, VolumeRecord};
+use super::{
+    AttachedDevice, Backend, BackendError, CreateSpec, PoolUsage, RECORD_VERSION, VolumeRecord,
+};
 use crate::atomic_file;
 use crate::ids::{PoolName, VolumeId, is_volume_key};
 use crate::loopdev::{self, AttachOptions, LoopDevice, LoopError};
@@ -25,10 +27,19 @@ pub struct FilePool {
 impl FilePool {
     /// Opens the pool in `dir`, creating the directory if needed, and reclaims crash leftovers.
     pub fn open(name: PoolName, dir: &Path) -> Result<Self, BackendError> {
-        std::fs::create_dir_all(dir).map_err(BackendError::io(format!("creating pool directory {}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(BackendError::io(format!(
+            "creating pool directory {}",
+            dir.display()
+        )))?;
         // Canonical, because sysfs reports loop backing files by their resolved path.
-        let dir = dir.canonicalize().map_err(BackendError::io(format!("resolving {}", dir.display())))?;
-        let pool = Self { name, dir, direct_io: true };
+        let dir = dir
+            .canonicalize()
+            .map_err(BackendError::io(format!("resolving {}", dir.display())))?;
+        let pool = Self {
+            name,
+            dir,
+            direct_io: true,
+        };
         pool.reclaim_orphans();
         Ok(pool)
     }
@@ -46,10 +57,16 @@ impl FilePool {
     }
 
     fn reclaim_orphans(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let file_name = entry.file_name();
-            let Some(key) = file_name.to_str().and_then(|n| n.strip_suffix(".img")).filter(|k| is_volume_key(k)) else {
+            let Some(key) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".img"))
+                .filter(|k| is_volume_key(k))
+            else {
                 continue;
             };
             let attached = !loopdev::find_by_backing_file(&entry.path()).is_empty();
@@ -61,7 +78,8 @@ impl FilePool {
     }
 
     fn read_record(&self, path: &Path) -> Result<VolumeRecord, BackendError> {
-        let bytes = std::fs::read(path).map_err(BackendError::io(format!("reading {}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(BackendError::io(format!("reading {}", path.display())))?;
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Pool {
             pool: self.name.clone(),
             message: format!("volume record {} is corrupt: {e}", path.display()),
@@ -69,7 +87,9 @@ impl FilePool {
     }
 
     fn loop_device(&self, id: &VolumeId) -> Option<LoopDevice> {
-        loopdev::find_by_backing_file(&self.data_path(id)).into_iter().next()
+        loopdev::find_by_backing_file(&self.data_path(id))
+            .into_iter()
+            .next()
     }
 
     fn allocate(&self, path: &Path, spec: &CreateSpec) -> Result<(), BackendError> {
@@ -83,22 +103,36 @@ impl FilePool {
             message: format!("{} bytes is too large for a file", spec.capacity_bytes),
         })?;
         if spec.thin {
-            file.set_len(spec.capacity_bytes).map_err(BackendError::io(format!("sizing {}", path.display())))?;
+            file.set_len(spec.capacity_bytes)
+                .map_err(BackendError::io(format!("sizing {}", path.display())))?;
         } else {
-            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size).map_err(|errno| {
-                if errno == nix::errno::Errno::ENOSPC {
-                    BackendError::NoSpace { pool: self.name.clone(), needed: spec.capacity_bytes, available: 0 }
-                } else {
-                    BackendError::Io { context: format!("preallocating {}", path.display()), source: errno.into() }
-                }
-            })?;
+            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size).map_err(
+                |errno| {
+                    if errno == nix::errno::Errno::ENOSPC {
+                        BackendError::NoSpace {
+                            pool: self.name.clone(),
+                            needed: spec.capacity_bytes,
+                            available: 0,
+                        }
+                    } else {
+                        BackendError::Io {
+                            context: format!("preallocating {}", path.display()),
+                            source: errno.into(),
+                        }
+                    }
+                },
+            )?;
         }
-        file.sync_all().map_err(BackendError::io(format!("syncing {}", path.display())))
+        file.sync_all()
+            .map_err(BackendError::io(format!("syncing {}", path.display())))
     }
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The loop device's logical block size: the backing filesystem's block size, so every guest I/O
@@ -106,13 +140,22 @@ fn now_unix() -> u64 {
 fn block_size_for(data: &Path) -> u32 {
     let blksize = std::fs::metadata(data).map(|m| m.blksize()).unwrap_or(512);
     let clamped = blksize.clamp(512, 4096) as u32;
-    if clamped.is_power_of_two() { clamped } else { 512 }
+    if clamped.is_power_of_two() {
+        clamped
+    } else {
+        512
+    }
 }
 
 fn loop_error(error: LoopError) -> BackendError {
     match error {
-        LoopError::Busy { .. } | LoopError::DetachDeferred { .. } => BackendError::Busy(error.to_string()),
-        other => BackendError::Io { context: "loop device".into(), source: std::io::Error::other(other.to_string()) },
+        LoopError::Busy { .. } | LoopError::DetachDeferred { .. } => {
+            BackendError::Busy(error.to_string())
+        }
+        other => BackendError::Io {
+            context: "loop device".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
@@ -127,7 +170,10 @@ impl Backend for FilePool {
             source: e.into(),
         })?;
         if stat.flags().contains(FsFlags::ST_RDONLY) {
-            return Err(BackendError::Pool { pool: self.name.clone(), message: "filesystem is read-only".into() });
+            return Err(BackendError::Pool {
+                pool: self.name.clone(),
+                message: "filesystem is read-only".into(),
+            });
         }
         Ok(())
     }
@@ -160,12 +206,15 @@ impl Backend for FilePool {
     }
 
     fn list(&self) -> Result<Vec<VolumeRecord>, BackendError> {
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(BackendError::io(format!("listing {}", self.dir.display())))?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(BackendError::io(format!("listing {}", self.dir.display())))?;
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let file_name = entry.file_name();
-            let is_record = file_name.to_str().and_then(|n| n.strip_suffix(".json")).is_some_and(is_volume_key);
+            let is_record = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .is_some_and(is_volume_key);
             if !is_record {
                 continue;
             }
@@ -185,7 +234,11 @@ impl Backend for FilePool {
         if !spec.thin {
             let available = self.usage()?.available_bytes;
             if available < spec.capacity_bytes {
-                return Err(BackendError::NoSpace { pool: self.name.clone(), needed: spec.capacity_bytes, available });
+                return Err(BackendError::NoSpace {
+                    pool: self.name.clone(),
+                    needed: spec.capacity_bytes,
+                    available,
+                });
             }
         }
         let data = self.data_path(&spec.id);
@@ -200,7 +253,8 @@ impl Backend for FilePool {
             created_unix: now_unix(),
         };
         let result = self.allocate(&data, spec).and_then(|()| {
-            let json = serde_json::to_vec_pretty(&record).map_err(|e| BackendError::io("encoding record")(e.into()))?;
+            let json = serde_json::to_vec_pretty(&record)
+                .map_err(|e| BackendError::io("encoding record")(e.into()))?;
             atomic_file::write(&self.record_path(&spec.id), &json)
                 .map_err(BackendError::io(format!("writing record for {}", spec.id)))
         });
@@ -209,7 +263,11 @@ impl Backend for FilePool {
             return Err(match error {
                 BackendError::NoSpace { pool, needed, .. } => {
                     let available = self.usage().map(|u| u.available_bytes).unwrap_or(0);
-                    BackendError::NoSpace { pool, needed, available }
+                    BackendError::NoSpace {
+                        pool,
+                        needed,
+                        available,
+                    }
                 }
                 other => other,
             });
@@ -222,13 +280,21 @@ impl Backend for FilePool {
             return Ok(());
         }
         if let Some(device) = self.loop_device(id) {
-            return Err(BackendError::InUse { id: id.to_string(), device: device.path().display().to_string() });
+            return Err(BackendError::InUse {
+                id: id.to_string(),
+                device: device.path().display().to_string(),
+            });
         }
         let record = self.record_path(id);
         match std::fs::remove_file(&record) {
-            Ok(()) => atomic_file::sync_dir(&self.dir).map_err(BackendError::io("syncing pool directory"))?,
+            Ok(()) => atomic_file::sync_dir(&self.dir)
+                .map_err(BackendError::io("syncing pool directory"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BackendError::io(format!("removing {}", record.display()))(e)),
+            Err(e) => {
+                return Err(BackendError::io(format!("removing {}", record.display()))(
+                    e,
+                ));
+            }
         }
         match std::fs::remove_file(self.data_path(id)) {
             Ok(()) => Ok(()),
@@ -238,14 +304,35 @@ impl Backend for FilePool {
     }
 
     fn attached(&self, id: &VolumeId) -> Result<Option<AttachedDevice>, BackendError> {
-        let Some(device) = self.loop_device(id) else { return Ok(None) };
+        let Some(device) = self.loop_device(id) else {
+            return Ok(None);
+        };
         let rdev = device.rdev().map_err(loop_error)?;
-        Ok(Some(AttachedDevice { path: device.path(), rdev }))
+        Ok(Some(AttachedDevice {
+            path: device.path(),
+            rdev,
+            read_only: device.read_only(),
+        }))
     }
 
-    fn attach(&self, record: &VolumeRecord) -> Result<AttachedDevice, BackendError> {
-        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool { pool: self.name.clone(), message: e.to_string() })?;
+    fn attach(
+        &self,
+        record: &VolumeRecord,
+        read_only: bool,
+    ) -> Result<AttachedDevice, BackendError> {
+        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: e.to_string(),
+        })?;
         if let Some(device) = self.attached(&id)? {
+            if device.read_only != read_only {
+                let mode = |ro: bool| if ro { "read-only" } else { "read-write" };
+                return Err(BackendError::AccessConflict {
+                    id: id.to_string(),
+                    attached: mode(device.read_only),
+                    requested: mode(read_only),
+                });
+            }
             return Ok(device);
         }
         let data = self.data_path(&id);
@@ -255,14 +342,22 @@ impl Backend for FilePool {
                 message: format!("data file {} of volume {id} is missing", data.display()),
             });
         }
-        let options = AttachOptions { block_size: block_size_for(&data), direct_io: self.direct_io, read_only: false };
+        let options = AttachOptions {
+            block_size: block_size_for(&data),
+            direct_io: self.direct_io,
+            read_only,
+        };
         let device = loopdev::attach(&data, options).map_err(loop_error)?;
         if self.direct_io && !device.direct_io() {
             tracing::warn!(device = %device.path().display(), pool = %self.name, "the kernel refused direct I/O for this loop device; I/O goes through the page cache and will be slower");
         }
         tracing::info!(volume = %id, device = %device.path().display(), direct_io = device.direct_io(), block_size = options.block_size, "attached");
         let rdev = device.rdev().map_err(loop_error)?;
-        Ok(AttachedDevice { path: device.path(), rdev })
+        Ok(AttachedDevice {
+            path: device.path(),
+            rdev,
+            read_only: device.read_only(),
+        })
     }
 
     fn detach(&self, id: &VolumeId, mounts: &[MountEntry]) -> Result<(), BackendError> {
@@ -277,7 +372,12 @@ impl Backend for FilePool {
         let id = VolumeId::parse(&record.id).ok()?;
         let data = self.data_path(&id);
         match std::fs::metadata(&data) {
-            Err(e) => return Some(format!("backing file {} is unreadable: {e}", data.display())),
+            Err(e) => {
+                return Some(format!(
+                    "backing file {} is unreadable: {e}",
+                    data.display()
+                ));
+            }
             Ok(meta) if meta.len() != record.capacity_bytes => {
                 return Some(format!(
                     "backing file {} holds {} bytes, the volume has {}",

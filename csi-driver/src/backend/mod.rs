@@ -48,6 +48,8 @@ pub struct PoolUsage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachedDevice {
     pub path: PathBuf,
+    /// The kernel refuses writes to the device.
+    pub read_only: bool,
     /// `st_rdev` of the device node, to recognise it behind bind mounts.
     pub rdev: u64,
 }
@@ -57,15 +59,28 @@ pub enum BackendError {
     #[error("volume {0} does not exist")]
     NotFound(String),
     #[error("pool {pool} has {available} bytes free, {needed} are needed")]
-    NoSpace { pool: PoolName, needed: u64, available: u64 },
+    NoSpace {
+        pool: PoolName,
+        needed: u64,
+        available: u64,
+    },
     #[error("volume {id} is still attached on this node ({device}); unstage it first")]
     InUse { id: String, device: String },
     #[error("{0}")]
     Busy(String),
+    #[error("volume {id} is attached {attached} on this node; it cannot also be used {requested}")]
+    AccessConflict {
+        id: String,
+        attached: &'static str,
+        requested: &'static str,
+    },
     #[error("pool {pool}: {message}")]
     Pool { pool: PoolName, message: String },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl BackendError {
@@ -91,8 +106,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn delete(&self, id: &VolumeId) -> Result<(), BackendError>;
     /// The device of an attached volume, found from the kernel's state (so it survives restarts).
     fn attached(&self, id: &VolumeId) -> Result<Option<AttachedDevice>, BackendError>;
-    /// Attaches the volume, or returns the device it is already attached as.
-    fn attach(&self, record: &VolumeRecord) -> Result<AttachedDevice, BackendError>;
+    /// Attaches the volume, or returns the device it is already attached as; a read-only attachment
+    /// is enforced by the kernel for every user of the device.
+    fn attach(
+        &self,
+        record: &VolumeRecord,
+        read_only: bool,
+    ) -> Result<AttachedDevice, BackendError>;
     /// Detaches the volume; refuses with `Busy` while the device is mounted or open.
     fn detach(&self, id: &VolumeId, mounts: &[MountEntry]) -> Result<(), BackendError>;
     /// `Some(reason)` when the volume is not healthy.

@@ -18,13 +18,23 @@ const ATTACH_ATTEMPTS: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
     #[error("opening {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} on {device}: {errno}")]
-    Ioctl { op: &'static str, device: PathBuf, errno: Errno },
+    Ioctl {
+        op: &'static str,
+        device: PathBuf,
+        errno: Errno,
+    },
     #[error("no free loop device after {ATTACH_ATTEMPTS} attempts")]
     NoFreeDevice,
     #[error("reading {path}: {source}")]
-    Sysfs { path: PathBuf, source: std::io::Error },
+    Sysfs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{device} is in use: {}", users.join("; "))]
     Busy { device: PathBuf, users: Vec<String> },
     #[error("{device} was released but the kernel keeps it until its last user closes it")]
@@ -61,7 +71,10 @@ impl LoopDevice {
 
     /// Parses `loopN` or `/dev/loopN`.
     pub fn from_name(name: &str) -> Option<Self> {
-        let digits = name.strip_prefix("/dev/").unwrap_or(name).strip_prefix("loop")?;
+        let digits = name
+            .strip_prefix("/dev/")
+            .unwrap_or(name)
+            .strip_prefix("loop")?;
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
             .then(|| digits.parse().ok().map(Self::from_number))
             .flatten()
@@ -97,16 +110,24 @@ impl LoopDevice {
             Some(path) => (path, true),
             None => (raw.as_str(), false),
         };
-        Some(BackingFile { path: PathBuf::from(path), deleted })
+        Some(BackingFile {
+            path: PathBuf::from(path),
+            deleted,
+        })
     }
 
     /// Major and minor device numbers.
     pub fn device_numbers(&self) -> Result<(u32, u32), LoopError> {
         let text = self.read_sysfs("dev")?;
-        let parsed = text.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        let parsed = text
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
         parsed.ok_or_else(|| LoopError::Sysfs {
             path: self.sysfs("dev"),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unexpected {text:?}")),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected {text:?}"),
+            ),
         })
     }
 
@@ -114,6 +135,10 @@ impl LoopDevice {
     pub fn rdev(&self) -> Result<u64, LoopError> {
         let (major, minor) = self.device_numbers()?;
         Ok(nix::sys::stat::makedev(major.into(), minor.into()))
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_sysfs("ro").is_ok_and(|v| v == "1")
     }
 
     pub fn direct_io(&self) -> bool {
@@ -164,15 +189,28 @@ impl LoopDevice {
         let mut users = Vec::new();
         for entry in mounts {
             if (entry.major, entry.minor) == (major, minor) {
-                users.push(format!("filesystem mounted at {}", entry.mount_point.display()));
-            } else if entry.root.file_name().is_some_and(|n| n.as_bytes() == node_name.as_bytes())
+                users.push(format!(
+                    "filesystem mounted at {}",
+                    entry.mount_point.display()
+                ));
+            } else if entry
+                .root
+                .file_name()
+                .is_some_and(|n| n.as_bytes() == node_name.as_bytes())
                 && is_block_device(&entry.mount_point, rdev)
             {
-                users.push(format!("device node bound at {}", entry.mount_point.display()));
+                users.push(format!(
+                    "device node bound at {}",
+                    entry.mount_point.display()
+                ));
             }
         }
         if let Ok(holders) = std::fs::read_dir(self.sysfs("holders")) {
-            users.extend(holders.flatten().map(|h| format!("held by {}", h.file_name().to_string_lossy())));
+            users.extend(
+                holders
+                    .flatten()
+                    .map(|h| format!("held by {}", h.file_name().to_string_lossy())),
+            );
         }
         users.extend(processes_holding(rdev));
         Ok(users)
@@ -186,15 +224,27 @@ impl LoopDevice {
         }
         let users = self.users(mounts)?;
         if !users.is_empty() {
-            return Err(LoopError::Busy { device: self.path(), users });
+            return Err(LoopError::Busy {
+                device: self.path(),
+                users,
+            });
         }
         let device = self.open(false)?;
         match ioctl::clear_fd(device.as_fd()) {
             Ok(()) | Err(Errno::ENXIO) => {}
             Err(Errno::EBUSY) => {
-                return Err(LoopError::Busy { device: self.path(), users: vec!["busy in the kernel".into()] });
+                return Err(LoopError::Busy {
+                    device: self.path(),
+                    users: vec!["busy in the kernel".into()],
+                });
             }
-            Err(errno) => return Err(LoopError::Ioctl { op: "LOOP_CLR_FD", device: self.path(), errno }),
+            Err(errno) => {
+                return Err(LoopError::Ioctl {
+                    op: "LOOP_CLR_FD",
+                    device: self.path(),
+                    errno,
+                });
+            }
         }
         drop(device);
         // The kernel tears the binding down when the last opener closes; ours was the only one.
@@ -204,7 +254,9 @@ impl LoopDevice {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        Err(LoopError::DetachDeferred { device: self.path() })
+        Err(LoopError::DetachDeferred {
+            device: self.path(),
+        })
     }
 
     /// Makes the device pick up a new size of its backing file.
@@ -228,14 +280,20 @@ pub fn attach(backing: &Path, options: AttachOptions) -> Result<LoopDevice, Loop
     backing_options.custom_flags(libc::O_CLOEXEC | direct);
     let file = backing_options
         .open(backing)
-        .map_err(|source| LoopError::Open { path: backing.to_owned(), source })?;
+        .map_err(|source| LoopError::Open {
+            path: backing.to_owned(),
+            source,
+        })?;
     let control_path = PathBuf::from("/dev/loop-control");
     let control = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(&control_path)
-        .map_err(|source| LoopError::Open { path: control_path.clone(), source })?;
+        .map_err(|source| LoopError::Open {
+            path: control_path.clone(),
+            source,
+        })?;
     let mut flags = 0;
     if options.direct_io {
         flags |= ioctl::LO_FLAGS_DIRECT_IO;
@@ -244,25 +302,42 @@ pub fn attach(backing: &Path, options: AttachOptions) -> Result<LoopDevice, Loop
         flags |= ioctl::LO_FLAGS_READ_ONLY;
     }
     for _ in 0..ATTACH_ATTEMPTS {
-        let number = ioctl::get_free(control.as_fd())
-            .map_err(|errno| LoopError::Ioctl { op: "LOOP_CTL_GET_FREE", device: control_path.clone(), errno })?;
+        let number = ioctl::get_free(control.as_fd()).map_err(|errno| LoopError::Ioctl {
+            op: "LOOP_CTL_GET_FREE",
+            device: control_path.clone(),
+            errno,
+        })?;
         let device = LoopDevice::from_number(number);
         let handle = match device.open(true) {
             Ok(handle) => handle,
             // devtmpfs creates the node right after LOOP_CTL_GET_FREE; give it a moment.
-            Err(LoopError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoopError::Open { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 continue;
             }
             Err(e) => return Err(e),
         };
-        match ioctl::configure(handle.as_fd(), file.as_fd(), options.block_size, flags, backing.as_os_str().as_bytes()) {
+        match ioctl::configure(
+            handle.as_fd(),
+            file.as_fd(),
+            options.block_size,
+            flags,
+            backing.as_os_str().as_bytes(),
+        ) {
             Ok(()) => {
                 set_scheduler_none(&device);
                 return Ok(device);
             }
             Err(Errno::EBUSY) => continue,
-            Err(errno) => return Err(LoopError::Ioctl { op: "LOOP_CONFIGURE", device: device.path(), errno }),
+            Err(errno) => {
+                return Err(LoopError::Ioctl {
+                    op: "LOOP_CONFIGURE",
+                    device: device.path(),
+                    errno,
+                });
+            }
         }
     }
     Err(LoopError::NoFreeDevice)
@@ -277,7 +352,11 @@ fn set_scheduler_none(device: &LoopDevice) {
 
 /// All loop devices currently bound to `path` (normally zero or one).
 pub fn find_by_backing_file(path: &Path) -> Vec<LoopDevice> {
-    all_bound().into_iter().filter(|(_, backing)| backing.path == path && !backing.deleted).map(|(d, _)| d).collect()
+    all_bound()
+        .into_iter()
+        .filter(|(_, backing)| backing.path == path && !backing.deleted)
+        .map(|(d, _)| d)
+        .collect()
 }
 
 /// Every bound loop device with its backing file.
@@ -295,7 +374,8 @@ pub fn all_bound() -> Vec<(LoopDevice, BackingFile)> {
 }
 
 fn is_block_device(path: &Path, rdev: u64) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
 }
 
 /// Processes with an open file descriptor on the block device `rdev`.
@@ -320,11 +400,16 @@ fn processes_holding(rdev: u64) -> Vec<String> {
             // Sockets, pipes and anonymous inodes cannot be block devices; skip their stat.
             target.starts_with(b"/")
                 && !target.starts_with(b"/memfd:")
-                && std::fs::metadata(fd.path()).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+                && std::fs::metadata(fd.path())
+                    .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
         });
         if holds {
             let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
-            holders.push(format!("open by pid {} ({})", pid.to_string_lossy(), comm.trim()));
+            holders.push(format!(
+                "open by pid {} ({})",
+                pid.to_string_lossy(),
+                comm.trim()
+            ));
         }
     }
     holders
@@ -336,9 +421,22 @@ mod tests {
 
     #[test]
     fn device_names() {
-        assert_eq!(LoopDevice::from_name("loop12"), Some(LoopDevice::from_number(12)));
-        assert_eq!(LoopDevice::from_name("/dev/loop0"), Some(LoopDevice::from_number(0)));
-        for bad in ["loop", "loop-control", "loopx", "sda", "/dev/loop1p1", "loop99999999999"] {
+        assert_eq!(
+            LoopDevice::from_name("loop12"),
+            Some(LoopDevice::from_number(12))
+        );
+        assert_eq!(
+            LoopDevice::from_name("/dev/loop0"),
+            Some(LoopDevice::from_number(0))
+        );
+        for bad in [
+            "loop",
+            "loop-control",
+            "loopx",
+            "sda",
+            "/dev/loop1p1",
+            "loop99999999999",
+        ] {
             assert_eq!(LoopDevice::from_name(bad), None, "{bad}");
         }
         assert_eq!(LoopDevice::from_number(7).path(), Path::new("/dev/loop7"));

@@ -38,13 +38,19 @@ pub struct VolumeParameters {
 }
 
 /// Parses StorageClass parameters; unknown keys are refused so a typo never goes unnoticed.
-pub fn parse_parameters(driver: &Driver, parameters: &HashMap<String, String>) -> Result<VolumeParameters, Status> {
+pub fn parse_parameters(
+    driver: &Driver,
+    parameters: &HashMap<String, String>,
+) -> Result<VolumeParameters, Status> {
     let mut pool = None;
     let mut thin = false;
     for (key, value) in parameters {
         match key.as_str() {
             PARAM_POOL => {
-                pool = Some(PoolName::new(value).map_err(|e| Status::invalid_argument(format!("parameter pool: {e}")))?)
+                pool = Some(
+                    PoolName::new(value)
+                        .map_err(|e| Status::invalid_argument(format!("parameter pool: {e}")))?,
+                )
             }
             PARAM_THIN => {
                 thin = match value.as_str() {
@@ -70,7 +76,9 @@ pub fn parse_parameters(driver: &Driver, parameters: &HashMap<String, String>) -
     let pool = match pool {
         Some(pool) => pool,
         None => driver.default_pool().cloned().ok_or_else(|| {
-            Status::invalid_argument("parameter pool is required: this node has several pools and none is named default")
+            Status::invalid_argument(
+                "parameter pool is required: this node has several pools and none is named default",
+            )
         })?,
     };
     Ok(VolumeParameters { pool, thin })
@@ -78,8 +86,12 @@ pub fn parse_parameters(driver: &Driver, parameters: &HashMap<String, String>) -
 
 fn capacity_status(error: CapacityError) -> Status {
     match error {
-        CapacityError::Negative { .. } | CapacityError::RequiredAboveLimit { .. } => Status::invalid_argument(error.to_string()),
-        CapacityError::NoAlignedSize { .. } | CapacityError::TooLarge { .. } => Status::out_of_range(error.to_string()),
+        CapacityError::Negative { .. } | CapacityError::RequiredAboveLimit { .. } => {
+            Status::invalid_argument(error.to_string())
+        }
+        CapacityError::NoAlignedSize { .. } | CapacityError::TooLarge { .. } => {
+            Status::out_of_range(error.to_string())
+        }
     }
 }
 
@@ -92,63 +104,101 @@ fn csi_volume(driver: &Driver, record: &VolumeRecord, pool: &PoolName) -> Volume
     Volume {
         capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
         volume_id: record.id.clone(),
-        volume_context: HashMap::from([(PARAM_POOL.to_owned(), pool.to_string()), (PARAM_THIN.to_owned(), record.thin.to_string())]),
+        volume_context: HashMap::from([
+            (PARAM_POOL.to_owned(), pool.to_string()),
+            (PARAM_THIN.to_owned(), record.thin.to_string()),
+        ]),
         content_source: None,
         accessible_topology: vec![driver.topology()],
     }
 }
 
-fn create_volume(driver: &Driver, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, Status> {
+fn create_volume(
+    driver: &Driver,
+    req: CreateVolumeRequest,
+) -> Result<CreateVolumeResponse, Status> {
     if req.name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }
-    crate::ids::validate_volume_name(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    crate::ids::validate_volume_name(&req.name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     request::capabilities(&req.volume_capabilities)?;
     let params = parse_parameters(driver, &req.parameters)?;
     if req.volume_content_source.is_some() {
-        return Err(Status::invalid_argument("creating a volume from a snapshot or another volume is not supported yet"));
+        return Err(Status::invalid_argument(
+            "creating a volume from a snapshot or another volume is not supported yet",
+        ));
     }
     if let Some(requirement) = &req.accessibility_requirements {
-        if !requirement.requisite.is_empty() && !requirement.requisite.iter().any(|t| is_this_node(driver, t)) {
+        if !requirement.requisite.is_empty()
+            && !requirement
+                .requisite
+                .iter()
+                .any(|t| is_this_node(driver, t))
+        {
             return Err(Status::resource_exhausted(format!(
                 "volumes of this driver live on the node that creates them ({}), which is not in the requisite topology",
                 driver.node_id
             )));
         }
     }
-    let backend = driver
-        .backend(&params.pool)
-        .ok_or_else(|| Status::invalid_argument(format!("pool {} is not configured on node {}", params.pool, driver.node_id)))?;
-    let (required, limit) = req.capacity_range.map(|r| (r.required_bytes, r.limit_bytes)).unwrap_or((0, 0));
+    let backend = driver.backend(&params.pool).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "pool {} is not configured on node {}",
+            params.pool, driver.node_id
+        ))
+    })?;
+    let (required, limit) = req
+        .capacity_range
+        .map(|r| (r.required_bytes, r.limit_bytes))
+        .unwrap_or((0, 0));
     if required < 0 || limit < 0 || (limit > 0 && required > limit) {
-        return Err(capacity_status(capacity::resolve(required, limit, u64::MAX).unwrap_err()));
+        return Err(capacity_status(
+            capacity::resolve(required, limit, u64::MAX).unwrap_err(),
+        ));
     }
-    let id = VolumeId::for_name(&params.pool, &req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id = VolumeId::for_name(&params.pool, &req.name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let _guard = driver.lock(&id.to_string())?;
     if let Some(existing) = backend.lookup(&id).map_err(backend_status)? {
-        let compatible =
-            existing.name == req.name && existing.thin == params.thin && capacity::satisfies(existing.capacity_bytes, required, limit);
+        let compatible = existing.name == req.name
+            && existing.thin == params.thin
+            && capacity::satisfies(existing.capacity_bytes, required, limit);
         if !compatible {
             return Err(Status::already_exists(format!(
                 "volume {} already exists with {} bytes, thin={}, which does not match this request",
                 req.name, existing.capacity_bytes, existing.thin
             )));
         }
-        return Ok(CreateVolumeResponse { volume: Some(csi_volume(driver, &existing, &params.pool)) });
+        return Ok(CreateVolumeResponse {
+            volume: Some(csi_volume(driver, &existing, &params.pool)),
+        });
     }
     let max = backend.max_volume_bytes().map_err(backend_status)?;
     let size = capacity::resolve(required, limit, max).map_err(capacity_status)?;
-    let spec = CreateSpec { id, name: req.name, capacity_bytes: size, thin: params.thin };
+    let spec = CreateSpec {
+        id,
+        name: req.name,
+        capacity_bytes: size,
+        thin: params.thin,
+    };
     let record = backend.create(&spec).map_err(backend_status)?;
     tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, "created");
-    Ok(CreateVolumeResponse { volume: Some(csi_volume(driver, &record, &params.pool)) })
+    Ok(CreateVolumeResponse {
+        volume: Some(csi_volume(driver, &record, &params.pool)),
+    })
 }
 
-fn delete_volume(driver: &Driver, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, Status> {
+fn delete_volume(
+    driver: &Driver,
+    req: DeleteVolumeRequest,
+) -> Result<DeleteVolumeResponse, Status> {
     let id = match parse_volume_id(&req.volume_id) {
         Ok(id) => id,
         // Deleting something that cannot exist is a success: the volume is gone.
-        Err(status) if status.code() == tonic::Code::NotFound => return Ok(DeleteVolumeResponse {}),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            return Ok(DeleteVolumeResponse {});
+        }
         Err(status) => return Err(status),
     };
     let Some(backend) = driver.backend(id.pool()) else {
@@ -168,17 +218,29 @@ fn validate_capabilities(
         return Err(Status::invalid_argument("volume_id is required"));
     }
     if req.volume_capabilities.is_empty() {
-        return Err(Status::invalid_argument("volume_capabilities must not be empty"));
+        return Err(Status::invalid_argument(
+            "volume_capabilities must not be empty",
+        ));
     }
     let (id, _, record) = driver.volume(&req.volume_id)?;
-    let unconfirmed = |message: String| Ok(ValidateVolumeCapabilitiesResponse { confirmed: None, message });
+    let unconfirmed = |message: String| {
+        Ok(ValidateVolumeCapabilitiesResponse {
+            confirmed: None,
+            message,
+        })
+    };
     if let Err(status) = request::capabilities(&req.volume_capabilities) {
         return unconfirmed(status.message().to_owned());
     }
     if !req.parameters.is_empty() {
         match parse_parameters(driver, &req.parameters) {
             Ok(params) if params.pool == *id.pool() && params.thin == record.thin => {}
-            Ok(_) => return unconfirmed("the parameters describe a different pool or provisioning than this volume's".into()),
+            Ok(_) => {
+                return unconfirmed(
+                    "the parameters describe a different pool or provisioning than this volume's"
+                        .into(),
+                );
+            }
             Err(status) => return unconfirmed(status.message().to_owned()),
         }
     }
@@ -201,26 +263,46 @@ fn list_volumes(driver: &Driver, req: ListVolumesRequest) -> Result<ListVolumesR
         }
     }
     volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
-    let (page, next) = pagination::page(&volumes, |v| v.volume_id.as_str(), &req.starting_token, req.max_entries, |t| {
-        VolumeId::parse(t).is_ok()
-    })
+    let (page, next) = pagination::page(
+        &volumes,
+        |v| v.volume_id.as_str(),
+        &req.starting_token,
+        req.max_entries,
+        |t| VolumeId::parse(t).is_ok(),
+    )
     .map_err(|e| match e {
         PageError::NegativeMaxEntries(_) => Status::invalid_argument(e.to_string()),
         PageError::BadToken(_) => Status::aborted(e.to_string()),
     })?;
     Ok(ListVolumesResponse {
-        entries: page.iter().map(|v| list_volumes_response::Entry { volume: Some(v.clone()), status: None }).collect(),
+        entries: page
+            .iter()
+            .map(|v| list_volumes_response::Entry {
+                volume: Some(v.clone()),
+                status: None,
+            })
+            .collect(),
         next_token: next.unwrap_or_default(),
     })
 }
 
 fn get_capacity(driver: &Driver, req: GetCapacityRequest) -> Result<GetCapacityResponse, Status> {
-    let none = GetCapacityResponse { available_capacity: 0, maximum_volume_size: Some(0), minimum_volume_size: None };
+    let none = GetCapacityResponse {
+        available_capacity: 0,
+        maximum_volume_size: Some(0),
+        minimum_volume_size: None,
+    };
     let params = parse_parameters(driver, &req.parameters)?;
-    if req.accessible_topology.as_ref().is_some_and(|t| !is_this_node(driver, t)) {
+    if req
+        .accessible_topology
+        .as_ref()
+        .is_some_and(|t| !is_this_node(driver, t))
+    {
         return Ok(none);
     }
-    if !req.volume_capabilities.is_empty() && request::capabilities(&req.volume_capabilities).is_err() {
+    if !req.volume_capabilities.is_empty()
+        && request::capabilities(&req.volume_capabilities).is_err()
+    {
         return Ok(none);
     }
     let Some(backend) = driver.backend(&params.pool) else {
@@ -238,20 +320,36 @@ fn get_capacity(driver: &Driver, req: GetCapacityRequest) -> Result<GetCapacityR
 
 fn rpc_capability(kind: rpc::Type) -> ControllerServiceCapability {
     ControllerServiceCapability {
-        r#type: Some(controller_service_capability::Type::Rpc(controller_service_capability::Rpc { r#type: kind as i32 })),
+        r#type: Some(controller_service_capability::Type::Rpc(
+            controller_service_capability::Rpc {
+                r#type: kind as i32,
+            },
+        )),
     }
 }
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(&self, req: Request<CreateVolumeRequest>) -> Result<Response<CreateVolumeResponse>, Status> {
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("CreateVolume", move || create_volume(&driver, req.into_inner())).await
+        blocking("CreateVolume", move || {
+            create_volume(&driver, req.into_inner())
+        })
+        .await
     }
 
-    async fn delete_volume(&self, req: Request<DeleteVolumeRequest>) -> Result<Response<DeleteVolumeResponse>, Status> {
+    async fn delete_volume(
+        &self,
+        req: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("DeleteVolume", move || delete_volume(&driver, req.into_inner())).await
+        blocking("DeleteVolume", move || {
+            delete_volume(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn validate_volume_capabilities(
@@ -259,17 +357,32 @@ impl Controller for ControllerService {
         req: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("ValidateVolumeCapabilities", move || validate_capabilities(&driver, req.into_inner())).await
+        blocking("ValidateVolumeCapabilities", move || {
+            validate_capabilities(&driver, req.into_inner())
+        })
+        .await
     }
 
-    async fn list_volumes(&self, req: Request<ListVolumesRequest>) -> Result<Response<ListVolumesResponse>, Status> {
+    async fn list_volumes(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("ListVolumes", move || list_volumes(&driver, req.into_inner())).await
+        blocking("ListVolumes", move || {
+            list_volumes(&driver, req.into_inner())
+        })
+        .await
     }
 
-    async fn get_capacity(&self, req: Request<GetCapacityRequest>) -> Result<Response<GetCapacityResponse>, Status> {
+    async fn get_capacity(
+        &self,
+        req: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("GetCapacity", move || get_capacity(&driver, req.into_inner())).await
+        blocking("GetCapacity", move || {
+            get_capacity(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn controller_get_capabilities(
@@ -277,10 +390,15 @@ impl Controller for ControllerService {
         _: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: [rpc::Type::CreateDeleteVolume, rpc::Type::ListVolumes, rpc::Type::GetCapacity, rpc::Type::SingleNodeMultiWriter]
-                .into_iter()
-                .map(rpc_capability)
-                .collect(),
+            capabilities: [
+                rpc::Type::CreateDeleteVolume,
+                rpc::Type::ListVolumes,
+                rpc::Type::GetCapacity,
+                rpc::Type::SingleNodeMultiWriter,
+            ]
+            .into_iter()
+            .map(rpc_capability)
+            .collect(),
         }))
     }
 }

@@ -19,17 +19,28 @@ impl IdentityService {
 
 fn service_capability(kind: service::Type) -> PluginCapability {
     PluginCapability {
-        r#type: Some(plugin_capability::Type::Service(plugin_capability::Service { r#type: kind as i32 })),
+        r#type: Some(plugin_capability::Type::Service(
+            plugin_capability::Service {
+                r#type: kind as i32,
+            },
+        )),
     }
 }
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
-    async fn get_plugin_info(&self, _: Request<GetPluginInfoRequest>) -> Result<Response<GetPluginInfoResponse>, Status> {
+    async fn get_plugin_info(
+        &self,
+        _: Request<GetPluginInfoRequest>,
+    ) -> Result<Response<GetPluginInfoResponse>, Status> {
         Ok(Response::new(GetPluginInfoResponse {
             name: crate::DRIVER_NAME.to_owned(),
             vendor_version: crate::VERSION.to_owned(),
-            manifest: [("url".to_owned(), "https://github.com/fastvirt/fastvirt".to_owned())].into(),
+            manifest: [(
+                "url".to_owned(),
+                "https://github.com/fastvirt/fastvirt".to_owned(),
+            )]
+            .into(),
         }))
     }
 
@@ -37,18 +48,27 @@ impl Identity for IdentityService {
         &self,
         _: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        let mut capabilities = vec![service_capability(service::Type::VolumeAccessibilityConstraints)];
+        let mut capabilities = vec![service_capability(
+            service::Type::VolumeAccessibilityConstraints,
+        )];
         if self.driver.serves_controller {
             capabilities.push(service_capability(service::Type::ControllerService));
         }
-        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
         let driver = self.driver.clone();
         blocking("Probe", move || {
             for backend in driver.pools.values() {
-                backend.check_ready().map_err(|e| Status::failed_precondition(format!("pool {} is not ready: {e}", backend.pool())))?;
+                backend.check_ready().map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "pool {} is not ready: {e}",
+                        backend.pool()
+                    ))
+                })?;
             }
             Ok(ProbeResponse { ready: Some(true) })
         })

@@ -13,6 +13,8 @@ use crate::locks::{OperationGuard, OperationLocks};
 use crate::proto::Topology;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tonic::{Response, Status};
 
 pub use controller::ControllerService;
@@ -42,7 +44,9 @@ impl Driver {
 
     /// The topology segment of every volume on this node.
     pub fn topology(&self) -> Topology {
-        Topology { segments: HashMap::from([(crate::TOPOLOGY_NODE_KEY.to_owned(), self.node_id.clone())]) }
+        Topology {
+            segments: HashMap::from([(crate::TOPOLOGY_NODE_KEY.to_owned(), self.node_id.clone())]),
+        }
     }
 
     pub fn backend(&self, pool: &PoolName) -> Option<&Arc<dyn Backend>> {
@@ -61,18 +65,31 @@ impl Driver {
 
     /// Takes the operation lock of a volume, or answers ABORTED.
     pub fn lock(&self, key: &str) -> Result<OperationGuard, Status> {
-        self.locks
-            .try_lock(key)
-            .ok_or_else(|| Status::aborted(format!("an operation on volume {key} is already in progress")))
+        self.locks.try_lock(key).ok_or_else(|| {
+            Status::aborted(format!(
+                "an operation on volume {key} is already in progress"
+            ))
+        })
     }
 
     /// Resolves a client-supplied volume ID to its backend and record. Malformed, foreign and unknown
     /// IDs are all NOT_FOUND: none of them names a volume here.
-    pub fn volume(&self, volume_id: &str) -> Result<(VolumeId, Arc<dyn Backend>, VolumeRecord), Status> {
+    pub fn volume(
+        &self,
+        volume_id: &str,
+    ) -> Result<(VolumeId, Arc<dyn Backend>, VolumeRecord), Status> {
         let id = parse_volume_id(volume_id)?;
-        let not_found = || Status::not_found(format!("volume {id} does not exist on node {}", self.node_id));
+        let not_found = || {
+            Status::not_found(format!(
+                "volume {id} does not exist on node {}",
+                self.node_id
+            ))
+        };
         let backend = self.backend(id.pool()).ok_or_else(not_found)?;
-        let record = backend.lookup(&id).map_err(backend_status)?.ok_or_else(not_found)?;
+        let record = backend
+            .lookup(&id)
+            .map_err(backend_status)?
+            .ok_or_else(not_found)?;
         Ok((id, Arc::clone(backend), record))
     }
 }
@@ -92,25 +109,69 @@ pub fn backend_status(error: BackendError) -> Status {
         BackendError::NotFound(_) => Status::not_found(message),
         BackendError::NoSpace { .. } => Status::resource_exhausted(message),
         BackendError::InUse { .. } => Status::failed_precondition(message),
-        BackendError::Busy(_) => Status::unavailable(format!("{message}; retry when it is released")),
+        BackendError::AccessConflict { .. } => Status::already_exists(message),
+        BackendError::Busy(_) => {
+            Status::unavailable(format!("{message}; retry when it is released"))
+        }
         BackendError::Pool { .. } | BackendError::Io { .. } => Status::internal(message),
     }
 }
 
+/// Operations that change host state and are still running.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until no operation is running, at most `limit`; returns how many still are.
+pub async fn drain_in_flight(limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let running = IN_FLIGHT.load(Ordering::SeqCst);
+        if running == 0 || Instant::now() >= deadline {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs blocking work off the async executor; a panic becomes INTERNAL instead of a dead connection.
+/// The work runs to completion even when the client goes away, and shutdown waits for it.
 pub async fn blocking<T, F>(rpc: &'static str, work: F) -> Result<Response<T>, Status>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Status> + Send + 'static,
 {
-    let started = std::time::Instant::now();
-    let result = tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join_error| Err(Status::internal(format!("{rpc} failed unexpectedly: {join_error}"))));
+    let started = Instant::now();
+    let in_flight = InFlight::enter();
+    let result = tokio::task::spawn_blocking(move || {
+        let _in_flight = in_flight;
+        work()
+    })
+    .await
+    .unwrap_or_else(|join_error| {
+        Err(Status::internal(format!(
+            "{rpc} failed unexpectedly: {join_error}"
+        )))
+    });
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &result {
         Ok(_) => tracing::debug!(rpc, elapsed_ms, "ok"),
-        Err(status) => tracing::info!(rpc, elapsed_ms, code = ?status.code(), message = status.message(), "refused"),
+        Err(status) => {
+            tracing::info!(rpc, elapsed_ms, code = ?status.code(), message = status.message(), "refused")
+        }
     }
     result.map(Response::new)
 }

@@ -38,7 +38,9 @@ fn mount_table() -> Result<Vec<MountEntry>, Status> {
 
 fn mount_status(error: MountError) -> Status {
     match error {
-        MountError::Busy { .. } => Status::unavailable(format!("{error}; retry once it is released")),
+        MountError::Busy { .. } => {
+            Status::unavailable(format!("{error}; retry once it is released"))
+        }
         other => Status::internal(other.to_string()),
     }
 }
@@ -49,7 +51,8 @@ fn io_status(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Statu
 }
 
 fn is_device_mount(entry: &MountEntry, rdev: u64) -> bool {
-    (u64::from(entry.major), u64::from(entry.minor)) == (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+    (u64::from(entry.major), u64::from(entry.minor))
+        == (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
 fn is_device_node(path: &Path, rdev: u64) -> bool {
@@ -65,9 +68,14 @@ fn with_read_only(options: &MountOptions, read_only: bool) -> MountOptions {
 }
 
 /// Makes sure the device holds the requested filesystem, creating it only on an empty device.
-fn ensure_filesystem(device: &Path, fs: filesystem::FsType) -> Result<(), Status> {
-    match filesystem::probe(device).map_err(|e| Status::internal(e.to_string()))? {
+fn ensure_filesystem(device: &AttachedDevice, fs: filesystem::FsType) -> Result<(), Status> {
+    let device_path = &device.path;
+    match filesystem::probe(device_path).map_err(|e| Status::internal(e.to_string()))? {
+        Content::Empty if device.read_only => Err(Status::failed_precondition(
+            "the volume has no filesystem yet and is staged read-only, so none can be created; stage it once for writing first",
+        )),
         Content::Empty => {
+            let device = device_path;
             filesystem::make(device, fs).map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(device = %device.display(), fs = fs.as_str(), "created filesystem");
             Ok(())
@@ -83,7 +91,12 @@ fn ensure_filesystem(device: &Path, fs: filesystem::FsType) -> Result<(), Status
     }
 }
 
-fn stage_mount(device: &AttachedDevice, staging: &Path, fs: filesystem::FsType, options: &MountOptions) -> Result<(), Status> {
+fn stage_mount(
+    device: &AttachedDevice,
+    staging: &Path,
+    fs: filesystem::FsType,
+    options: &MountOptions,
+) -> Result<(), Status> {
     std::fs::create_dir_all(staging).map_err(io_status("creating", staging))?;
     let table = mount_table()?;
     if let Some(entry) = mountinfo::mounted_at(&table, staging) {
@@ -97,32 +110,47 @@ fn stage_mount(device: &AttachedDevice, staging: &Path, fs: filesystem::FsType, 
             entry.source
         )));
     }
-    ensure_filesystem(&device.path, fs)?;
+    ensure_filesystem(device, fs)?;
     mounter::mount_device(&device.path, staging, fs.as_str(), options).map_err(mount_status)
 }
 
 fn stage(driver: &Driver, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
-    let Capability { access, reader_only } = request::capability(req.volume_capability.as_ref())?;
+    let Capability {
+        access,
+        reader_only,
+    } = request::capability(req.volume_capability.as_ref())?;
     let (id, backend, record) = driver.volume(&req.volume_id)?;
     let _guard = driver.lock(&id.to_string())?;
     let was_attached = backend.attached(&id).map_err(backend_status)?.is_some();
-    let device = backend.attach(&record).map_err(backend_status)?;
+    let device = backend
+        .attach(&record, reader_only)
+        .map_err(backend_status)?;
     let result = match &access {
         AccessType::Block => Ok(()),
-        AccessType::Mount { fs, options } => stage_mount(&device, &staging, *fs, &with_read_only(options, reader_only)),
+        AccessType::Mount { fs, options } => stage_mount(
+            &device,
+            &staging,
+            *fs,
+            &with_read_only(options, reader_only),
+        ),
     };
     if result.is_err() && !was_attached {
         // A final error means kubelet never calls NodeUnstageVolume: give the device back now.
-        if let Err(error) = mount_table().and_then(|table| backend.detach(&id, &table).map_err(backend_status)) {
+        if let Err(error) =
+            mount_table().and_then(|table| backend.detach(&id, &table).map_err(backend_status))
+        {
             tracing::warn!(volume = %id, %error, "could not detach after a failed stage");
         }
     }
     result.map(|()| NodeStageVolumeResponse {})
 }
 
-fn unstage(driver: &Driver, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse, Status> {
+fn unstage(
+    driver: &Driver,
+    req: NodeUnstageVolumeRequest,
+) -> Result<NodeUnstageVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
     let (id, backend, _) = driver.volume(&req.volume_id)?;
@@ -141,7 +169,9 @@ fn unstage(driver: &Driver, req: NodeUnstageVolumeRequest) -> Result<NodeUnstage
             )));
         }
         unmount_all(&staging, |entry| is_device_mount(entry, device.rdev))?;
-        backend.detach(&id, &mount_table()?).map_err(backend_status)?;
+        backend
+            .detach(&id, &mount_table()?)
+            .map_err(backend_status)?;
     }
     Ok(NodeUnstageVolumeResponse {})
 }
@@ -157,26 +187,40 @@ fn unmount_all(path: &Path, ours: impl Fn(&MountEntry) -> bool) -> Result<(), St
             _ => return Ok(()),
         }
     }
-    Err(Status::internal(format!("{} still has mounts after {MAX_STACKED_MOUNTS} unmounts", path.display())))
+    Err(Status::internal(format!(
+        "{} still has mounts after {MAX_STACKED_MOUNTS} unmounts",
+        path.display()
+    )))
 }
 
-fn publish(driver: &Driver, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, Status> {
+fn publish(
+    driver: &Driver,
+    req: NodePublishVolumeRequest,
+) -> Result<NodePublishVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
-    let Capability { access, reader_only } = request::capability(req.volume_capability.as_ref())?;
+    let Capability {
+        access,
+        reader_only,
+    } = request::capability(req.volume_capability.as_ref())?;
     let (id, backend, _) = driver.volume(&req.volume_id)?;
     let _guard = driver.lock(&id.to_string())?;
     let device = backend
         .attached(&id)
         .map_err(backend_status)?
-        .ok_or_else(|| Status::failed_precondition(format!("volume {id} is not staged on this node; call NodeStageVolume first")))?;
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "volume {id} is not staged on this node; call NodeStageVolume first"
+            ))
+        })?;
     let read_only = req.readonly || reader_only;
     let table = mount_table()?;
     let (source, options) = match &access {
         AccessType::Block => (device.path.clone(), MountOptions::default()),
         AccessType::Mount { options, .. } => {
-            let staged = mountinfo::mounted_at(&table, &staging).is_some_and(|e| is_device_mount(e, device.rdev));
+            let staged = mountinfo::mounted_at(&table, &staging)
+                .is_some_and(|e| is_device_mount(e, device.rdev));
             if !staged {
                 return Err(Status::failed_precondition(format!(
                     "volume {id} is not mounted at staging path {}; call NodeStageVolume first",
@@ -201,7 +245,9 @@ fn publish(driver: &Driver, req: NodePublishVolumeRequest) -> Result<NodePublish
     }
     match access {
         AccessType::Block => prepare_device_target(&target)?,
-        AccessType::Mount { .. } => std::fs::create_dir_all(&target).map_err(io_status("creating", &target))?,
+        AccessType::Mount { .. } => {
+            std::fs::create_dir_all(&target).map_err(io_status("creating", &target))?
+        }
     }
     mounter::bind(&source, &target, &with_read_only(&options, read_only)).map_err(mount_status)?;
     Ok(NodePublishVolumeResponse {})
@@ -228,7 +274,10 @@ fn prepare_device_target(target: &Path) -> Result<(), Status> {
     }
 }
 
-fn unpublish(driver: &Driver, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, Status> {
+fn unpublish(
+    driver: &Driver,
+    req: NodeUnpublishVolumeRequest,
+) -> Result<NodeUnpublishVolumeResponse, Status> {
     let id = parse_volume_id(&req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
     let _guard = driver.lock(&id.to_string())?;
@@ -241,7 +290,10 @@ fn unpublish(driver: &Driver, req: NodeUnpublishVolumeRequest) -> Result<NodeUnp
     unmount_all(&target, |_| true)?;
     match std::fs::symlink_metadata(&target) {
         Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target).map_err(|e| {
-            Status::failed_precondition(format!("{} is not empty after unmounting ({e}); left in place", target.display()))
+            Status::failed_precondition(format!(
+                "{} is not empty after unmounting ({e}); left in place",
+                target.display()
+            ))
         })?,
         Ok(_) => std::fs::remove_file(&target).map_err(io_status("removing", &target))?,
         Err(_) => {}
@@ -249,36 +301,56 @@ fn unpublish(driver: &Driver, req: NodeUnpublishVolumeRequest) -> Result<NodeUnp
     Ok(NodeUnpublishVolumeResponse {})
 }
 
-fn volume_stats(driver: &Driver, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse, Status> {
+fn volume_stats(
+    driver: &Driver,
+    req: NodeGetVolumeStatsRequest,
+) -> Result<NodeGetVolumeStatsResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let path = request::absolute_path("volume_path", &req.volume_path)?;
     let (id, backend, record) = driver.volume(&req.volume_id)?;
-    let meta = std::fs::metadata(&path).map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
     let device = backend.attached(&id).map_err(backend_status)?;
     let mut problem = backend.abnormal(&record);
     let usage = if meta.file_type().is_block_device() {
         if problem.is_none() && !device.as_ref().is_some_and(|d| d.rdev == meta.rdev()) {
-            problem = Some(format!("{} is not the device of volume {id}: it was detached or replaced", path.display()));
+            problem = Some(format!(
+                "{} is not the device of volume {id}: it was detached or replaced",
+                path.display()
+            ));
         }
         let size = std::fs::File::open(&path)
             .and_then(|mut f| f.seek(SeekFrom::End(0)))
             .map_err(io_status("measuring", &path))?;
-        vec![VolumeUsage { available: 0, total: size as i64, used: 0, unit: volume_usage::Unit::Bytes as i32 }]
+        vec![VolumeUsage {
+            available: 0,
+            total: size as i64,
+            used: 0,
+            unit: volume_usage::Unit::Bytes as i32,
+        }]
     } else {
         let table = mount_table()?;
-        let mounted = device
-            .as_ref()
-            .is_some_and(|d| table.iter().any(|e| e.mount_point == path && is_device_mount(e, d.rdev)));
+        let mounted = device.as_ref().is_some_and(|d| {
+            table
+                .iter()
+                .any(|e| e.mount_point == path && is_device_mount(e, d.rdev))
+        });
         if problem.is_none() && !mounted {
             problem = Some(format!("volume {id} is not mounted at {}", path.display()));
         }
-        let stat = nix::sys::statvfs::statvfs(&path).map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
+        let stat = nix::sys::statvfs::statvfs(&path)
+            .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
         let fragment = stat.fragment_size();
         let total = stat.blocks() * fragment;
         let available = stat.blocks_available() * fragment;
         let used = total.saturating_sub(stat.blocks_free() * fragment);
         vec![
-            VolumeUsage { available: available as i64, total: total as i64, used: used as i64, unit: volume_usage::Unit::Bytes as i32 },
+            VolumeUsage {
+                available: available as i64,
+                total: total as i64,
+                used: used as i64,
+                unit: volume_usage::Unit::Bytes as i32,
+            },
             VolumeUsage {
                 available: stat.files_available() as i64,
                 total: stat.files() as i64,
@@ -289,17 +361,29 @@ fn volume_stats(driver: &Driver, req: NodeGetVolumeStatsRequest) -> Result<NodeG
     };
     Ok(NodeGetVolumeStatsResponse {
         usage,
-        volume_condition: Some(VolumeCondition { abnormal: problem.is_some(), message: problem.unwrap_or_else(|| "healthy".into()) }),
+        volume_condition: Some(VolumeCondition {
+            abnormal: problem.is_some(),
+            message: problem.unwrap_or_else(|| "healthy".into()),
+        }),
     })
 }
 
 fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
-    NodeServiceCapability { r#type: Some(node_service_capability::Type::Rpc(node_service_capability::Rpc { r#type: kind as i32 })) }
+    NodeServiceCapability {
+        r#type: Some(node_service_capability::Type::Rpc(
+            node_service_capability::Rpc {
+                r#type: kind as i32,
+            },
+        )),
+    }
 }
 
 #[tonic::async_trait]
 impl Node for NodeService {
-    async fn node_stage_volume(&self, req: Request<NodeStageVolumeRequest>) -> Result<Response<NodeStageVolumeResponse>, Status> {
+    async fn node_stage_volume(
+        &self,
+        req: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let driver = self.driver.clone();
         blocking("NodeStageVolume", move || stage(&driver, req.into_inner())).await
     }
@@ -309,7 +393,10 @@ impl Node for NodeService {
         req: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("NodeUnstageVolume", move || unstage(&driver, req.into_inner())).await
+        blocking("NodeUnstageVolume", move || {
+            unstage(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn node_publish_volume(
@@ -317,7 +404,10 @@ impl Node for NodeService {
         req: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("NodePublishVolume", move || publish(&driver, req.into_inner())).await
+        blocking("NodePublishVolume", move || {
+            publish(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn node_unpublish_volume(
@@ -325,7 +415,10 @@ impl Node for NodeService {
         req: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("NodeUnpublishVolume", move || unpublish(&driver, req.into_inner())).await
+        blocking("NodeUnpublishVolume", move || {
+            unpublish(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn node_get_volume_stats(
@@ -333,7 +426,10 @@ impl Node for NodeService {
         req: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
         let driver = self.driver.clone();
-        blocking("NodeGetVolumeStats", move || volume_stats(&driver, req.into_inner())).await
+        blocking("NodeGetVolumeStats", move || {
+            volume_stats(&driver, req.into_inner())
+        })
+        .await
     }
 
     async fn node_get_capabilities(
@@ -341,14 +437,22 @@ impl Node for NodeService {
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         Ok(Response::new(NodeGetCapabilitiesResponse {
-            capabilities: [rpc::Type::StageUnstageVolume, rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition, rpc::Type::SingleNodeMultiWriter]
-                .into_iter()
-                .map(rpc_capability)
-                .collect(),
+            capabilities: [
+                rpc::Type::StageUnstageVolume,
+                rpc::Type::GetVolumeStats,
+                rpc::Type::VolumeCondition,
+                rpc::Type::SingleNodeMultiWriter,
+            ]
+            .into_iter()
+            .map(rpc_capability)
+            .collect(),
         }))
     }
 
-    async fn node_get_info(&self, _: Request<NodeGetInfoRequest>) -> Result<Response<NodeGetInfoResponse>, Status> {
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.driver.node_id.clone(),
             max_volumes_per_node: self.driver.max_volumes_per_node,

@@ -3,8 +3,8 @@
 use crate::filesystem::FsType;
 use crate::mount_options::MountOptions;
 use crate::proto::VolumeCapability;
-use crate::proto::volume_capability::access_mode::Mode as AccessMode;
 use crate::proto::volume_capability::AccessType as ProtoAccessType;
+use crate::proto::volume_capability::access_mode::Mode as AccessMode;
 use std::path::{Component, Path, PathBuf};
 use tonic::Status;
 
@@ -26,35 +26,60 @@ pub struct Capability {
 /// Parses a capability, refusing what this node-local driver cannot honour.
 pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, Status> {
     let cap = cap.ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-    let mode = cap.access_mode.as_ref().ok_or_else(|| Status::invalid_argument("access_mode is required"))?;
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("access_mode is required"))?;
     let reader_only = match AccessMode::try_from(mode.mode) {
-        Ok(AccessMode::SingleNodeWriter | AccessMode::SingleNodeSingleWriter | AccessMode::SingleNodeMultiWriter) => false,
+        Ok(
+            AccessMode::SingleNodeWriter
+            | AccessMode::SingleNodeSingleWriter
+            | AccessMode::SingleNodeMultiWriter,
+        ) => false,
         Ok(AccessMode::SingleNodeReaderOnly) => true,
-        Ok(multi @ (AccessMode::MultiNodeReaderOnly | AccessMode::MultiNodeSingleWriter | AccessMode::MultiNodeMultiWriter)) => {
+        Ok(
+            multi @ (AccessMode::MultiNodeReaderOnly
+            | AccessMode::MultiNodeSingleWriter
+            | AccessMode::MultiNodeMultiWriter),
+        ) => {
             return Err(Status::invalid_argument(format!(
                 "access mode {} is not supported: fastvirt file volumes are node-local, use a single-node mode (ReadWriteOnce or ReadWriteOncePod)",
                 multi.as_str_name()
             )));
         }
         Ok(AccessMode::Unknown) | Err(_) => {
-            return Err(Status::invalid_argument(format!("access mode {} is not a known mode", mode.mode)));
+            return Err(Status::invalid_argument(format!(
+                "access mode {} is not a known mode",
+                mode.mode
+            )));
         }
     };
     let access = match &cap.access_type {
         Some(ProtoAccessType::Block(_)) => AccessType::Block,
         Some(ProtoAccessType::Mount(mount)) => AccessType::Mount {
-            fs: FsType::parse(&mount.fs_type).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            options: MountOptions::parse(&mount.mount_flags).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            fs: FsType::parse(&mount.fs_type)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            options: MountOptions::parse(&mount.mount_flags)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
         },
-        None => return Err(Status::invalid_argument("access_type (block or mount) is required")),
+        None => {
+            return Err(Status::invalid_argument(
+                "access_type (block or mount) is required",
+            ));
+        }
     };
-    Ok(Capability { access, reader_only })
+    Ok(Capability {
+        access,
+        reader_only,
+    })
 }
 
 /// Parses every capability of a request; at least one is required.
 pub fn capabilities(caps: &[VolumeCapability]) -> Result<Vec<Capability>, Status> {
     if caps.is_empty() {
-        return Err(Status::invalid_argument("volume_capabilities must not be empty"));
+        return Err(Status::invalid_argument(
+            "volume_capabilities must not be empty",
+        ));
     }
     caps.iter().map(|c| capability(Some(c))).collect()
 }
@@ -67,10 +92,14 @@ pub fn absolute_path(field: &str, value: &str) -> Result<PathBuf, Status> {
     let path = Path::new(value);
     let shown = crate::ids::truncate_for_message(value);
     if value.len() > 4096 || value.contains('\0') {
-        return Err(Status::invalid_argument(format!("{field} {shown:?} is not a usable path")));
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?} is not a usable path"
+        )));
     }
     if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Status::invalid_argument(format!("{field} {shown:?} must be an absolute path without '..'")));
+        return Err(Status::invalid_argument(format!(
+            "{field} {shown:?} must be an absolute path without '..'"
+        )));
     }
     Ok(path.to_owned())
 }
@@ -81,36 +110,82 @@ mod tests {
     use crate::proto::volume_capability::{AccessMode as ProtoMode, BlockVolume, MountVolume};
 
     fn cap(mode: AccessMode, access: Option<ProtoAccessType>) -> VolumeCapability {
-        VolumeCapability { access_type: access, access_mode: Some(ProtoMode { mode: mode as i32 }) }
+        VolumeCapability {
+            access_type: access,
+            access_mode: Some(ProtoMode { mode: mode as i32 }),
+        }
     }
 
     #[test]
     fn single_node_modes_are_accepted() {
         let block = Some(ProtoAccessType::Block(BlockVolume {}));
-        assert_eq!(capability(Some(&cap(AccessMode::SingleNodeWriter, block.clone()))).unwrap().access, AccessType::Block);
-        assert!(capability(Some(&cap(AccessMode::SingleNodeReaderOnly, block.clone()))).unwrap().reader_only);
+        assert_eq!(
+            capability(Some(&cap(AccessMode::SingleNodeWriter, block.clone())))
+                .unwrap()
+                .access,
+            AccessType::Block
+        );
+        assert!(
+            capability(Some(&cap(AccessMode::SingleNodeReaderOnly, block.clone())))
+                .unwrap()
+                .reader_only
+        );
         let mount = Some(ProtoAccessType::Mount(MountVolume {
             fs_type: "xfs".into(),
             mount_flags: vec!["noatime".into()],
             volume_mount_group: String::new(),
         }));
         let parsed = capability(Some(&cap(AccessMode::SingleNodeMultiWriter, mount))).unwrap();
-        assert!(matches!(parsed.access, AccessType::Mount { fs: FsType::Xfs, .. }));
+        assert!(matches!(
+            parsed.access,
+            AccessType::Mount {
+                fs: FsType::Xfs,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn refusals_name_the_reason() {
         let block = Some(ProtoAccessType::Block(BlockVolume {}));
-        let err = capability(Some(&cap(AccessMode::MultiNodeMultiWriter, block.clone()))).unwrap_err();
+        let err =
+            capability(Some(&cap(AccessMode::MultiNodeMultiWriter, block.clone()))).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("node-local"), "{}", err.message());
-        assert_eq!(capability(None).unwrap_err().code(), tonic::Code::InvalidArgument);
-        assert_eq!(capability(Some(&cap(AccessMode::SingleNodeWriter, None))).unwrap_err().code(), tonic::Code::InvalidArgument);
-        assert_eq!(capability(Some(&cap(AccessMode::Unknown, block.clone()))).unwrap_err().code(), tonic::Code::InvalidArgument);
-        let bad_mode = VolumeCapability { access_type: block, access_mode: Some(ProtoMode { mode: 99 }) };
-        assert_eq!(capability(Some(&bad_mode)).unwrap_err().code(), tonic::Code::InvalidArgument);
-        let ntfs = Some(ProtoAccessType::Mount(MountVolume { fs_type: "ntfs".into(), ..Default::default() }));
-        assert!(capability(Some(&cap(AccessMode::SingleNodeWriter, ntfs))).unwrap_err().message().contains("ntfs"));
+        assert_eq!(
+            capability(None).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            capability(Some(&cap(AccessMode::SingleNodeWriter, None)))
+                .unwrap_err()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            capability(Some(&cap(AccessMode::Unknown, block.clone())))
+                .unwrap_err()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        let bad_mode = VolumeCapability {
+            access_type: block,
+            access_mode: Some(ProtoMode { mode: 99 }),
+        };
+        assert_eq!(
+            capability(Some(&bad_mode)).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let ntfs = Some(ProtoAccessType::Mount(MountVolume {
+            fs_type: "ntfs".into(),
+            ..Default::default()
+        }));
+        assert!(
+            capability(Some(&cap(AccessMode::SingleNodeWriter, ntfs)))
+                .unwrap_err()
+                .message()
+                .contains("ntfs")
+        );
         assert!(capabilities(&[]).is_err());
     }
 
@@ -118,7 +193,11 @@ mod tests {
     fn paths() {
         assert_eq!(absolute_path("p", "/a/b").unwrap(), Path::new("/a/b"));
         for bad in ["", "a/b", "/a/../b", "/a\0b"] {
-            assert_eq!(absolute_path("p", bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert_eq!(
+                absolute_path("p", bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
         }
         assert!(absolute_path("p", &format!("/{}", "x".repeat(10_000))).is_err());
     }

@@ -1,0 +1,317 @@
+//! Harness for tests that drive the real `fastvirt-csi` binary over its socket, on real loop devices.
+#![allow(dead_code)]
+
+use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
+use fastvirt_csi::loopdev;
+use fastvirt_csi::mountinfo;
+use fastvirt_csi::proto::volume_capability::access_mode::Mode;
+use fastvirt_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+use fastvirt_csi::proto::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const NODE: &str = "node-a";
+pub const MIB: i64 = 1 << 20;
+
+/// Why this machine cannot run host tests, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for loop devices and mounts".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control: this kernel or container has no loop devices".into());
+    }
+    for tool in ["blkid", "mkfs.ext4", "mkfs.xfs"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).exists()));
+        if !found {
+            return Some(format!(
+                "{tool} is not installed (run scripts/install-deps.sh)"
+            ));
+        }
+    }
+    None
+}
+
+/// Returns from the test with a SKIP line when the host lacks what it needs.
+#[macro_export]
+macro_rules! require_host {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("SKIP {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+
+/// A driver with its own pool, socket and state under `target/tmp`, torn down completely on drop:
+/// every mount below its root is unmounted and every loop device on its files detached.
+pub struct TestEnv {
+    pub root: PathBuf,
+    pub pool_dir: PathBuf,
+    pub driver: DriverProcess,
+    pub clients: Clients,
+}
+
+pub fn test_root(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("conformance")
+        .join(name);
+    cleanup_under(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+impl TestEnv {
+    pub async fn start(name: &str) -> Self {
+        let root = test_root(name);
+        let pool_dir = root.join("pool");
+        Self::start_with_pool(root, pool_dir).await
+    }
+
+    pub async fn start_with_pool(root: PathBuf, pool_dir: PathBuf) -> Self {
+        let args = driver_args(&root, vec![("default".into(), pool_dir.clone())]);
+        let (driver, clients) = DriverProcess::start(args).await.expect("driver starts");
+        Self {
+            root,
+            pool_dir,
+            driver,
+            clients,
+        }
+    }
+
+    /// Kills the driver with SIGKILL and starts a new one with the same configuration.
+    pub async fn crash_and_restart(&mut self) {
+        self.driver.kill9().unwrap();
+        let args = self.driver.args().clone();
+        let (driver, clients) = DriverProcess::start(args).await.expect("driver restarts");
+        self.driver = driver;
+        self.clients = clients;
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("driver.log")).unwrap_or_default()
+    }
+}
+
+pub fn driver_args(root: &Path, pools: Vec<(String, PathBuf)>) -> DriverArgs {
+    DriverArgs {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-csi")),
+        socket: root.join("csi.sock"),
+        node_id: NODE.into(),
+        mode: "all",
+        pools,
+        state_dir: root.join("state"),
+        log_file: Some(root.join("driver.log")),
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = self.driver.kill9();
+        cleanup_under(&self.root);
+    }
+}
+
+/// Unmounts everything below `root`, detaches loop devices on files below it, removes it.
+pub fn cleanup_under(root: &Path) {
+    for _ in 0..4 {
+        let Ok(table) = mountinfo::read() else { break };
+        let mine: Vec<_> = table
+            .iter()
+            .rev()
+            .filter(|e| e.mount_point.starts_with(root))
+            .collect();
+        if mine.is_empty() {
+            break;
+        }
+        for entry in mine {
+            let _ = nix::mount::umount2(&entry.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    for (device, backing) in loopdev::all_bound() {
+        if backing.path.starts_with(root) {
+            let _ = device.detach(&mountinfo::read().unwrap_or_default());
+        }
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// A small real filesystem on a loop device, for pools that must run out of space.
+pub struct ScratchFs {
+    pub mount_point: PathBuf,
+    device: loopdev::LoopDevice,
+}
+
+impl ScratchFs {
+    pub fn new(root: &Path, size: u64, fs: &str) -> Self {
+        let image = root.join(format!("scratch-{fs}.img"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let options = loopdev::AttachOptions {
+            block_size: 512,
+            direct_io: false,
+            read_only: false,
+        };
+        let device = loopdev::attach(&image, options).unwrap();
+        let mkfs = format!("mkfs.{fs}");
+        let status = std::process::Command::new(&mkfs)
+            .arg("-q")
+            .arg(device.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{mkfs} failed");
+        let mount_point = root.join(format!("scratch-{fs}"));
+        std::fs::create_dir_all(&mount_point).unwrap();
+        nix::mount::mount(
+            Some(&device.path()),
+            &mount_point,
+            Some(fs),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        Self {
+            mount_point,
+            device,
+        }
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.device.detach(&[]);
+    }
+}
+
+pub fn capability(mode: Mode, access: AccessType) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(access),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+pub fn block_cap() -> VolumeCapability {
+    capability(Mode::SingleNodeWriter, AccessType::Block(BlockVolume {}))
+}
+
+pub fn mount_cap(fs: &str, flags: &[&str]) -> VolumeCapability {
+    capability(
+        Mode::SingleNodeWriter,
+        AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+            volume_mount_group: String::new(),
+        }),
+    )
+}
+
+pub fn create_req(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap],
+        ..Default::default()
+    }
+}
+
+pub fn with_params(mut req: CreateVolumeRequest, params: &[(&str, &str)]) -> CreateVolumeRequest {
+    req.parameters = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<HashMap<_, _>>();
+    req
+}
+
+pub fn stage_req(volume_id: &str, staging: &Path, cap: VolumeCapability) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap),
+        ..Default::default()
+    }
+}
+
+pub fn unstage_req(volume_id: &str, staging: &Path) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+    }
+}
+
+pub fn publish_req(
+    volume_id: &str,
+    staging: &Path,
+    target: &Path,
+    cap: VolumeCapability,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(cap),
+        readonly,
+        ..Default::default()
+    }
+}
+
+pub fn unpublish_req(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target.display().to_string(),
+    }
+}
+
+pub fn stats_req(volume_id: &str, path: &Path) -> NodeGetVolumeStatsRequest {
+    NodeGetVolumeStatsRequest {
+        volume_id: volume_id.into(),
+        volume_path: path.display().to_string(),
+        staging_target_path: String::new(),
+    }
+}
+
+/// Asserts a gRPC error code, showing the message on failure.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "message: {}", status.message());
+            status
+        }
+    }
+}
+
+/// The loop devices attached to files below `dir`.
+pub fn loops_under(dir: &Path) -> Vec<loopdev::LoopDevice> {
+    loopdev::all_bound()
+        .into_iter()
+        .filter(|(_, b)| b.path.starts_with(dir))
+        .map(|(d, _)| d)
+        .collect()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    mountinfo::mounted_at(&mountinfo::read().unwrap(), path).is_some()
+}
+
+/// A deterministic 1 MiB pattern tagged with `seed`.
+pub fn pattern(seed: u8) -> Vec<u8> {
+    (0..(1usize << 20))
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}

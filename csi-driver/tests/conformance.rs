@@ -1,0 +1,1467 @@
+//! CSI conformance suite: drives the real `fastvirt-csi` binary over its unix socket, as kubelet and
+//! the sidecars would, with real loop devices, real mkfs and real mounts. Covers what the Kubernetes
+//! csi-sanity suite covers, in both access types. Needs root; skips with a message otherwise.
+
+mod common;
+
+use common::*;
+use fastvirt_csi::proto::controller_service_capability::rpc::Type as CtrlCap;
+use fastvirt_csi::proto::node_service_capability::rpc::Type as NodeCap;
+use fastvirt_csi::proto::plugin_capability::service::Type as PluginCap;
+use fastvirt_csi::proto::volume_capability::access_mode::Mode;
+use fastvirt_csi::proto::volume_capability::{AccessType, BlockVolume};
+use fastvirt_csi::proto::*;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use tonic::Code;
+
+#[tokio::test]
+async fn identity_and_capabilities() {
+    require_host!();
+    let mut env = TestEnv::start("identity").await;
+    let info = env
+        .clients
+        .identity
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "block.fastvirt.io");
+    assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
+
+    let caps = env
+        .clients
+        .identity
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let services: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(plugin_capability::Type::Service(s)) => Some(s.r#type),
+            _ => None,
+        })
+        .collect();
+    assert!(services.contains(&(PluginCap::ControllerService as i32)));
+    assert!(services.contains(&(PluginCap::VolumeAccessibilityConstraints as i32)));
+
+    let probe = env
+        .clients
+        .identity
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(true));
+
+    let ctrl = env
+        .clients
+        .controller
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ctrl: Vec<i32> = ctrl
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
+            None => None,
+        })
+        .collect();
+    for want in [
+        CtrlCap::CreateDeleteVolume,
+        CtrlCap::ListVolumes,
+        CtrlCap::GetCapacity,
+        CtrlCap::SingleNodeMultiWriter,
+    ] {
+        assert!(ctrl.contains(&(want as i32)), "{want:?}");
+    }
+
+    let node = env
+        .clients
+        .node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let node: Vec<i32> = node
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
+            None => None,
+        })
+        .collect();
+    for want in [
+        NodeCap::StageUnstageVolume,
+        NodeCap::GetVolumeStats,
+        NodeCap::VolumeCondition,
+        NodeCap::SingleNodeMultiWriter,
+    ] {
+        assert!(node.contains(&(want as i32)), "{want:?}");
+    }
+
+    let info = env
+        .clients
+        .node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, NODE);
+    let topology = info.accessible_topology.unwrap();
+    assert_eq!(
+        topology
+            .segments
+            .get("topology.block.fastvirt.io/node")
+            .map(String::as_str),
+        Some(NODE)
+    );
+
+    // RPCs this driver does not offer answer UNIMPLEMENTED, as the spec asks.
+    let snapshot = env
+        .clients
+        .controller
+        .create_snapshot(CreateSnapshotRequest {
+            name: "s".into(),
+            source_volume_id: "x".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_code(snapshot, Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn create_is_idempotent_and_refuses_incompatible_requests() {
+    require_host!();
+    let mut env = TestEnv::start("create").await;
+    let c = &mut env.clients.controller;
+    let first = c
+        .create_volume(create_req("pvc-a", 10 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let again = c
+        .create_volume(create_req("pvc-a", 10 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.capacity_bytes, 10 * MIB);
+    assert_eq!(
+        first.accessible_topology[0].segments["topology.block.fastvirt.io/node"],
+        NODE
+    );
+    assert_eq!(first.volume_context["pool"], "default");
+
+    // A compatible range (10 MiB fits 5..20 MiB) gets the same volume; an incompatible one does not.
+    let mut ranged = create_req("pvc-a", 5 * MIB, block_cap());
+    ranged.capacity_range.as_mut().unwrap().limit_bytes = 20 * MIB;
+    assert_eq!(
+        c.create_volume(ranged)
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id,
+        first.volume_id
+    );
+    assert_code(
+        c.create_volume(create_req("pvc-a", 11 * MIB, block_cap()))
+            .await,
+        Code::AlreadyExists,
+    );
+    let thin = with_params(
+        create_req("pvc-a", 10 * MIB, block_cap()),
+        &[("thin", "true")],
+    );
+    assert_code(c.create_volume(thin).await, Code::AlreadyExists);
+
+    // Thick volumes are preallocated, thin ones are sparse.
+    let key = first.volume_id.rsplit('.').next().unwrap();
+    let thick_blocks = std::fs::metadata(env.pool_dir.join(format!("{key}.img")))
+        .unwrap()
+        .blocks();
+    assert!(
+        thick_blocks * 512 >= 10 * MIB as u64,
+        "thick volume has {thick_blocks} blocks"
+    );
+    let thin = c
+        .create_volume(with_params(
+            create_req("pvc-thin", 64 * MIB, block_cap()),
+            &[("thin", "true")],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let key = thin.volume_id.rsplit('.').next().unwrap();
+    let meta = std::fs::metadata(env.pool_dir.join(format!("{key}.img"))).unwrap();
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "thin volume allocated {} bytes",
+        meta.blocks() * 512
+    );
+
+    // Sizes: default 1 GiB, rounding up to whole MiB, ranges honoured.
+    let unsized_req = CreateVolumeRequest {
+        name: "pvc-default".into(),
+        volume_capabilities: vec![block_cap()],
+        ..Default::default()
+    };
+    let default_sized = c
+        .create_volume(with_params(unsized_req, &[("thin", "true")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(default_sized.capacity_bytes, 1 << 30);
+    let odd = c
+        .create_volume(create_req("pvc-odd", 3 * MIB + 1, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(odd.capacity_bytes, 4 * MIB);
+
+    // Sidecar parameters are accepted, unknown ones refused.
+    let sidecar = with_params(
+        create_req("pvc-side", MIB, block_cap()),
+        &[("csi.storage.k8s.io/pvc/name", "x"), ("pool", "default")],
+    );
+    c.create_volume(sidecar).await.unwrap();
+    let status = assert_code(
+        c.create_volume(with_params(
+            create_req("pvc-x", MIB, block_cap()),
+            &[("pol", "default")],
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("pol"), "{}", status.message());
+    assert_code(
+        c.create_volume(with_params(
+            create_req("pvc-x", MIB, block_cap()),
+            &[("pool", "nope")],
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(with_params(
+            create_req("pvc-x", MIB, block_cap()),
+            &[("thin", "yes")],
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test]
+async fn create_error_codes() {
+    require_host!();
+    let mut env = TestEnv::start("create-errors").await;
+    let c = &mut env.clients.controller;
+    assert_code(
+        c.create_volume(create_req("", MIB, block_cap())).await,
+        Code::InvalidArgument,
+    );
+    let mut no_caps = create_req("v", MIB, block_cap());
+    no_caps.volume_capabilities.clear();
+    assert_code(c.create_volume(no_caps).await, Code::InvalidArgument);
+    let rwx = capability(
+        Mode::MultiNodeMultiWriter,
+        AccessType::Block(BlockVolume {}),
+    );
+    let status = assert_code(
+        c.create_volume(create_req("v", MIB, rwx)).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("node-local"));
+    assert_code(
+        c.create_volume(create_req("v", -1, block_cap())).await,
+        Code::InvalidArgument,
+    );
+    let mut inverted = create_req("v", 10 * MIB, block_cap());
+    inverted.capacity_range.as_mut().unwrap().limit_bytes = 5 * MIB;
+    assert_code(c.create_volume(inverted).await, Code::InvalidArgument);
+    assert_code(
+        c.create_volume(create_req("v", i64::MAX, block_cap()))
+            .await,
+        Code::OutOfRange,
+    );
+    let mut tiny_limit = create_req("v", 0, block_cap());
+    tiny_limit.capacity_range.as_mut().unwrap().limit_bytes = 1000;
+    assert_code(c.create_volume(tiny_limit).await, Code::OutOfRange);
+    let mut elsewhere = create_req("v", MIB, block_cap());
+    elsewhere.accessibility_requirements = Some(TopologyRequirement {
+        requisite: vec![Topology {
+            segments: [(
+                "topology.block.fastvirt.io/node".to_string(),
+                "node-b".to_string(),
+            )]
+            .into(),
+        }],
+        preferred: vec![],
+    });
+    assert_code(c.create_volume(elsewhere).await, Code::ResourceExhausted);
+    let mut source = create_req("v", MIB, block_cap());
+    source.volume_content_source = Some(VolumeContentSource { r#type: None });
+    assert_code(c.create_volume(source).await, Code::InvalidArgument);
+    // Nothing was created by any of the refused requests.
+    let listed = c
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.entries.is_empty(), "{listed:?}");
+}
+
+#[tokio::test]
+async fn out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool() {
+    require_host!();
+    let root = test_root("space");
+    let scratch = ScratchFs::new(&root, 96 << 20, "ext4");
+    let mut env = TestEnv::start_with_pool(root.clone(), scratch.mount_point.join("pool")).await;
+    let c = &mut env.clients.controller;
+    let capacity = |c: &mut fastvirt_csi::proto::controller_client::ControllerClient<_>| {
+        let mut c = c.clone();
+        async move {
+            c.get_capacity(GetCapacityRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let before = capacity(c).await;
+    assert!(
+        before.available_capacity > 60 * MIB && before.available_capacity < 96 * MIB,
+        "{before:?}"
+    );
+    assert_eq!(before.minimum_volume_size, Some(MIB));
+    c.create_volume(create_req("fill", 48 * MIB, block_cap()))
+        .await
+        .unwrap();
+    let after = capacity(c).await;
+    let used = before.available_capacity - after.available_capacity;
+    assert!(
+        (48 * MIB..=50 * MIB).contains(&used),
+        "creating 48 MiB used {used} bytes"
+    );
+    let status = assert_code(
+        c.create_volume(create_req("overflow", 48 * MIB, block_cap()))
+            .await,
+        Code::ResourceExhausted,
+    );
+    assert!(status.message().contains("free"), "{}", status.message());
+    assert_code(
+        c.create_volume(create_req("huge", 1 << 30, block_cap()))
+            .await,
+        Code::OutOfRange,
+    );
+    // The failed create left nothing behind.
+    let files: Vec<_> = std::fs::read_dir(&env.pool_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+
+    // Capacity is zero for another node's topology and for a pool this node does not have.
+    let other = GetCapacityRequest {
+        accessible_topology: Some(Topology {
+            segments: [(
+                "topology.block.fastvirt.io/node".to_string(),
+                "node-b".to_string(),
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.get_capacity(other)
+            .await
+            .unwrap()
+            .into_inner()
+            .available_capacity,
+        0
+    );
+    let unknown_pool = GetCapacityRequest {
+        parameters: [("pool".to_string(), "elsewhere".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.get_capacity(unknown_pool)
+            .await
+            .unwrap()
+            .into_inner()
+            .available_capacity,
+        0
+    );
+    let bad_param = GetCapacityRequest {
+        parameters: [("speed".to_string(), "max".to_string())].into(),
+        ..Default::default()
+    };
+    assert_code(c.get_capacity(bad_param).await, Code::InvalidArgument);
+    drop(env);
+    drop(scratch);
+    cleanup_under(&root);
+}
+
+#[tokio::test]
+async fn delete_is_idempotent_and_refuses_attached_volumes() {
+    require_host!();
+    let mut env = TestEnv::start("delete").await;
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-del", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let staging = env.path("staging");
+    env.clients
+        .node
+        .node_stage_volume(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await
+        .unwrap();
+    let delete = |id: &str| DeleteVolumeRequest {
+        volume_id: id.into(),
+        secrets: Default::default(),
+    };
+    let status = assert_code(
+        env.clients
+            .controller
+            .delete_volume(delete(&vol.volume_id))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("attached"),
+        "{}",
+        status.message()
+    );
+    env.clients
+        .node
+        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
+        .await
+        .unwrap();
+    env.clients
+        .controller
+        .delete_volume(delete(&vol.volume_id))
+        .await
+        .unwrap();
+    env.clients
+        .controller
+        .delete_volume(delete(&vol.volume_id))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_dir(&env.pool_dir).unwrap().count(), 0);
+    for unknown in [
+        "fv.default.00000000000000000000000000000000",
+        "not-a-volume",
+        "fv.other-pool.00000000000000000000000000000000",
+        "../../etc",
+    ] {
+        env.clients
+            .controller
+            .delete_volume(delete(unknown))
+            .await
+            .unwrap();
+    }
+    assert_code(
+        env.clients.controller.delete_volume(delete("")).await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test]
+async fn list_volumes_paginates() {
+    require_host!();
+    let mut env = TestEnv::start("list").await;
+    let c = &mut env.clients.controller;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let req = with_params(
+            create_req(&format!("pvc-{i}"), MIB, block_cap()),
+            &[("thin", "true")],
+        );
+        created.push(
+            c.create_volume(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .volume
+                .unwrap()
+                .volume_id,
+        );
+    }
+    created.sort();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_volumes(ListVolumesRequest {
+                max_entries: 3,
+                starting_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 3);
+        seen.extend(
+            page.entries
+                .iter()
+                .map(|e| e.volume.as_ref().unwrap().volume_id.clone()),
+        );
+        pages += 1;
+        if page.next_token.is_empty() {
+            break;
+        }
+        token = page.next_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created);
+    let all = c
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.entries.len(), 7);
+    assert!(all.next_token.is_empty());
+    assert_code(
+        c.list_volumes(ListVolumesRequest {
+            max_entries: -1,
+            starting_token: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.list_volumes(ListVolumesRequest {
+            max_entries: 1,
+            starting_token: "bogus".into(),
+        })
+        .await,
+        Code::Aborted,
+    );
+}
+
+#[tokio::test]
+async fn validate_volume_capabilities() {
+    require_host!();
+    let mut env = TestEnv::start("validate").await;
+    let c = &mut env.clients.controller;
+    let vol = c
+        .create_volume(create_req("pvc-v", MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let req = |caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
+        volume_id: vol.volume_id.clone(),
+        volume_capabilities: caps,
+        ..Default::default()
+    };
+    let ok = c
+        .validate_volume_capabilities(req(vec![block_cap(), mount_cap("xfs", &[])]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.confirmed.is_some(), "{ok:?}");
+    let rwx = capability(Mode::MultiNodeReaderOnly, AccessType::Block(BlockVolume {}));
+    let refused = c
+        .validate_volume_capabilities(req(vec![rwx]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(refused.confirmed.is_none());
+    assert!(
+        refused.message.contains("node-local"),
+        "{}",
+        refused.message
+    );
+    assert_code(
+        c.validate_volume_capabilities(req(vec![])).await,
+        Code::InvalidArgument,
+    );
+    let unknown = ValidateVolumeCapabilitiesRequest {
+        volume_id: "fv.default.00000000000000000000000000000000".into(),
+        volume_capabilities: vec![block_cap()],
+        ..Default::default()
+    };
+    assert_code(
+        c.validate_volume_capabilities(unknown).await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn block_volume_lifecycle() {
+    require_host!();
+    let mut env = TestEnv::start("block").await;
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-block", 16 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = vol.volume_id.clone();
+    let staging = env.path("staging/pv");
+    let target_a = env.path("publish/pod-a/dev");
+    let target_b = env.path("publish/pod-b/dev");
+    let n = &mut env.clients.node;
+
+    n.node_stage_volume(stage_req(&id, &staging, block_cap()))
+        .await
+        .unwrap();
+    n.node_stage_volume(stage_req(&id, &staging, block_cap()))
+        .await
+        .unwrap();
+    let loops = loops_under(&env.pool_dir);
+    assert_eq!(loops.len(), 1, "staging twice must attach once");
+    let device = loops[0];
+    assert!(device.direct_io(), "loop device must use direct I/O");
+    let fs_block = std::fs::metadata(&env.pool_dir).unwrap().blksize() as u32;
+    assert_eq!(
+        device.logical_block_size().unwrap(),
+        fs_block.clamp(512, 4096)
+    );
+    assert_eq!(device.scheduler().as_deref(), Some("none"));
+    assert_eq!(device.size_bytes().unwrap(), 16 << 20);
+
+    // Publishing before staging the other volume, or with a relative path, is refused.
+    assert_code(
+        n.node_publish_volume(publish_req(
+            &id,
+            &staging,
+            Path::new("relative/dev"),
+            block_cap(),
+            false,
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+
+    n.node_publish_volume(publish_req(&id, &staging, &target_a, block_cap(), false))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(&id, &staging, &target_a, block_cap(), false))
+        .await
+        .unwrap();
+    assert_code(
+        n.node_publish_volume(publish_req(&id, &staging, &target_a, block_cap(), true))
+            .await,
+        Code::AlreadyExists,
+    );
+    let data = pattern(7);
+    {
+        let mut dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target_a)
+            .unwrap();
+        dev.write_all_at(&data, 3 << 20).unwrap();
+        dev.sync_all().unwrap();
+        assert_eq!(dev.seek(SeekFrom::End(0)).unwrap(), 16 << 20);
+    }
+    let stats = n
+        .node_get_volume_stats(stats_req(&id, &target_a))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage[0].total, 16 * MIB);
+    assert!(
+        !stats.volume_condition.as_ref().unwrap().abnormal,
+        "{stats:?}"
+    );
+
+    // Unstaging while published is refused and changes nothing.
+    let status = assert_code(
+        n.node_unstage_volume(unstage_req(&id, &staging)).await,
+        Code::Unavailable,
+    );
+    assert!(
+        status.message().contains("in use") || status.message().contains("published"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(loops_under(&env.pool_dir), vec![device]);
+
+    n.node_unpublish_volume(unpublish_req(&id, &target_a))
+        .await
+        .unwrap();
+    n.node_unpublish_volume(unpublish_req(&id, &target_a))
+        .await
+        .unwrap();
+    assert!(!target_a.exists());
+
+    // The data written through one publish is read through the next, here read-only.
+    n.node_publish_volume(publish_req(&id, &staging, &target_b, block_cap(), true))
+        .await
+        .unwrap();
+    let mut read_back = vec![0u8; data.len()];
+    let dev = std::fs::File::open(&target_b).unwrap();
+    dev.read_exact_at(&mut read_back, 3 << 20).unwrap();
+    assert!(read_back == data, "data differs after republish");
+    let table = fastvirt_csi::mountinfo::read().unwrap();
+    assert!(
+        fastvirt_csi::mountinfo::mounted_at(&table, &target_b)
+            .unwrap()
+            .read_only()
+    );
+    drop(dev);
+    n.node_unpublish_volume(unpublish_req(&id, &target_b))
+        .await
+        .unwrap();
+
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    assert!(loops_under(&env.pool_dir).is_empty());
+    assert_code(
+        n.node_publish_volume(publish_req(&id, &staging, &target_a, block_cap(), false))
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    // The data survives a full unstage and stage cycle.
+    n.node_stage_volume(stage_req(&id, &staging, block_cap()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(&id, &staging, &target_a, block_cap(), false))
+        .await
+        .unwrap();
+    let mut again = vec![0u8; data.len()];
+    std::fs::File::open(&target_a)
+        .unwrap()
+        .read_exact_at(&mut again, 3 << 20)
+        .unwrap();
+    assert!(again == data);
+    n.node_unpublish_volume(unpublish_req(&id, &target_a))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    env.clients
+        .controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id,
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reader_only_access_mode_is_enforced_by_the_kernel() {
+    require_host!();
+    let mut env = TestEnv::start("reader-only").await;
+    let writer = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-ro", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = writer.volume_id;
+    let (staging, target) = (env.path("staging"), env.path("target"));
+    let reader = capability(
+        Mode::SingleNodeReaderOnly,
+        AccessType::Block(BlockVolume {}),
+    );
+    let n = &mut env.clients.node;
+    n.node_stage_volume(stage_req(&id, &staging, reader.clone()))
+        .await
+        .unwrap();
+    // The same volume cannot be staged for writing while it is attached read-only.
+    assert_code(
+        n.node_stage_volume(stage_req(&id, &staging, block_cap()))
+            .await,
+        Code::AlreadyExists,
+    );
+    n.node_publish_volume(publish_req(&id, &staging, &target, reader.clone(), false))
+        .await
+        .unwrap();
+    // Depending on the kernel version the open or the write fails; either way nothing is written.
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .and_then(|dev| dev.write_at(&[1u8; 4096], 0));
+    assert!(write.is_err(), "a reader-only volume must refuse writes");
+    std::fs::File::open(&target).unwrap();
+    n.node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    // A reader-only filesystem stage on an empty volume cannot create a filesystem, and says so.
+    let ro_mount = capability(
+        Mode::SingleNodeReaderOnly,
+        mount_cap("ext4", &[]).access_type.unwrap(),
+    );
+    let status = assert_code(
+        n.node_stage_volume(stage_req(&id, &staging, ro_mount))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("read-only"),
+        "{}",
+        status.message()
+    );
+}
+
+async fn mount_lifecycle(fs: &str) {
+    let mut env = TestEnv::start(&format!("mount-{fs}")).await;
+    let size = if fs == "xfs" { 320 * MIB } else { 32 * MIB };
+    let cap = mount_cap(fs, &["noatime"]);
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req(&format!("pvc-{fs}"), size, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = vol.volume_id.clone();
+    let staging = env.path("staging/pv");
+    let target = env.path("pods/p1/volumes/v");
+    let target_ro = env.path("pods/p2/volumes/v");
+    let n = &mut env.clients.node;
+
+    n.node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    n.node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    let table = fastvirt_csi::mountinfo::read().unwrap();
+    let staged =
+        fastvirt_csi::mountinfo::mounted_at(&table, &staging).expect("staging path is mounted");
+    assert_eq!(staged.fs_type, fs);
+    assert_eq!(
+        table.iter().filter(|e| e.mount_point == staging).count(),
+        1,
+        "stage twice must mount once"
+    );
+    // Staging the same path as another filesystem type is refused.
+    let other = if fs == "xfs" { "ext4" } else { "xfs" };
+    assert_code(
+        n.node_stage_volume(stage_req(&id, &staging, mount_cap(other, &[])))
+            .await,
+        Code::AlreadyExists,
+    );
+
+    n.node_publish_volume(publish_req(&id, &staging, &target, cap.clone(), false))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(&id, &staging, &target, cap.clone(), false))
+        .await
+        .unwrap();
+    let table = fastvirt_csi::mountinfo::read().unwrap();
+    let published = fastvirt_csi::mountinfo::mounted_at(&table, &target).unwrap();
+    assert!(
+        published.mount_options.iter().any(|o| o == "noatime"),
+        "{:?}",
+        published.mount_options
+    );
+    std::fs::write(
+        target.join("hello.txt"),
+        b"written through the first publish",
+    )
+    .unwrap();
+    std::fs::File::open(target.join("hello.txt"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+
+    let stats = n
+        .node_get_volume_stats(stats_req(&id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes = stats
+        .usage
+        .iter()
+        .find(|u| u.unit == volume_usage::Unit::Bytes as i32)
+        .unwrap();
+    let inodes = stats
+        .usage
+        .iter()
+        .find(|u| u.unit == volume_usage::Unit::Inodes as i32)
+        .unwrap();
+    assert!(
+        bytes.total > 0 && bytes.total <= size && bytes.used > 0 && bytes.available > 0,
+        "{bytes:?}"
+    );
+    assert!(inodes.total > 0 && inodes.used > 0, "{inodes:?}");
+    assert!(!stats.volume_condition.unwrap().abnormal);
+
+    n.node_publish_volume(publish_req(&id, &staging, &target_ro, cap.clone(), true))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(target_ro.join("hello.txt")).unwrap(),
+        b"written through the first publish"
+    );
+    let err = std::fs::write(target_ro.join("nope.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    assert_code(
+        n.node_unstage_volume(unstage_req(&id, &staging)).await,
+        Code::Unavailable,
+    );
+    assert!(
+        is_mounted(&staging),
+        "a refused unstage must leave the staging mount in place"
+    );
+    n.node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    n.node_unpublish_volume(unpublish_req(&id, &target_ro))
+        .await
+        .unwrap();
+    assert!(!target.exists() && !target_ro.exists());
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    assert!(!is_mounted(&staging));
+    assert!(loops_under(&env.pool_dir).is_empty());
+
+    // Staging again keeps the filesystem and its data: no second mkfs.
+    n.node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(&id, &staging, &target, cap.clone(), false))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(target.join("hello.txt")).unwrap(),
+        b"written through the first publish"
+    );
+    n.node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+
+    // A filesystem of the other type is never reformatted.
+    let status = assert_code(
+        n.node_stage_volume(stage_req(&id, &staging, mount_cap(other, &[])))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains(fs), "{}", status.message());
+    assert!(
+        loops_under(&env.pool_dir).is_empty(),
+        "a failed stage must not leak its loop device"
+    );
+}
+
+#[tokio::test]
+async fn mount_volume_lifecycle_ext4() {
+    require_host!();
+    mount_lifecycle("ext4").await;
+}
+
+#[tokio::test]
+async fn mount_volume_lifecycle_xfs() {
+    require_host!();
+    mount_lifecycle("xfs").await;
+}
+
+#[tokio::test]
+async fn block_volume_with_data_is_not_formatted_by_a_mount_stage() {
+    require_host!();
+    let mut env = TestEnv::start("no-format").await;
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-raw", 32 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = vol.volume_id;
+    let staging = env.path("staging");
+    let target = env.path("target");
+    let n = &mut env.clients.node;
+    n.node_stage_volume(stage_req(&id, &staging, block_cap()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(&id, &staging, &target, block_cap(), false))
+        .await
+        .unwrap();
+    // The consumer put swap space on its disk: a signature that is not a filesystem.
+    let mkswap = std::process::Command::new("mkswap")
+        .arg(&target)
+        .output()
+        .expect("mkswap from util-linux");
+    assert!(mkswap.status.success(), "{mkswap:?}");
+    n.node_unpublish_volume(unpublish_req(&id, &target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&id, &staging))
+        .await
+        .unwrap();
+    let status = assert_code(
+        n.node_stage_volume(stage_req(&id, &staging, mount_cap("ext4", &[])))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("refusing to format"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_spec_codes_and_touches_nothing_outside_the_pool() {
+    require_host!();
+    let mut env = TestEnv::start("bad-input").await;
+    let long = "x".repeat(10 * 1024);
+    let unknown = "fv.default.0123456789abcdef0123456789abcdef";
+    let c = &mut env.clients.controller;
+    for name in ["../../../../tmp/escape", "a/b", "..", "."] {
+        let vol = c
+            .create_volume(with_params(
+                create_req(name, MIB, block_cap()),
+                &[("thin", "true")],
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        assert!(vol.volume_id.starts_with("fv.default."));
+    }
+    assert_code(
+        c.create_volume(create_req("nul\0name", MIB, block_cap()))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(create_req(&long, MIB, block_cap())).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(with_params(
+            create_req("v", MIB, block_cap()),
+            &[(long.as_str(), "x")],
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(create_req("v", MIB, mount_cap("ext4", &["bind"])))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(create_req("v", MIB, mount_cap("btrfs-not", &[])))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        c.create_volume(create_req("v", 0, VolumeCapability::default()))
+            .await,
+        Code::InvalidArgument,
+    );
+    // Every file the driver made is a volume file in the pool: 4 volumes, 2 files each.
+    let pool_files: Vec<String> = std::fs::read_dir(&env.pool_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(pool_files.len(), 8, "{pool_files:?}");
+    assert!(
+        pool_files
+            .iter()
+            .all(|f| f.len() == 32 + 4 || f.len() == 32 + 5),
+        "{pool_files:?}"
+    );
+    assert!(!Path::new("/tmp/escape").exists());
+
+    let staging = env.path("staging");
+    let target = env.path("target");
+    let pool_dir = env.pool_dir.clone();
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("real", MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let n = &mut env.clients.node;
+    for id in [
+        "",
+        unknown,
+        "garbage",
+        "../../etc/passwd",
+        &long,
+        "fv.default.0123456789abcdef0123456789abcde\0",
+    ] {
+        let expected = if id.is_empty() {
+            Code::InvalidArgument
+        } else {
+            Code::NotFound
+        };
+        assert_code(
+            n.node_stage_volume(stage_req(id, &staging, block_cap()))
+                .await,
+            expected,
+        );
+        assert_code(
+            n.node_publish_volume(publish_req(id, &staging, &target, block_cap(), false))
+                .await,
+            expected,
+        );
+        assert_code(
+            n.node_unstage_volume(unstage_req(id, &staging)).await,
+            expected,
+        );
+        assert_code(
+            n.node_unpublish_volume(unpublish_req(id, &target)).await,
+            expected,
+        );
+        assert_code(
+            n.node_get_volume_stats(stats_req(id, &target)).await,
+            expected,
+        );
+    }
+    let id = vol.volume_id.as_str();
+    for path in [
+        "",
+        "relative/path",
+        "/a/../../etc",
+        &format!("/{long}"),
+        "/tmp/nul\0path",
+    ] {
+        let p = Path::new(path);
+        assert_code(
+            n.node_stage_volume(stage_req(id, p, block_cap())).await,
+            Code::InvalidArgument,
+        );
+        assert_code(
+            n.node_publish_volume(publish_req(id, &staging, p, block_cap(), false))
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_code(
+            n.node_unpublish_volume(unpublish_req(id, p)).await,
+            Code::InvalidArgument,
+        );
+        assert_code(
+            n.node_unstage_volume(unstage_req(id, p)).await,
+            Code::InvalidArgument,
+        );
+        assert_code(
+            n.node_get_volume_stats(stats_req(id, p)).await,
+            Code::InvalidArgument,
+        );
+    }
+    assert_code(
+        n.node_stage_volume(NodeStageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.display().to_string(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        n.node_get_volume_stats(stats_req(id, &staging.join("does-not-exist")))
+            .await,
+        Code::NotFound,
+    );
+    assert!(
+        loops_under(&pool_dir).is_empty(),
+        "refused requests must not attach anything"
+    );
+    // The driver is still alive and well after all of it.
+    assert_eq!(
+        env.clients
+            .identity
+            .probe(ProbeRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready,
+        Some(true)
+    );
+    assert!(!env.log().contains("panicked"), "{}", env.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_one_volume_are_aborted() {
+    require_host!();
+    let mut env = TestEnv::start("concurrency").await;
+    let cap = mount_cap("xfs", &[]);
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-busy", 1 << 30, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let staging = env.path("staging");
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let mut node = env.clients.node.clone();
+            let req = stage_req(&vol.volume_id, &staging, cap.clone());
+            tokio::spawn(async move { node.node_stage_volume(req).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut aborted = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) if status.code() == Code::Aborted => aborted += 1,
+            Err(status) => panic!("unexpected {status:?}"),
+        }
+    }
+    assert!(ok >= 1 && aborted >= 1, "ok={ok} aborted={aborted}");
+    let table = fastvirt_csi::mountinfo::read().unwrap();
+    assert_eq!(table.iter().filter(|e| e.mount_point == staging).count(), 1);
+    assert_eq!(loops_under(&env.pool_dir).len(), 1);
+    // Once the first call is done, a retry succeeds: ABORTED is transient.
+    env.clients
+        .node
+        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    env.clients
+        .node
+        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn restart_after_kill9_recovers_attached_volumes() {
+    require_host!();
+    let mut env = TestEnv::start("restart").await;
+    let block = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-b", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let fs_cap = mount_cap("ext4", &[]);
+    let fs = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-f", 16 * MIB, fs_cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (b_staging, b_target) = (env.path("b/staging"), env.path("b/target"));
+    let (f_staging, f_target) = (env.path("f/staging"), env.path("f/target"));
+    let n = &mut env.clients.node;
+    n.node_stage_volume(stage_req(&block.volume_id, &b_staging, block_cap()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(
+        &block.volume_id,
+        &b_staging,
+        &b_target,
+        block_cap(),
+        false,
+    ))
+    .await
+    .unwrap();
+    n.node_stage_volume(stage_req(&fs.volume_id, &f_staging, fs_cap.clone()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(
+        &fs.volume_id,
+        &f_staging,
+        &f_target,
+        fs_cap.clone(),
+        false,
+    ))
+    .await
+    .unwrap();
+    std::fs::write(f_target.join("before-crash"), b"kept").unwrap();
+
+    env.crash_and_restart().await;
+    assert!(
+        env.log().contains("serving"),
+        "the new driver logs its start"
+    );
+    let n = &mut env.clients.node;
+    // The new process finds both volumes from the kernel's state: stats are healthy, and repeated
+    // stage/publish calls are recognised as already done.
+    for (id, path) in [(&block.volume_id, &b_target), (&fs.volume_id, &f_target)] {
+        let stats = n
+            .node_get_volume_stats(stats_req(id, path))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!stats.volume_condition.unwrap().abnormal, "{id}");
+    }
+    n.node_stage_volume(stage_req(&block.volume_id, &b_staging, block_cap()))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish_req(
+        &fs.volume_id,
+        &f_staging,
+        &f_target,
+        fs_cap.clone(),
+        false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(loops_under(&env.pool_dir).len(), 2);
+
+    n.node_unpublish_volume(unpublish_req(&block.volume_id, &b_target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&block.volume_id, &b_staging))
+        .await
+        .unwrap();
+    n.node_unpublish_volume(unpublish_req(&fs.volume_id, &f_target))
+        .await
+        .unwrap();
+    n.node_unstage_volume(unstage_req(&fs.volume_id, &f_staging))
+        .await
+        .unwrap();
+    assert!(loops_under(&env.pool_dir).is_empty());
+    assert!(!is_mounted(&f_staging));
+}
+
+#[tokio::test]
+async fn stats_report_an_abnormal_condition_when_the_backing_file_is_gone() {
+    require_host!();
+    let mut env = TestEnv::start("condition").await;
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-c", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (staging, target) = (env.path("staging"), env.path("target"));
+    env.clients
+        .node
+        .node_stage_volume(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await
+        .unwrap();
+    env.clients
+        .node
+        .node_publish_volume(publish_req(
+            &vol.volume_id,
+            &staging,
+            &target,
+            block_cap(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let key = vol.volume_id.rsplit('.').next().unwrap();
+    std::fs::remove_file(env.pool_dir.join(format!("{key}.img"))).unwrap();
+    let stats = env
+        .clients
+        .node
+        .node_get_volume_stats(stats_req(&vol.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    assert!(condition.abnormal);
+    assert!(
+        condition.message.contains("backing file"),
+        "{}",
+        condition.message
+    );
+}
+
+#[tokio::test]
+async fn socket_handling_and_graceful_shutdown() {
+    require_host!();
+    let mut env = TestEnv::start("socket").await;
+    let socket = env.driver.args().socket.clone();
+    let mode = std::fs::metadata(&socket).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket must be private to root");
+    // A second driver on the same live socket refuses to start and leaves the first one serving.
+    let mut second_args = env.driver.args().clone();
+    second_args.state_dir = env.path("state-2");
+    let mut second = fastvirt_csi::local::DriverProcess::spawn(second_args).unwrap();
+    let exit = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap();
+    assert!(!exit.unwrap().success());
+    env.clients.identity.probe(ProbeRequest {}).await.unwrap();
+    // SIGTERM stops it cleanly and removes the socket.
+    let status = env.driver.terminate().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+    // A stale socket left by a killed process is replaced on start.
+    let mut args = env.driver.args().clone();
+    args.state_dir = env.path("state-3");
+    let (mut third, _) = fastvirt_csi::local::DriverProcess::start(args.clone())
+        .await
+        .unwrap();
+    third.kill9().unwrap();
+    assert!(socket.exists(), "kill -9 leaves the socket behind");
+    let (_fourth, mut clients2) = fastvirt_csi::local::DriverProcess::start(args)
+        .await
+        .unwrap();
+    clients2.identity.probe(ProbeRequest {}).await.unwrap();
+    let mut buf = String::new();
+    std::fs::File::open(env.path("driver.log"))
+        .unwrap()
+        .read_to_string(&mut buf)
+        .unwrap();
+    assert!(
+        buf.contains("is served by another running process"),
+        "{buf}"
+    );
+}
