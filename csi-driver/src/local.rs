@@ -189,3 +189,23 @@ impl Drop for DriverProcess {
         }
     }
 }
+
+/// Unmounts every mount below `root` and detaches every loop device whose file lies below it: the
+/// state a killed run may leave behind.
+pub fn release_all_under(root: &Path) {
+    for _ in 0..4 {
+        let Ok(table) = crate::mountinfo::read() else { break };
+        let below: Vec<_> = table.iter().rev().filter(|e| e.mount_point.starts_with(root)).collect();
+        if below.is_empty() {
+            break;
+        }
+        for entry in below {
+            let _ = nix::mount::umount2(&entry.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    for (device, backing) in crate::loopdev::all_bound() {
+        if backing.path.starts_with(root) {
+            let _ = device.detach(&crate::mountinfo::read().unwrap_or_default());
+        }
+    }
+}

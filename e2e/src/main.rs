@@ -1,1 +1,203 @@
-fn main() {}
+//! `fastvirt-bench`: starts `fastvirt-csi` on a local pool, creates and publishes a block volume the
+//! way kubelet would, and measures it against the raw file underneath; then measures the control
+//! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
+
+mod datapath;
+mod fio;
+mod lifecycle;
+mod report;
+mod stats;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
+use fastvirt_csi::proto::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(name = "fastvirt-bench", version, about = "Measure fastvirt-csi volumes against the raw disk, locally")]
+struct Cli {
+    /// The fastvirt-csi binary (default: next to this one).
+    #[arg(long)]
+    driver: Option<PathBuf>,
+    /// Scratch directory for the pool and kubelet-like paths; it must be on the disk to measure.
+    #[arg(long, default_value = "target/fastvirt-bench")]
+    work_dir: PathBuf,
+    /// Size of the measured volume and of the raw file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Interleaved rounds per workload.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds per fio run (after a 1 s ramp).
+    #[arg(long, default_value_t = 5)]
+    runtime: u32,
+    /// Volumes in the lifecycle benchmark.
+    #[arg(long, default_value_t = 100)]
+    lifecycle_volumes: usize,
+    /// Size of each lifecycle volume, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    lifecycle_size_mib: u64,
+    /// Where to write benchmark.json and benchmark.md.
+    #[arg(long, default_value = "target/fastvirt-bench/results")]
+    output: PathBuf,
+    /// Also replace the results section of this Markdown page (e.g. docs/benchmarks.md).
+    #[arg(long)]
+    update_docs: Option<PathBuf>,
+    /// A fast smoke run: small volume, one short round, few lifecycles. Numbers are not meaningful.
+    #[arg(long)]
+    quick: bool,
+}
+
+impl Cli {
+    fn apply_quick(&mut self) {
+        if self.quick {
+            self.size_mib = self.size_mib.min(64);
+            self.rounds = 1;
+            self.runtime = 1;
+            self.lifecycle_volumes = self.lifecycle_volumes.min(5);
+            self.lifecycle_size_mib = self.lifecycle_size_mib.min(16);
+        }
+    }
+}
+
+fn default_driver() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory for the current executable")?;
+    // Next to this binary, or one level up when run from target/*/deps by the test harness.
+    [dir.join("fastvirt-csi"), dir.join("../fastvirt-csi")]
+        .into_iter()
+        .find(|p| p.exists())
+        .context("fastvirt-csi not found next to fastvirt-bench; build it or pass --driver")
+}
+
+fn preflight() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("fastvirt-bench attaches loop devices and mounts: run it as root");
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        bail!("this machine has no /dev/loop-control; loop devices are required");
+    }
+    std::process::Command::new("fio").arg("--version").output().context("fio is not installed (scripts/install-deps.sh installs it)")?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    cli.apply_quick();
+    preflight()?;
+    std::fs::create_dir_all(&cli.work_dir)?;
+    let work_dir = cli.work_dir.canonicalize()?;
+    // A run that was killed may have left mounts and loop devices behind.
+    fastvirt_csi::local::release_all_under(&work_dir);
+    let pool = work_dir.join("pool");
+    let _ = std::fs::remove_dir_all(&pool);
+    std::fs::create_dir_all(&pool)?;
+    let driver = match &cli.driver {
+        Some(path) => path.clone(),
+        None => default_driver()?,
+    };
+    let args = DriverArgs {
+        binary: driver,
+        socket: work_dir.join("csi.sock"),
+        node_id: "bench-node".into(),
+        mode: "all",
+        pools: vec![("default".into(), pool.clone())],
+        state_dir: work_dir.join("state"),
+        log_file: Some(work_dir.join("driver.log")),
+    };
+    eprintln!("starting fastvirt-csi on pool {}", pool.display());
+    let (mut process, mut clients) = DriverProcess::start(args).await?;
+    let result = run(&cli, &work_dir, &pool, &mut clients).await;
+    let stopped = process.terminate();
+    fastvirt_csi::local::release_all_under(&work_dir);
+    let _ = std::fs::remove_dir_all(&pool);
+    let report = result?;
+    stopped.context("stopping fastvirt-csi")?;
+
+    std::fs::create_dir_all(&cli.output)?;
+    let summary = report::markdown(&report);
+    std::fs::write(cli.output.join("benchmark.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(cli.output.join("benchmark.md"), &summary)?;
+    if let Some(page) = &cli.update_docs {
+        let text = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
+        let updated = report::splice_docs(&text, &summary)
+            .with_context(|| format!("{} has no {} … {} markers", page.display(), report::DOCS_START, report::DOCS_END))?;
+        std::fs::write(page, updated)?;
+    }
+    println!("{summary}");
+    println!("Results: {}", cli.output.join("benchmark.json").display());
+    Ok(())
+}
+
+async fn run(cli: &Cli, work_dir: &Path, pool: &Path, clients: &mut Clients) -> anyhow::Result<report::Report> {
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let size = cli.size_mib << 20;
+    let engine = fio::engine();
+    let fio_version = String::from_utf8_lossy(&std::process::Command::new("fio").arg("--version").output()?.stdout).trim().to_owned();
+
+    eprintln!("creating, staging and publishing a {} MiB block volume as kubelet would", cli.size_mib);
+    let volume = clients
+        .controller
+        .create_volume(CreateVolumeRequest {
+            name: "bench-data".into(),
+            capacity_range: Some(CapacityRange { required_bytes: size as i64, limit_bytes: 0 }),
+            volume_capabilities: vec![lifecycle::block_capability()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .volume
+        .context("CreateVolume returned no volume")?;
+    let staging = work_dir.join("kubelet/staging/bench-data");
+    let target = work_dir.join("kubelet/publish/bench-data/pod");
+    clients
+        .node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(lifecycle::block_capability()),
+            ..Default::default()
+        })
+        .await?;
+    clients
+        .node
+        .node_publish_volume(NodePublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(lifecycle::block_capability()),
+            ..Default::default()
+        })
+        .await?;
+
+    // The baseline: a file like the volume's, in the same pool, read and written with O_DIRECT.
+    let raw = pool.join("baseline-raw.img");
+    let raw_file = std::fs::File::create(&raw)?;
+    nix::fcntl::fallocate(&raw_file, nix::fcntl::FallocateFlags::empty(), 0, size as i64)?;
+    drop(raw_file);
+    eprintln!("filling both with data ({engine})");
+    fio::fill(&target, size, engine)?;
+    fio::fill(&raw, size, engine)?;
+
+    eprintln!("data path: {} workloads × {} rounds × 2 sides × {} s", datapath::WORKLOADS.len(), cli.rounds, cli.runtime + 1);
+    let data_path = datapath::run(&target, &raw, size, cli.rounds, cli.runtime, engine)?;
+
+    clients.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: volume.volume_id.clone(), target_path: target.display().to_string() }).await?;
+    clients.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: volume.volume_id.clone(), staging_target_path: staging.display().to_string() }).await?;
+    clients.controller.delete_volume(DeleteVolumeRequest { volume_id: volume.volume_id, secrets: Default::default() }).await?;
+    std::fs::remove_file(&raw)?;
+
+    eprintln!("control path: {} lifecycles of {} MiB volumes", cli.lifecycle_volumes, cli.lifecycle_size_mib);
+    let lifecycle = lifecycle::run(clients, work_dir, cli.lifecycle_volumes, cli.lifecycle_size_mib << 20).await?;
+
+    Ok(report::Report {
+        started_utc,
+        fastvirt_version: fastvirt_csi::VERSION.to_owned(),
+        machine: report::machine(pool),
+        settings: report::Settings { volume_size_bytes: size, rounds: cli.rounds, fio_runtime_s: cli.runtime, fio_engine: engine.to_owned(), fio_version },
+        data_path,
+        lifecycle,
+    })
+}

@@ -344,6 +344,11 @@ pub fn attach(backing: &Path, options: AttachOptions) -> Result<LoopDevice, Loop
 }
 
 fn set_scheduler_none(device: &LoopDevice) {
+    // Switching elevators freezes the queue and waits for an RCU grace period (tens of ms), even
+    // when the scheduler is already `none`, as it is by default for loop devices on most kernels.
+    if device.scheduler().as_deref() == Some("none") {
+        return;
+    }
     let path = device.sysfs("queue/scheduler");
     if let Err(error) = std::fs::write(&path, "none") {
         tracing::warn!(device = %device.path().display(), %error, "could not select the none I/O scheduler");

@@ -119,25 +119,7 @@ impl Drop for TestEnv {
 
 /// Unmounts everything below `root`, detaches loop devices on files below it, removes it.
 pub fn cleanup_under(root: &Path) {
-    for _ in 0..4 {
-        let Ok(table) = mountinfo::read() else { break };
-        let mine: Vec<_> = table
-            .iter()
-            .rev()
-            .filter(|e| e.mount_point.starts_with(root))
-            .collect();
-        if mine.is_empty() {
-            break;
-        }
-        for entry in mine {
-            let _ = nix::mount::umount2(&entry.mount_point, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    for (device, backing) in loopdev::all_bound() {
-        if backing.path.starts_with(root) {
-            let _ = device.detach(&mountinfo::read().unwrap_or_default());
-        }
-    }
+    fastvirt_csi::local::release_all_under(root);
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -1,0 +1,35 @@
+//! Order statistics for benchmark samples.
+
+/// The median; the mean of the two middle values for an even count. `None` for no samples.
+pub fn median(samples: &[f64]) -> Option<f64> {
+    percentile(samples, 50.0)
+}
+
+/// The `p`-th percentile by linear interpolation between closest ranks.
+pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() || !(0.0..=100.0).contains(&p) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        let hundred: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 99.0), Some(100.0));
+        assert_eq!(percentile(&hundred, 0.0), Some(1.0));
+        assert_eq!(percentile(&[5.0], 99.0), Some(5.0));
+        assert_eq!(percentile(&[1.0], 101.0), None);
+    }
+}

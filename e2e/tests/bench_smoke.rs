@@ -1,0 +1,81 @@
+//! Runs the benchmark end to end in its quick mode: the driver starts, a block volume is published
+//! and measured, the lifecycle runs, and the report has every number. The numbers themselves are not
+//! judged here; that is what the full benchmark and docs/benchmarks.md are for.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn skip_reason() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for loop devices and mounts");
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control on this machine");
+    }
+    if Command::new("fio").arg("--version").output().is_err() {
+        return Some("fio is not installed (scripts/install-deps.sh)");
+    }
+    None
+}
+
+/// The driver binary of this workspace, built if `cargo test` did not build it already.
+fn driver_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "fastvirt-csi", "--bin", "fastvirt-csi"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success());
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-bench"));
+    bench.parent().unwrap().join("fastvirt-csi")
+}
+
+#[test]
+fn quick_benchmark_produces_a_complete_report() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIP quick_benchmark_produces_a_complete_report: {reason}");
+        return;
+    }
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
+    let output = work.join("results");
+    let docs = work.join("benchmarks.md");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(&docs, "# Benchmarks\n<!-- fastvirt-bench:csi:start -->\nold\n<!-- fastvirt-bench:csi:end -->\nkept\n").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+        .arg("--quick")
+        .arg("--driver")
+        .arg(driver_binary())
+        .arg("--work-dir")
+        .arg(work.join("scratch"))
+        .arg("--output")
+        .arg(&output)
+        .arg("--update-docs")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(output.join("benchmark.json")).unwrap()).unwrap();
+    let data_path = report["data_path"].as_array().unwrap();
+    assert_eq!(data_path.len(), 6);
+    for row in data_path {
+        assert!(row["volume_iops"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["raw_iops"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let lifecycle = &report["lifecycle"];
+    assert_eq!(lifecycle["volumes"], 5);
+    assert!(lifecycle["volumes_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(lifecycle["rpcs"].as_object().unwrap().len(), 6);
+
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(page.contains("| 4k randread QD1 |") && !page.contains("\nold\n") && page.ends_with("kept\n"), "{page}");
+    // The run cleaned up after itself: no loop device or mount is left on its scratch directory.
+    let scratch = work.join("scratch").canonicalize().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(scratch.to_str().unwrap()), "mounts left behind");
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+        assert!(!backing.starts_with(scratch.to_str().unwrap()), "loop device left behind: {backing}");
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the host tools fastvirt's driver, tests and benchmark call. Idempotent: installs only
+# what is missing, so it is cheap to run before every build.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: $1 is missing and installing it needs root; rerun as root" >&2
+    exit 1
+  fi
+}
+
+# command -> Debian package
+declare -A tools=(
+  [fio]=fio
+  [mkfs.xfs]=xfsprogs
+  [xfs_growfs]=xfsprogs
+  [mkfs.ext4]=e2fsprogs
+  [resize2fs]=e2fsprogs
+  [blkid]=util-linux
+  [mkswap]=util-linux
+  [losetup]=mount
+)
+
+missing=()
+for tool in "${!tools[@]}"; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [ ! -x "/sbin/$tool" ]; then
+    missing+=("${tools[$tool]}")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+  need_root "${packages[*]}"
+  echo "install-deps: installing ${packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is missing; install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
