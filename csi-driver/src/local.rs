@@ -194,8 +194,14 @@ impl Drop for DriverProcess {
 /// state a killed run may leave behind.
 pub fn release_all_under(root: &Path) {
     for _ in 0..4 {
-        let Ok(table) = crate::mountinfo::read() else { break };
-        let below: Vec<_> = table.iter().rev().filter(|e| e.mount_point.starts_with(root)).collect();
+        let Ok(table) = crate::mountinfo::read() else {
+            break;
+        };
+        let below: Vec<_> = table
+            .iter()
+            .rev()
+            .filter(|e| e.mount_point.starts_with(root))
+            .collect();
         if below.is_empty() {
             break;
         }

@@ -67,9 +67,10 @@ async fn identity_and_capabilities() {
     let ctrl: Vec<i32> = ctrl
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type
+                .as_ref()
+                .map(|controller_service_capability::Type::Rpc(r)| r.r#type)
         })
         .collect();
     for want in [
@@ -91,9 +92,10 @@ async fn identity_and_capabilities() {
     let node: Vec<i32> = node
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type
+                .as_ref()
+                .map(|node_service_capability::Type::Rpc(r)| r.r#type)
         })
         .collect();
     for want in [
@@ -306,6 +308,12 @@ async fn create_error_codes() {
     let mut tiny_limit = create_req("v", 0, block_cap());
     tiny_limit.capacity_range.as_mut().unwrap().limit_bytes = 1000;
     assert_code(c.create_volume(tiny_limit).await, Code::OutOfRange);
+    let status = assert_code(
+        c.create_volume(create_req("v", 100 * MIB, mount_cap("xfs", &[])))
+            .await,
+        Code::OutOfRange,
+    );
+    assert!(status.message().contains("300 MiB"), "{}", status.message());
     let mut elsewhere = create_req("v", MIB, block_cap());
     elsewhere.accessibility_requirements = Some(TopologyRequirement {
         requisite: vec![Topology {

@@ -7,12 +7,36 @@ use serde::Serialize;
 use std::path::Path;
 
 pub const WORKLOADS: [Workload; 6] = [
-    Workload { rw: "randread", iodepth: 1, sqpoll: false },
-    Workload { rw: "randread", iodepth: 32, sqpoll: false },
-    Workload { rw: "randwrite", iodepth: 1, sqpoll: false },
-    Workload { rw: "randwrite", iodepth: 32, sqpoll: false },
-    Workload { rw: "randread", iodepth: 1, sqpoll: true },
-    Workload { rw: "randwrite", iodepth: 1, sqpoll: true },
+    Workload {
+        rw: "randread",
+        iodepth: 1,
+        sqpoll: false,
+    },
+    Workload {
+        rw: "randread",
+        iodepth: 32,
+        sqpoll: false,
+    },
+    Workload {
+        rw: "randwrite",
+        iodepth: 1,
+        sqpoll: false,
+    },
+    Workload {
+        rw: "randwrite",
+        iodepth: 32,
+        sqpoll: false,
+    },
+    Workload {
+        rw: "randread",
+        iodepth: 1,
+        sqpoll: true,
+    },
+    Workload {
+        rw: "randwrite",
+        iodepth: 1,
+        sqpoll: true,
+    },
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,13 +71,24 @@ pub fn target_ratio(workload: Workload) -> Option<f64> {
     }
 }
 
-pub fn run(volume: &Path, raw: &Path, size_bytes: u64, rounds: u32, runtime_s: u32, engine: &str) -> Result<Vec<DataPathResult>, fio::FioError> {
+pub fn run(
+    volume: &Path,
+    raw: &Path,
+    size_bytes: u64,
+    rounds: u32,
+    runtime_s: u32,
+    engine: &str,
+) -> Result<Vec<DataPathResult>, fio::FioError> {
     let mut results = Vec::new();
     for workload in WORKLOADS {
         let (mut on_volume, mut on_raw) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             // Alternate which side goes first, so neither always runs on a warmer machine.
-            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
             for is_volume in order {
                 let path = if is_volume { volume } else { raw };
                 let sample = fio::measure(path, size_bytes, workload, runtime_s, engine)?;
@@ -63,14 +98,23 @@ pub fn run(volume: &Path, raw: &Path, size_bytes: u64, rounds: u32, runtime_s: u
                     round + 1,
                     if is_volume { "volume" } else { "raw" },
                     sample.iops,
-                    sample.p99_us.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into()),
+                    sample
+                        .p99_us
+                        .map(|p| format!("{p:.0}"))
+                        .unwrap_or_else(|| "-".into()),
                     sample.cpu_us_per_io,
                     sample.busy_cpus
                 );
-                if is_volume { on_volume.push(sample) } else { on_raw.push(sample) }
+                if is_volume {
+                    on_volume.push(sample)
+                } else {
+                    on_raw.push(sample)
+                }
             }
         }
-        let med = |s: &[FioResult], f: fn(&FioResult) -> f64| median(&s.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
+        let med = |s: &[FioResult], f: fn(&FioResult) -> f64| {
+            median(&s.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
         let iops = |s: &[FioResult]| med(s, |r| r.iops);
         let p99 = |s: &[FioResult]| median(&s.iter().filter_map(|r| r.p99_us).collect::<Vec<_>>());
         let (volume_iops, raw_iops) = (iops(&on_volume), iops(&on_raw));
@@ -87,7 +131,11 @@ pub fn run(volume: &Path, raw: &Path, size_bytes: u64, rounds: u32, runtime_s: u
             raw: on_raw,
             volume_iops,
             raw_iops,
-            ratio: if raw_iops > 0.0 { volume_iops / raw_iops } else { 0.0 },
+            ratio: if raw_iops > 0.0 {
+                volume_iops / raw_iops
+            } else {
+                0.0
+            },
             target_ratio: target_ratio(workload),
         });
     }

@@ -47,8 +47,15 @@ pub enum FioError {
 
 /// The fastest asynchronous engine this fio offers.
 pub fn engine() -> &'static str {
-    let engines = Command::new("fio").arg("--enghelp").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if engines.is_ok_and(|list| list.lines().any(|l| l.trim() == "io_uring")) { "io_uring" } else { "libaio" }
+    let engines = Command::new("fio")
+        .arg("--enghelp")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if engines.is_ok_and(|list| list.lines().any(|l| l.trim() == "io_uring")) {
+        "io_uring"
+    } else {
+        "libaio"
+    }
 }
 
 /// Fills `path` sequentially so later reads hit written blocks, not unwritten extents.
@@ -68,7 +75,13 @@ pub fn fill(path: &Path, size_bytes: u64, engine: &str) -> Result<(), FioError> 
 }
 
 /// Runs `workload` against `path` for `runtime_s` seconds after a one-second ramp.
-pub fn measure(path: &Path, size_bytes: u64, workload: Workload, runtime_s: u32, engine: &str) -> Result<FioResult, FioError> {
+pub fn measure(
+    path: &Path,
+    size_bytes: u64,
+    workload: Workload,
+    runtime_s: u32,
+    engine: &str,
+) -> Result<FioResult, FioError> {
     let mut args = vec![
         "--name=bench".to_owned(),
         format!("--filename={}", path.display()),
@@ -92,13 +105,21 @@ pub fn measure(path: &Path, size_bytes: u64, workload: Workload, runtime_s: u32,
     let before = CpuTimes::read();
     let report = run(&args)?;
     let after = CpuTimes::read();
-    let direction = if workload.rw.contains("read") { "read" } else { "write" };
+    let direction = if workload.rw.contains("read") {
+        "read"
+    } else {
+        "write"
+    };
     let (iops, p99_us) = parse(&report, direction)?;
     let busy_cpus = after.busy_cpus_since(&before);
     Ok(FioResult {
         iops,
         p99_us: (!workload.sqpoll).then_some(p99_us),
-        cpu_us_per_io: if iops > 0.0 { busy_cpus * 1e6 / iops } else { 0.0 },
+        cpu_us_per_io: if iops > 0.0 {
+            busy_cpus * 1e6 / iops
+        } else {
+            0.0
+        },
         busy_cpus,
     })
 }
@@ -118,13 +139,26 @@ impl CpuTimes {
     }
 
     fn parse(stat: &str) -> Self {
-        let cpus = stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
-        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return Self::default() };
-        let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let cpus = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return Self::default();
+        };
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
         // user nice system idle iowait irq softirq steal …; idle and iowait are not busy.
         let total: u64 = fields.iter().take(8).sum();
         let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        Self { busy: total - idle, total, cpus }
+        Self {
+            busy: total - idle,
+            total,
+            cpus,
+        }
     }
 
     fn busy_cpus_since(&self, earlier: &Self) -> f64 {
@@ -137,9 +171,14 @@ impl CpuTimes {
 }
 
 fn run(args: &[String]) -> Result<String, FioError> {
-    let output = Command::new("fio").args(args).output().map_err(FioError::Spawn)?;
+    let output = Command::new("fio")
+        .args(args)
+        .output()
+        .map_err(FioError::Spawn)?;
     if !output.status.success() {
-        return Err(FioError::Failed(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
+        return Err(FioError::Failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -147,11 +186,18 @@ fn run(args: &[String]) -> Result<String, FioError> {
 /// Extracts IOPS and p99 latency (µs) of `direction` (`read` or `write`) from fio's JSON output.
 pub fn parse(report: &str, direction: &str) -> Result<(f64, f64), FioError> {
     // fio may print notes before the JSON document.
-    let start = report.find('{').ok_or_else(|| FioError::Output("no JSON document".into()))?;
-    let json: serde_json::Value = serde_json::from_str(&report[start..]).map_err(|e| FioError::Output(e.to_string()))?;
+    let start = report
+        .find('{')
+        .ok_or_else(|| FioError::Output("no JSON document".into()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&report[start..]).map_err(|e| FioError::Output(e.to_string()))?;
     let stats = &json["jobs"][0][direction];
-    let iops = stats["iops"].as_f64().ok_or_else(|| FioError::Output(format!("no {direction}.iops")))?;
-    let p99_ns = stats["clat_ns"]["percentile"]["99.000000"].as_f64().unwrap_or(0.0);
+    let iops = stats["iops"]
+        .as_f64()
+        .ok_or_else(|| FioError::Output(format!("no {direction}.iops")))?;
+    let p99_ns = stats["clat_ns"]["percentile"]["99.000000"]
+        .as_f64()
+        .unwrap_or(0.0);
     Ok((iops, p99_ns / 1000.0))
 }
 
@@ -171,7 +217,9 @@ mod tests {
 
     #[test]
     fn cpu_accounting() {
-        let before = CpuTimes::parse("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0 0 0\ncpu1 50 0 50 350 50 0 0 0 0 0\n");
+        let before = CpuTimes::parse(
+            "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0 0 0\ncpu1 50 0 50 350 50 0 0 0 0 0\n",
+        );
         let after = CpuTimes::parse("cpu  200 0 200 800 100 0 0 0 0 0\ncpu0 0\ncpu1 0\n");
         assert_eq!(before.cpus, 2);
         // 200 of 300 ticks busy on 2 CPUs: 1.33 CPUs busy.

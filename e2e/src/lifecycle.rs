@@ -10,7 +10,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-pub const RPCS: [&str; 6] = ["CreateVolume", "NodeStageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeUnstageVolume", "DeleteVolume"];
+pub const RPCS: [&str; 6] = [
+    "CreateVolume",
+    "NodeStageVolume",
+    "NodePublishVolume",
+    "NodeUnpublishVolume",
+    "NodeUnstageVolume",
+    "DeleteVolume",
+];
 
 /// Latency of one RPC over all volumes, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -33,26 +40,44 @@ pub struct LifecycleResult {
 pub fn block_capability() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
     }
 }
 
 /// Runs `count` full lifecycles of block volumes one after another, as a node with one pod at a time would.
-pub async fn run(clients: &mut Clients, work_dir: &Path, count: usize, size_bytes: u64) -> anyhow::Result<LifecycleResult> {
-    let mut samples: BTreeMap<&str, Vec<f64>> = RPCS.iter().map(|r| (*r, Vec::with_capacity(count))).collect();
+pub async fn run(
+    clients: &mut Clients,
+    work_dir: &Path,
+    count: usize,
+    size_bytes: u64,
+) -> anyhow::Result<LifecycleResult> {
+    let mut samples: BTreeMap<&str, Vec<f64>> = RPCS
+        .iter()
+        .map(|r| (*r, Vec::with_capacity(count)))
+        .collect();
     let mut publish_pairs = Vec::with_capacity(count);
     let started = Instant::now();
     for i in 0..count {
         let staging = work_dir.join(format!("kubelet/staging/lifecycle-{i}"));
         let target = work_dir.join(format!("kubelet/publish/lifecycle-{i}/pod"));
-        let mut timed = |rpc: &'static str, at: Instant| samples.get_mut(rpc).expect("known rpc").push(at.elapsed().as_secs_f64() * 1000.0);
+        let mut timed = |rpc: &'static str, at: Instant| {
+            samples
+                .get_mut(rpc)
+                .expect("known rpc")
+                .push(at.elapsed().as_secs_f64() * 1000.0)
+        };
 
         let t = Instant::now();
         let created = clients
             .controller
             .create_volume(CreateVolumeRequest {
                 name: format!("bench-lifecycle-{i}"),
-                capacity_range: Some(CapacityRange { required_bytes: size_bytes as i64, limit_bytes: 0 }),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: size_bytes as i64,
+                    limit_bytes: 0,
+                }),
                 volume_capabilities: vec![block_capability()],
                 ..Default::default()
             })
@@ -88,16 +113,34 @@ pub async fn run(clients: &mut Clients, work_dir: &Path, count: usize, size_byte
         let publish_ms = publish_started.elapsed().as_secs_f64() * 1000.0;
 
         let t = Instant::now();
-        clients.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: id.clone(), target_path: target.display().to_string() }).await?;
+        clients
+            .node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: target.display().to_string(),
+            })
+            .await?;
         timed("NodeUnpublishVolume", t);
         publish_pairs.push(publish_ms + t.elapsed().as_secs_f64() * 1000.0);
 
         let t = Instant::now();
-        clients.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: id.clone(), staging_target_path: staging.display().to_string() }).await?;
+        clients
+            .node
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.clone(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await?;
         timed("NodeUnstageVolume", t);
 
         let t = Instant::now();
-        clients.controller.delete_volume(DeleteVolumeRequest { volume_id: id, secrets: Default::default() }).await?;
+        clients
+            .controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                secrets: Default::default(),
+            })
+            .await?;
         timed("DeleteVolume", t);
     }
     let elapsed = started.elapsed().as_secs_f64();

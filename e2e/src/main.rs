@@ -15,7 +15,11 @@ use fastvirt_csi::proto::*;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
-#[command(name = "fastvirt-bench", version, about = "Measure fastvirt-csi volumes against the raw disk, locally")]
+#[command(
+    name = "fastvirt-bench",
+    version,
+    about = "Measure fastvirt-csi volumes against the raw disk, locally"
+)]
 struct Cli {
     /// The fastvirt-csi binary (default: next to this one).
     #[arg(long)]
@@ -63,7 +67,9 @@ impl Cli {
 
 fn default_driver() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory for the current executable")?;
+    let dir = exe
+        .parent()
+        .context("no directory for the current executable")?;
     // Next to this binary, or one level up when run from target/*/deps by the test harness.
     [dir.join("fastvirt-csi"), dir.join("../fastvirt-csi")]
         .into_iter()
@@ -78,7 +84,10 @@ fn preflight() -> anyhow::Result<()> {
     if !Path::new("/dev/loop-control").exists() {
         bail!("this machine has no /dev/loop-control; loop devices are required");
     }
-    std::process::Command::new("fio").arg("--version").output().context("fio is not installed (scripts/install-deps.sh installs it)")?;
+    std::process::Command::new("fio")
+        .arg("--version")
+        .output()
+        .context("fio is not installed (scripts/install-deps.sh installs it)")?;
     Ok(())
 }
 
@@ -118,12 +127,22 @@ async fn main() -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&cli.output)?;
     let summary = report::markdown(&report);
-    std::fs::write(cli.output.join("benchmark.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        cli.output.join("benchmark.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     std::fs::write(cli.output.join("benchmark.md"), &summary)?;
     if let Some(page) = &cli.update_docs {
-        let text = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
-        let updated = report::splice_docs(&text, &summary)
-            .with_context(|| format!("{} has no {} … {} markers", page.display(), report::DOCS_START, report::DOCS_END))?;
+        let text =
+            std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
+        let updated = report::splice_docs(&text, &summary).with_context(|| {
+            format!(
+                "{} has no {} … {} markers",
+                page.display(),
+                report::DOCS_START,
+                report::DOCS_END
+            )
+        })?;
         std::fs::write(page, updated)?;
     }
     println!("{summary}");
@@ -131,18 +150,36 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: &Cli, work_dir: &Path, pool: &Path, clients: &mut Clients) -> anyhow::Result<report::Report> {
+async fn run(
+    cli: &Cli,
+    work_dir: &Path,
+    pool: &Path,
+    clients: &mut Clients,
+) -> anyhow::Result<report::Report> {
     let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let size = cli.size_mib << 20;
     let engine = fio::engine();
-    let fio_version = String::from_utf8_lossy(&std::process::Command::new("fio").arg("--version").output()?.stdout).trim().to_owned();
+    let fio_version = String::from_utf8_lossy(
+        &std::process::Command::new("fio")
+            .arg("--version")
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_owned();
 
-    eprintln!("creating, staging and publishing a {} MiB block volume as kubelet would", cli.size_mib);
+    eprintln!(
+        "creating, staging and publishing a {} MiB block volume as kubelet would",
+        cli.size_mib
+    );
     let volume = clients
         .controller
         .create_volume(CreateVolumeRequest {
             name: "bench-data".into(),
-            capacity_range: Some(CapacityRange { required_bytes: size as i64, limit_bytes: 0 }),
+            capacity_range: Some(CapacityRange {
+                required_bytes: size as i64,
+                limit_bytes: 0,
+            }),
             volume_capabilities: vec![lifecycle::block_capability()],
             ..Default::default()
         })
@@ -175,28 +212,71 @@ async fn run(cli: &Cli, work_dir: &Path, pool: &Path, clients: &mut Clients) -> 
     // The baseline: a file like the volume's, in the same pool, read and written with O_DIRECT.
     let raw = pool.join("baseline-raw.img");
     let raw_file = std::fs::File::create(&raw)?;
-    nix::fcntl::fallocate(&raw_file, nix::fcntl::FallocateFlags::empty(), 0, size as i64)?;
+    nix::fcntl::fallocate(
+        &raw_file,
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        size as i64,
+    )?;
     drop(raw_file);
     eprintln!("filling both with data ({engine})");
     fio::fill(&target, size, engine)?;
     fio::fill(&raw, size, engine)?;
 
-    eprintln!("data path: {} workloads × {} rounds × 2 sides × {} s", datapath::WORKLOADS.len(), cli.rounds, cli.runtime + 1);
+    eprintln!(
+        "data path: {} workloads × {} rounds × 2 sides × {} s",
+        datapath::WORKLOADS.len(),
+        cli.rounds,
+        cli.runtime + 1
+    );
     let data_path = datapath::run(&target, &raw, size, cli.rounds, cli.runtime, engine)?;
 
-    clients.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: volume.volume_id.clone(), target_path: target.display().to_string() }).await?;
-    clients.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: volume.volume_id.clone(), staging_target_path: staging.display().to_string() }).await?;
-    clients.controller.delete_volume(DeleteVolumeRequest { volume_id: volume.volume_id, secrets: Default::default() }).await?;
+    clients
+        .node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            target_path: target.display().to_string(),
+        })
+        .await?;
+    clients
+        .node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await?;
+    clients
+        .controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id,
+            secrets: Default::default(),
+        })
+        .await?;
     std::fs::remove_file(&raw)?;
 
-    eprintln!("control path: {} lifecycles of {} MiB volumes", cli.lifecycle_volumes, cli.lifecycle_size_mib);
-    let lifecycle = lifecycle::run(clients, work_dir, cli.lifecycle_volumes, cli.lifecycle_size_mib << 20).await?;
+    eprintln!(
+        "control path: {} lifecycles of {} MiB volumes",
+        cli.lifecycle_volumes, cli.lifecycle_size_mib
+    );
+    let lifecycle = lifecycle::run(
+        clients,
+        work_dir,
+        cli.lifecycle_volumes,
+        cli.lifecycle_size_mib << 20,
+    )
+    .await?;
 
     Ok(report::Report {
         started_utc,
         fastvirt_version: fastvirt_csi::VERSION.to_owned(),
         machine: report::machine(pool),
-        settings: report::Settings { volume_size_bytes: size, rounds: cli.rounds, fio_runtime_s: cli.runtime, fio_engine: engine.to_owned(), fio_version },
+        settings: report::Settings {
+            volume_size_bytes: size,
+            rounds: cli.rounds,
+            fio_runtime_s: cli.runtime,
+            fio_engine: engine.to_owned(),
+            fio_version,
+        },
         data_path,
         lifecycle,
     })

@@ -45,23 +45,49 @@ pub struct Report {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Describes this machine and the filesystem that holds `pool`.
 pub fn machine(pool: &Path) -> Machine {
     let cpuinfo = read_trimmed("/proc/cpuinfo");
-    let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())).unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
     let meminfo = read_trimmed("/proc/meminfo");
-    let mem_kib: f64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
     let table = fastvirt_csi::mountinfo::read().unwrap_or_default();
     let pool = pool.canonicalize().unwrap_or_else(|_| pool.to_owned());
-    let mount = table.iter().filter(|e| pool.starts_with(&e.mount_point)).max_by_key(|e| e.mount_point.as_os_str().len());
-    let (pool_filesystem, pool_device) = mount.map(|e| (e.fs_type.clone(), e.source.clone())).unwrap_or_default();
-    let device_name = Path::new(&pool_device).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let rotational = std::fs::read_to_string(format!("/sys/class/block/{device_name}/queue/rotational")).ok().map(|v| v.trim() == "1");
+    let mount = table
+        .iter()
+        .filter(|e| pool.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.as_os_str().len());
+    let (pool_filesystem, pool_device) = mount
+        .map(|e| (e.fs_type.clone(), e.source.clone()))
+        .unwrap_or_default();
+    let device_name = Path::new(&pool_device)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rotational =
+        std::fs::read_to_string(format!("/sys/class/block/{device_name}/queue/rotational"))
+            .ok()
+            .map(|v| v.trim() == "1");
     Machine {
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         cpu_model,
         memory_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
@@ -80,15 +106,36 @@ pub fn markdown(report: &Report) -> String {
     let m = &report.machine;
     let s = &report.settings;
     let mut out = String::new();
-    let _ = writeln!(out, "Run {} with fastvirt {}, on {} × {} ({} GiB RAM), Linux {}.", report.started_utc, report.fastvirt_version, m.cpus, m.cpu_model, m.memory_gib, m.kernel);
+    let _ = writeln!(
+        out,
+        "Run {} with fastvirt {}, on {} × {} ({} GiB RAM), Linux {}.",
+        report.started_utc, report.fastvirt_version, m.cpus, m.cpu_model, m.memory_gib, m.kernel
+    );
     let rotational = match m.pool_device_rotational {
         Some(true) => " (reported as rotational)",
         Some(false) => " (non-rotational)",
         None => "",
     };
-    let _ = writeln!(out, "Pool on {} at {}{}. Volume {} MiB, {} interleaved rounds of {} s per side, fio {} with {}, O_DIRECT.\n", m.pool_filesystem, m.pool_device, rotational, s.volume_size_bytes >> 20, s.rounds, s.fio_runtime_s, s.fio_version, s.fio_engine);
-    let _ = writeln!(out, "### Data path: published block volume vs. raw file in the same pool\n");
-    let _ = writeln!(out, "| workload | volume IOPS | raw IOPS | ratio | target | p99 µs volume / raw | CPU µs per I/O volume / raw | busy CPUs volume / raw |");
+    let _ = writeln!(
+        out,
+        "Pool on {} at {}{}. Volume {} MiB, {} interleaved rounds of {} s per side, fio {} with {}, O_DIRECT.\n",
+        m.pool_filesystem,
+        m.pool_device,
+        rotational,
+        s.volume_size_bytes >> 20,
+        s.rounds,
+        s.fio_runtime_s,
+        s.fio_version,
+        s.fio_engine
+    );
+    let _ = writeln!(
+        out,
+        "### Data path: published block volume vs. raw file in the same pool\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | volume IOPS | raw IOPS | ratio | target | p99 µs volume / raw | CPU µs per I/O volume / raw | busy CPUs volume / raw |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|---|---:|---:|---:|");
     for r in &report.data_path {
         let target = match r.target_ratio {
@@ -112,13 +159,29 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     let l = &report.lifecycle;
-    let _ = writeln!(out, "\n### Control path: {} sequential lifecycles of {} MiB block volumes\n", l.volumes, l.volume_size_bytes >> 20);
-    let _ = writeln!(out, "Throughput {:.1} volumes/s (target ≥{TARGET_VOLUMES_PER_SECOND:.0}: {}); NodePublish + NodeUnpublish p99 {:.2} ms (target ≤{TARGET_PUBLISH_UNPUBLISH_P99_MS:.0} ms: {}).\n", l.volumes_per_second, verdict(l.volumes_per_second >= TARGET_VOLUMES_PER_SECOND), l.publish_unpublish_p99_ms, verdict(l.publish_unpublish_p99_ms <= TARGET_PUBLISH_UNPUBLISH_P99_MS));
+    let _ = writeln!(
+        out,
+        "\n### Control path: {} sequential lifecycles of {} MiB block volumes\n",
+        l.volumes,
+        l.volume_size_bytes >> 20
+    );
+    let _ = writeln!(
+        out,
+        "Throughput {:.1} volumes/s (target ≥{TARGET_VOLUMES_PER_SECOND:.0}: {}); NodePublish + NodeUnpublish p99 {:.2} ms (target ≤{TARGET_PUBLISH_UNPUBLISH_P99_MS:.0} ms: {}).\n",
+        l.volumes_per_second,
+        verdict(l.volumes_per_second >= TARGET_VOLUMES_PER_SECOND),
+        l.publish_unpublish_p99_ms,
+        verdict(l.publish_unpublish_p99_ms <= TARGET_PUBLISH_UNPUBLISH_P99_MS)
+    );
     let _ = writeln!(out, "| RPC | p50 ms | p99 ms | max ms |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
     for rpc in RPCS {
         if let Some(latency) = l.rpcs.get(rpc) {
-            let _ = writeln!(out, "| {rpc} | {:.2} | {:.2} | {:.2} |", latency.p50_ms, latency.p99_ms, latency.max_ms);
+            let _ = writeln!(
+                out,
+                "| {rpc} | {:.2} | {:.2} | {:.2} |",
+                latency.p50_ms, latency.p99_ms, latency.max_ms
+            );
         }
     }
     out
@@ -128,7 +191,12 @@ pub fn markdown(report: &Report) -> String {
 pub fn splice_docs(page: &str, section: &str) -> Option<String> {
     let start = page.find(DOCS_START)? + DOCS_START.len();
     let end = page[start..].find(DOCS_END)? + start;
-    Some(format!("{}\n{}\n{}", &page[..start], section.trim_end(), &page[end..]))
+    Some(format!(
+        "{}\n{}\n{}",
+        &page[..start],
+        section.trim_end(),
+        &page[end..]
+    ))
 }
 
 #[cfg(test)]
@@ -139,8 +207,17 @@ mod tests {
     fn splices_only_between_markers() {
         let page = format!("# Benchmarks\nintro\n{DOCS_START}\nold\n{DOCS_END}\nafter\n");
         let updated = splice_docs(&page, "new table\n").unwrap();
-        assert_eq!(updated, format!("# Benchmarks\nintro\n{DOCS_START}\nnew table\n{DOCS_END}\nafter\n"));
-        assert_eq!(splice_docs(&updated, "again").unwrap().matches(DOCS_START).count(), 1);
+        assert_eq!(
+            updated,
+            format!("# Benchmarks\nintro\n{DOCS_START}\nnew table\n{DOCS_END}\nafter\n")
+        );
+        assert_eq!(
+            splice_docs(&updated, "again")
+                .unwrap()
+                .matches(DOCS_START)
+                .count(),
+            1
+        );
         assert!(splice_docs("no markers", "x").is_none());
     }
 }

@@ -21,7 +21,14 @@ fn skip_reason() -> Option<&'static str> {
 /// The driver binary of this workspace, built if `cargo test` did not build it already.
 fn driver_binary() -> PathBuf {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "fastvirt-csi", "--bin", "fastvirt-csi"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "fastvirt-csi",
+            "--bin",
+            "fastvirt-csi",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
@@ -53,9 +60,14 @@ fn quick_benchmark_produces_a_complete_report() {
         .arg(&docs)
         .output()
         .unwrap();
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(output.join("benchmark.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("benchmark.json")).unwrap()).unwrap();
     let data_path = report["data_path"].as_array().unwrap();
     assert_eq!(data_path.len(), 6);
     for row in data_path {
@@ -69,13 +81,25 @@ fn quick_benchmark_produces_a_complete_report() {
     assert_eq!(lifecycle["rpcs"].as_object().unwrap().len(), 6);
 
     let page = std::fs::read_to_string(&docs).unwrap();
-    assert!(page.contains("| 4k randread QD1 |") && !page.contains("\nold\n") && page.ends_with("kept\n"), "{page}");
+    assert!(
+        page.contains("| 4k randread QD1 |")
+            && !page.contains("\nold\n")
+            && page.ends_with("kept\n"),
+        "{page}"
+    );
     // The run cleaned up after itself: no loop device or mount is left on its scratch directory.
     let scratch = work.join("scratch").canonicalize().unwrap();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(scratch.to_str().unwrap()), "mounts left behind");
+    assert!(
+        !mounts.contains(scratch.to_str().unwrap()),
+        "mounts left behind"
+    );
     for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
-        assert!(!backing.starts_with(scratch.to_str().unwrap()), "loop device left behind: {backing}");
+        let backing =
+            std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+        assert!(
+            !backing.starts_with(scratch.to_str().unwrap()),
+            "loop device left behind: {backing}"
+        );
     }
 }

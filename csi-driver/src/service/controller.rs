@@ -1,9 +1,10 @@
 //! The Controller service: creating, listing and deleting volumes in this node's pools.
 
-use super::request;
+use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::{CreateSpec, VolumeRecord};
 use crate::capacity::{self, CapacityError};
+use crate::filesystem::FsType;
 use crate::ids::{PoolName, VolumeId};
 use crate::pagination::{self, PageError};
 use crate::proto::controller_server::Controller;
@@ -16,6 +17,8 @@ use tonic::{Request, Response, Status};
 pub const PARAM_POOL: &str = "pool";
 /// StorageClass parameter that makes volumes sparse instead of preallocated.
 pub const PARAM_THIN: &str = "thin";
+/// mkfs.xfs refuses smaller devices.
+const XFS_MIN_SIZE: u64 = 300 << 20;
 /// Parameters Kubernetes sidecars add on their own; they carry no meaning for the driver.
 const SIDECAR_PARAM_PREFIX: &str = "csi.storage.k8s.io/";
 
@@ -122,25 +125,23 @@ fn create_volume(
     }
     crate::ids::validate_volume_name(&req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    request::capabilities(&req.volume_capabilities)?;
+    let capabilities = request::capabilities(&req.volume_capabilities)?;
     let params = parse_parameters(driver, &req.parameters)?;
     if req.volume_content_source.is_some() {
         return Err(Status::invalid_argument(
             "creating a volume from a snapshot or another volume is not supported yet",
         ));
     }
-    if let Some(requirement) = &req.accessibility_requirements {
-        if !requirement.requisite.is_empty()
-            && !requirement
-                .requisite
-                .iter()
-                .any(|t| is_this_node(driver, t))
-        {
-            return Err(Status::resource_exhausted(format!(
-                "volumes of this driver live on the node that creates them ({}), which is not in the requisite topology",
-                driver.node_id
-            )));
-        }
+    let requisite = req
+        .accessibility_requirements
+        .as_ref()
+        .map(|r| r.requisite.as_slice())
+        .unwrap_or_default();
+    if !requisite.is_empty() && !requisite.iter().any(|t| is_this_node(driver, t)) {
+        return Err(Status::resource_exhausted(format!(
+            "volumes of this driver live on the node that creates them ({}), which is not in the requisite topology",
+            driver.node_id
+        )));
     }
     let backend = driver.backend(&params.pool).ok_or_else(|| {
         Status::invalid_argument(format!(
@@ -176,6 +177,22 @@ fn create_volume(
     }
     let max = backend.max_volume_bytes().map_err(backend_status)?;
     let size = capacity::resolve(required, limit, max).map_err(capacity_status)?;
+    let needs_xfs = capabilities.iter().any(|c| {
+        matches!(
+            c.access,
+            AccessType::Mount {
+                fs: FsType::Xfs,
+                ..
+            }
+        )
+    });
+    if needs_xfs && size < XFS_MIN_SIZE {
+        return Err(Status::out_of_range(format!(
+            "xfs needs a volume of at least {} MiB, {} MiB were requested",
+            XFS_MIN_SIZE >> 20,
+            size >> 20
+        )));
+    }
     let spec = CreateSpec {
         id,
         name: req.name,

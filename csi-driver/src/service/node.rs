@@ -313,7 +313,7 @@ fn volume_stats(
     let device = backend.attached(&id).map_err(backend_status)?;
     let mut problem = backend.abnormal(&record);
     let usage = if meta.file_type().is_block_device() {
-        if problem.is_none() && !device.as_ref().is_some_and(|d| d.rdev == meta.rdev()) {
+        if problem.is_none() && device.as_ref().is_none_or(|d| d.rdev != meta.rdev()) {
             problem = Some(format!(
                 "{} is not the device of volume {id}: it was detached or replaced",
                 path.display()
