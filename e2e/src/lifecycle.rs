@@ -1,10 +1,8 @@
 //! The control path as kubelet drives it: create, stage, publish, unpublish, unstage, delete.
 
+use crate::kubelet;
 use crate::stats::percentile;
 use fastvirt_csi::local::Clients;
-use fastvirt_csi::proto::volume_capability::access_mode::Mode;
-use fastvirt_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume};
-use fastvirt_csi::proto::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,15 +35,6 @@ pub struct LifecycleResult {
     pub publish_unpublish_p99_ms: f64,
 }
 
-pub fn block_capability() -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
-
 /// Runs `count` full lifecycles of block volumes one after another, as a node with one pod at a time would.
 pub async fn run(
     clients: &mut Clients,
@@ -70,77 +59,29 @@ pub async fn run(
         };
 
         let t = Instant::now();
-        let created = clients
-            .controller
-            .create_volume(CreateVolumeRequest {
-                name: format!("bench-lifecycle-{i}"),
-                capacity_range: Some(CapacityRange {
-                    required_bytes: size_bytes as i64,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![block_capability()],
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let id = kubelet::create(clients, &format!("bench-lifecycle-{i}"), size_bytes).await?;
         timed("CreateVolume", t);
-        let id = created.volume.map(|v| v.volume_id).unwrap_or_default();
 
         let t = Instant::now();
-        clients
-            .node
-            .node_stage_volume(NodeStageVolumeRequest {
-                volume_id: id.clone(),
-                staging_target_path: staging.display().to_string(),
-                volume_capability: Some(block_capability()),
-                ..Default::default()
-            })
-            .await?;
+        kubelet::stage(clients, &id, &staging).await?;
         timed("NodeStageVolume", t);
 
         let publish_started = Instant::now();
-        clients
-            .node
-            .node_publish_volume(NodePublishVolumeRequest {
-                volume_id: id.clone(),
-                staging_target_path: staging.display().to_string(),
-                target_path: target.display().to_string(),
-                volume_capability: Some(block_capability()),
-                ..Default::default()
-            })
-            .await?;
+        kubelet::publish(clients, &id, &staging, &target).await?;
         timed("NodePublishVolume", publish_started);
         let publish_ms = publish_started.elapsed().as_secs_f64() * 1000.0;
 
         let t = Instant::now();
-        clients
-            .node
-            .node_unpublish_volume(NodeUnpublishVolumeRequest {
-                volume_id: id.clone(),
-                target_path: target.display().to_string(),
-            })
-            .await?;
+        kubelet::unpublish(clients, &id, &target).await?;
         timed("NodeUnpublishVolume", t);
         publish_pairs.push(publish_ms + t.elapsed().as_secs_f64() * 1000.0);
 
         let t = Instant::now();
-        clients
-            .node
-            .node_unstage_volume(NodeUnstageVolumeRequest {
-                volume_id: id.clone(),
-                staging_target_path: staging.display().to_string(),
-            })
-            .await?;
+        kubelet::unstage(clients, &id, &staging).await?;
         timed("NodeUnstageVolume", t);
 
         let t = Instant::now();
-        clients
-            .controller
-            .delete_volume(DeleteVolumeRequest {
-                volume_id: id,
-                secrets: Default::default(),
-            })
-            .await?;
+        kubelet::delete(clients, &id).await?;
         timed("DeleteVolume", t);
     }
     let elapsed = started.elapsed().as_secs_f64();

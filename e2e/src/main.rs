@@ -4,6 +4,7 @@
 
 mod datapath;
 mod fio;
+mod kubelet;
 mod lifecycle;
 mod report;
 mod stats;
@@ -11,7 +12,6 @@ mod stats;
 use anyhow::{Context, bail};
 use clap::Parser;
 use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
-use fastvirt_csi::proto::*;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
@@ -172,42 +172,11 @@ async fn run(
         "creating, staging and publishing a {} MiB block volume as kubelet would",
         cli.size_mib
     );
-    let volume = clients
-        .controller
-        .create_volume(CreateVolumeRequest {
-            name: "bench-data".into(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: size as i64,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![lifecycle::block_capability()],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .volume
-        .context("CreateVolume returned no volume")?;
+    let id = kubelet::create(clients, "bench-data", size).await?;
     let staging = work_dir.join("kubelet/staging/bench-data");
     let target = work_dir.join("kubelet/publish/bench-data/pod");
-    clients
-        .node
-        .node_stage_volume(NodeStageVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.display().to_string(),
-            volume_capability: Some(lifecycle::block_capability()),
-            ..Default::default()
-        })
-        .await?;
-    clients
-        .node
-        .node_publish_volume(NodePublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.display().to_string(),
-            target_path: target.display().to_string(),
-            volume_capability: Some(lifecycle::block_capability()),
-            ..Default::default()
-        })
-        .await?;
+    kubelet::stage(clients, &id, &staging).await?;
+    kubelet::publish(clients, &id, &staging, &target).await?;
 
     // The baseline: a file like the volume's, in the same pool, read and written with O_DIRECT.
     let raw = pool.join("baseline-raw.img");
@@ -231,27 +200,9 @@ async fn run(
     );
     let data_path = datapath::run(&target, &raw, size, cli.rounds, cli.runtime, engine)?;
 
-    clients
-        .node
-        .node_unpublish_volume(NodeUnpublishVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            target_path: target.display().to_string(),
-        })
-        .await?;
-    clients
-        .node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.display().to_string(),
-        })
-        .await?;
-    clients
-        .controller
-        .delete_volume(DeleteVolumeRequest {
-            volume_id: volume.volume_id,
-            secrets: Default::default(),
-        })
-        .await?;
+    kubelet::unpublish(clients, &id, &target).await?;
+    kubelet::unstage(clients, &id, &staging).await?;
+    kubelet::delete(clients, &id).await?;
     std::fs::remove_file(&raw)?;
 
     eprintln!(
