@@ -19,6 +19,7 @@ declare -A tools=(
   [resize2fs]=e2fsprogs
   [blkid]=util-linux
   [mkswap]=util-linux
+  [fsfreeze]=util-linux
   [losetup]=mount
 )
 

@@ -7,7 +7,6 @@
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-const PREFIX: &str = "fv";
 const KEY_LEN: usize = 32;
 /// Longest CSI volume name accepted; the spec asks plugins to support 128 bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -25,7 +24,7 @@ pub enum IdError {
     NameTooLong(usize),
     #[error("volume name must not contain control characters")]
     NameControlCharacter,
-    #[error("malformed volume ID {0:?}")]
+    #[error("malformed ID {0:?}")]
     BadVolumeId(String),
 }
 
@@ -60,15 +59,40 @@ impl fmt::Display for PoolName {
     }
 }
 
-/// A parsed volume ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VolumeId {
-    pool: PoolName,
-    key: String,
+/// What an ID names; each kind has its own prefix, so a volume ID is never taken for a snapshot's.
+pub trait IdKind: Clone + PartialEq + Eq + std::hash::Hash + PartialOrd + Ord + fmt::Debug {
+    const PREFIX: &'static str;
 }
 
-impl VolumeId {
-    /// The ID a volume with this CSI name gets in `pool`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VolumeKind;
+
+impl IdKind for VolumeKind {
+    const PREFIX: &'static str = "fv";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapshotKind;
+
+impl IdKind for SnapshotKind {
+    const PREFIX: &'static str = "fs";
+}
+
+/// A parsed ID: `<prefix>.<pool>.<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id<K: IdKind> {
+    pool: PoolName,
+    key: String,
+    kind: K,
+}
+
+/// A volume ID, `fv.<pool>.<key>`.
+pub type VolumeId = Id<VolumeKind>;
+/// A snapshot ID, `fs.<pool>.<key>`.
+pub type SnapshotId = Id<SnapshotKind>;
+
+impl<K: IdKind + Default> Id<K> {
+    /// The ID an object with this CSI name gets in `pool`.
     pub fn for_name(pool: &PoolName, name: &str) -> Result<Self, IdError> {
         validate_volume_name(name)?;
         let digest = Sha256::digest(name.as_bytes());
@@ -79,6 +103,7 @@ impl VolumeId {
         Ok(Self {
             pool: pool.clone(),
             key,
+            kind: K::default(),
         })
     }
 
@@ -90,16 +115,19 @@ impl VolumeId {
         else {
             return Err(bad());
         };
-        if prefix != PREFIX || !is_volume_key(key) {
+        if prefix != K::PREFIX || !is_volume_key(key) {
             return Err(bad());
         }
         let pool = PoolName::new(pool).map_err(|_| bad())?;
         Ok(Self {
             pool,
             key: key.to_owned(),
+            kind: K::default(),
         })
     }
+}
 
+impl<K: IdKind> Id<K> {
     pub fn pool(&self) -> &PoolName {
         &self.pool
     }
@@ -110,9 +138,9 @@ impl VolumeId {
     }
 }
 
-impl fmt::Display for VolumeId {
+impl<K: IdKind> fmt::Display for Id<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PREFIX}.{}.{}", self.pool, self.key)
+        write!(f, "{}.{}.{}", K::PREFIX, self.pool, self.key)
     }
 }
 
@@ -209,6 +237,16 @@ mod tests {
         ] {
             assert!(VolumeId::parse(&id).is_err(), "{id:?}");
         }
+    }
+
+    #[test]
+    fn snapshot_and_volume_ids_never_mix() {
+        let volume = VolumeId::for_name(&pool(), "same-name").unwrap();
+        let snapshot = SnapshotId::for_name(&pool(), "same-name").unwrap();
+        assert!(snapshot.to_string().starts_with("fs.fast-nvme0."));
+        assert!(SnapshotId::parse(&volume.to_string()).is_err());
+        assert!(VolumeId::parse(&snapshot.to_string()).is_err());
+        assert_eq!(SnapshotId::parse(&snapshot.to_string()).unwrap(), snapshot);
     }
 
     #[test]

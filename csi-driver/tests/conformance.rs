@@ -125,16 +125,12 @@ async fn identity_and_capabilities() {
     );
 
     // RPCs this driver does not offer answer UNIMPLEMENTED, as the spec asks.
-    let snapshot = env
+    let publish = env
         .clients
         .controller
-        .create_snapshot(CreateSnapshotRequest {
-            name: "s".into(),
-            source_volume_id: "x".into(),
-            ..Default::default()
-        })
+        .controller_publish_volume(ControllerPublishVolumeRequest::default())
         .await;
-    assert_code(snapshot, Code::Unimplemented);
+    assert_code(publish, Code::Unimplemented);
 }
 
 #[tokio::test]
@@ -381,11 +377,7 @@ async fn out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool() {
         Code::OutOfRange,
     );
     // The failed create left nothing behind.
-    let files: Vec<_> = std::fs::read_dir(&env.pool_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let files = pool_files(&env.pool_dir);
     assert_eq!(files.len(), 2, "{files:?}");
 
     // Capacity is zero for another node's topology and for a pool this node does not have.
@@ -479,7 +471,7 @@ async fn delete_is_idempotent_and_refuses_attached_volumes() {
         .delete_volume(delete(&vol.volume_id))
         .await
         .unwrap();
-    assert_eq!(std::fs::read_dir(&env.pool_dir).unwrap().count(), 0);
+    assert!(pool_files(&env.pool_dir).is_empty());
     for unknown in [
         "fv.default.00000000000000000000000000000000",
         "not-a-volume",
@@ -1111,11 +1103,7 @@ async fn bad_input_gets_spec_codes_and_touches_nothing_outside_the_pool() {
         Code::InvalidArgument,
     );
     // Every file the driver made is a volume file in the pool: 4 volumes, 2 files each.
-    let pool_files: Vec<String> = std::fs::read_dir(&env.pool_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let pool_files = pool_files(&env.pool_dir);
     assert_eq!(pool_files.len(), 8, "{pool_files:?}");
     assert!(
         pool_files

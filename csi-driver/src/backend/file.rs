@@ -1,17 +1,24 @@
 //! The file backend: each volume is `<key>.img` in the pool directory, described by `<key>.json`, and
 //! attached as a loop device with direct I/O.
 //!
+//! Snapshots live the same way in `snapshots/`. Snapshots and clones are reflinks where the pool's
+//! filesystem shares extents (XFS with reflink, btrfs) and sparse copies elsewhere.
+//!
 //! The record is written last on create and removed first on delete, so it alone decides whether a
 //! volume exists; an image without a record is the leftover of a crash and is reclaimed.
 
+use super::clone;
 use super::{
-    AttachedDevice, Backend, BackendError, CreateSpec, PoolUsage, RECORD_VERSION, VolumeRecord,
+    AttachedDevice, Backend, BackendError, ContentSource, CreateSpec, PoolUsage, RECORD_VERSION,
+    SnapshotRecord, VolumeRecord,
 };
 use crate::atomic_file;
-use crate::ids::{PoolName, VolumeId, is_volume_key};
+use crate::ids::{PoolName, SnapshotId, VolumeId, is_volume_key};
 use crate::loopdev::{self, AttachOptions, LoopDevice, LoopError};
 use crate::mountinfo::MountEntry;
 use nix::sys::statvfs::{FsFlags, statvfs};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::fs::OpenOptions;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +29,8 @@ pub struct FilePool {
     name: PoolName,
     dir: PathBuf,
     direct_io: bool,
+    /// The pool's filesystem can share extents between files.
+    reflink: bool,
 }
 
 impl FilePool {
@@ -35,12 +44,25 @@ impl FilePool {
         let dir = dir
             .canonicalize()
             .map_err(BackendError::io(format!("resolving {}", dir.display())))?;
+        let snapshots = dir.join(SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snapshots).map_err(BackendError::io(format!(
+            "creating {}",
+            snapshots.display()
+        )))?;
+        let reflink = clone::supports_reflink(&dir);
+        if reflink {
+            tracing::info!(pool = %name, "snapshots and clones are instant (reflink)");
+        } else {
+            tracing::warn!(pool = %name, dir = %dir.display(), "the pool's filesystem cannot reflink: snapshots and clones copy data, taking time proportional to the data written; use XFS (mkfs.xfs -m reflink=1) or btrfs for instant ones");
+        }
         let pool = Self {
             name,
             dir,
             direct_io: true,
+            reflink,
         };
-        pool.reclaim_orphans();
+        pool.reclaim_orphans(&pool.dir, true);
+        pool.reclaim_orphans(&snapshots, false);
         Ok(pool)
     }
 
@@ -56,8 +78,20 @@ impl FilePool {
         self.dir.join(format!("{}.json", id.key()))
     }
 
-    fn reclaim_orphans(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+    pub fn snapshot_data_path(&self, id: &SnapshotId) -> PathBuf {
+        self.dir
+            .join(SNAPSHOT_DIR)
+            .join(format!("{}.img", id.key()))
+    }
+
+    fn snapshot_record_path(&self, id: &SnapshotId) -> PathBuf {
+        self.dir
+            .join(SNAPSHOT_DIR)
+            .join(format!("{}.json", id.key()))
+    }
+
+    fn reclaim_orphans(&self, dir: &Path, may_be_attached: bool) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
@@ -69,21 +103,126 @@ impl FilePool {
             else {
                 continue;
             };
-            let attached = !loopdev::find_by_backing_file(&entry.path()).is_empty();
-            if !self.dir.join(format!("{key}.json")).exists() && !attached {
-                tracing::warn!(pool = %self.name, file = %entry.path().display(), "removing volume file left by an interrupted create or delete");
+            let attached =
+                may_be_attached && !loopdev::find_by_backing_file(&entry.path()).is_empty();
+            if !dir.join(format!("{key}.json")).exists() && !attached {
+                tracing::warn!(pool = %self.name, file = %entry.path().display(), "removing a data file left by an interrupted create or delete");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
 
-    fn read_record(&self, path: &Path) -> Result<VolumeRecord, BackendError> {
+    fn read_record<T: DeserializeOwned>(&self, path: &Path) -> Result<T, BackendError> {
         let bytes =
             std::fs::read(path).map_err(BackendError::io(format!("reading {}", path.display())))?;
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Pool {
             pool: self.name.clone(),
-            message: format!("volume record {} is corrupt: {e}", path.display()),
+            message: format!("record {} is corrupt: {e}", path.display()),
         })
+    }
+
+    /// A record if its file exists.
+    fn read_optional<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, BackendError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        self.read_record(path).map(Some)
+    }
+
+    fn write_record<T: Serialize>(&self, path: &Path, record: &T) -> Result<(), BackendError> {
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| BackendError::io("encoding record")(e.into()))?;
+        atomic_file::write(path, &json)
+            .map_err(BackendError::io(format!("writing {}", path.display())))
+    }
+
+    /// Every record in `dir`, sorted by file name (and so by ID), skipping unreadable ones.
+    fn read_all<T: DeserializeOwned>(&self, dir: &Path) -> Result<Vec<T>, BackendError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(BackendError::io(format!("listing {}", dir.display())))?;
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .is_some_and(is_volume_key)
+            })
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        let mut records = Vec::with_capacity(paths.len());
+        for path in paths {
+            match self.read_record(&path) {
+                Ok(record) => records.push(record),
+                Err(error) => tracing::warn!(%error, "skipping unreadable record"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Removes a record, then its data: once the record is gone the object no longer exists.
+    fn remove_pair(&self, record: &Path, data: &Path) -> Result<(), BackendError> {
+        match std::fs::remove_file(record) {
+            Ok(()) => {
+                let dir = record.parent().unwrap_or(&self.dir);
+                atomic_file::sync_dir(dir).map_err(BackendError::io("syncing pool directory"))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BackendError::io(format!("removing {}", record.display()))(
+                    e,
+                ));
+            }
+        }
+        match std::fs::remove_file(data) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("removing {}", data.display()))(e)),
+        }
+    }
+
+    /// Runs `work` with the filesystem on the volume frozen, when this node has it mounted, so a
+    /// snapshot of a mounted filesystem is consistent rather than merely crash-consistent.
+    fn with_frozen_filesystem<T>(
+        &self,
+        id: &VolumeId,
+        work: impl FnOnce() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mount_point = self.loop_device(id).and_then(|device| {
+            let (major, minor) = device.device_numbers().ok()?;
+            let table = crate::mountinfo::read().ok()?;
+            table
+                .into_iter()
+                .find(|e| (e.major, e.minor) == (major, minor))
+                .map(|e| e.mount_point)
+        });
+        let Some(mount_point) = mount_point else {
+            return work();
+        };
+        if let Err(error) = crate::tools::run("fsfreeze", [Path::new("--freeze"), &mount_point]) {
+            tracing::warn!(volume = %id, %error, "could not freeze the filesystem; the snapshot is crash-consistent only");
+            return work();
+        }
+        let result = work();
+        if let Err(error) = crate::tools::run("fsfreeze", [Path::new("--unfreeze"), &mount_point]) {
+            tracing::error!(volume = %id, mount = %mount_point.display(), %error, "could not thaw the filesystem");
+        }
+        result
+    }
+
+    fn source_path(&self, source: &ContentSource) -> Result<PathBuf, BackendError> {
+        let (path, exists) = match source {
+            ContentSource::Snapshot(id) => (
+                self.snapshot_data_path(id),
+                self.snapshot_record_path(id).exists(),
+            ),
+            ContentSource::Volume(id) => (self.data_path(id), self.record_path(id).exists()),
+        };
+        if !exists || !path.exists() {
+            return Err(BackendError::NotFound(source.to_string()));
+        }
+        Ok(path)
     }
 
     fn loop_device(&self, id: &VolumeId) -> Option<LoopDevice> {
@@ -92,26 +231,68 @@ impl FilePool {
             .next()
     }
 
-    fn allocate(&self, path: &Path, spec: &CreateSpec) -> Result<(), BackendError> {
+    /// Creates the data file at `path`: a copy of `source` if given, then grown to `capacity`, then
+    /// preallocated unless `thin` (fallocate keeps existing data and shared extents as they are).
+    fn allocate(
+        &self,
+        path: &Path,
+        capacity: u64,
+        thin: bool,
+        source: Option<(&Path, &ContentSource)>,
+    ) -> Result<(), BackendError> {
+        if let Some((source_path, content)) = source {
+            let copy = || {
+                clone::clone_file(source_path, path).map_err(BackendError::io(format!(
+                    "copying {} to {}",
+                    source_path.display(),
+                    path.display()
+                )))
+            };
+            let method = match content {
+                ContentSource::Volume(id) => self.with_frozen_filesystem(id, copy)?,
+                ContentSource::Snapshot(_) => copy()?,
+            };
+            tracing::info!(from = %content, to = %path.display(), ?method, "copied content");
+        }
         let file = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(source.is_some())
+            .create_new(source.is_none())
             .open(path)
             .map_err(BackendError::io(format!("creating {}", path.display())))?;
-        let size = i64::try_from(spec.capacity_bytes).map_err(|_| BackendError::Pool {
+        self.resize(&file, path, capacity, thin)?;
+        file.sync_all()
+            .map_err(BackendError::io(format!("syncing {}", path.display())))
+    }
+
+    /// Makes `file` `capacity` bytes long: sparse when `thin`, preallocated otherwise.
+    fn resize(
+        &self,
+        file: &std::fs::File,
+        path: &Path,
+        capacity: u64,
+        thin: bool,
+    ) -> Result<(), BackendError> {
+        let size = i64::try_from(capacity).map_err(|_| BackendError::Pool {
             pool: self.name.clone(),
-            message: format!("{} bytes is too large for a file", spec.capacity_bytes),
+            message: format!("{capacity} bytes is too large for a file"),
         })?;
-        if spec.thin {
-            file.set_len(spec.capacity_bytes)
-                .map_err(BackendError::io(format!("sizing {}", path.display())))?;
+        if thin {
+            let current = file
+                .metadata()
+                .map_err(BackendError::io(format!("inspecting {}", path.display())))?
+                .len();
+            if current < capacity {
+                file.set_len(capacity)
+                    .map_err(BackendError::io(format!("sizing {}", path.display())))?;
+            }
         } else {
-            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size).map_err(
+            nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, size).map_err(
                 |errno| {
                     if errno == nix::errno::Errno::ENOSPC {
                         BackendError::NoSpace {
                             pool: self.name.clone(),
-                            needed: spec.capacity_bytes,
+                            needed: capacity,
                             available: 0,
                         }
                     } else {
@@ -123,10 +304,11 @@ impl FilePool {
                 },
             )?;
         }
-        file.sync_all()
-            .map_err(BackendError::io(format!("syncing {}", path.display())))
+        Ok(())
     }
 }
+
+const SNAPSHOT_DIR: &str = "snapshots";
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -198,40 +380,25 @@ impl Backend for FilePool {
         if id.pool() != &self.name {
             return Ok(None);
         }
-        let path = self.record_path(id);
-        if !path.exists() {
-            return Ok(None);
-        }
-        self.read_record(&path).map(Some)
+        self.read_optional(&self.record_path(id))
     }
 
     fn list(&self) -> Result<Vec<VolumeRecord>, BackendError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(BackendError::io(format!("listing {}", self.dir.display())))?;
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let is_record = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .is_some_and(is_volume_key);
-            if !is_record {
-                continue;
-            }
-            match self.read_record(&entry.path()) {
-                Ok(record) => records.push(record),
-                Err(error) => tracing::warn!(%error, "skipping unreadable volume record"),
-            }
-        }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
+        self.read_all(&self.dir)
     }
 
     fn create(&self, spec: &CreateSpec) -> Result<VolumeRecord, BackendError> {
         if let Some(existing) = self.lookup(&spec.id)? {
             return Ok(existing);
         }
-        if !spec.thin {
+        let source_path = spec
+            .source
+            .as_ref()
+            .map(|s| self.source_path(s))
+            .transpose()?;
+        // A reflinked clone needs space only for what it does not share; fallocate reports ENOSPC.
+        let shares_extents = source_path.is_some() && self.reflink;
+        if !spec.thin && !shares_extents {
             let available = self.usage()?.available_bytes;
             if available < spec.capacity_bytes {
                 return Err(BackendError::NoSpace {
@@ -251,13 +418,12 @@ impl Backend for FilePool {
             capacity_bytes: spec.capacity_bytes,
             thin: spec.thin,
             created_unix: now_unix(),
+            source: spec.source.as_ref().map(ToString::to_string),
         };
-        let result = self.allocate(&data, spec).and_then(|()| {
-            let json = serde_json::to_vec_pretty(&record)
-                .map_err(|e| BackendError::io("encoding record")(e.into()))?;
-            atomic_file::write(&self.record_path(&spec.id), &json)
-                .map_err(BackendError::io(format!("writing record for {}", spec.id)))
-        });
+        let source = source_path.as_deref().zip(spec.source.as_ref());
+        let result = self
+            .allocate(&data, spec.capacity_bytes, spec.thin, source)
+            .and_then(|()| self.write_record(&self.record_path(&spec.id), &record));
         if let Err(error) = result {
             let _ = std::fs::remove_file(&data);
             return Err(match error {
@@ -285,22 +451,99 @@ impl Backend for FilePool {
                 device: device.path().display().to_string(),
             });
         }
-        let record = self.record_path(id);
-        match std::fs::remove_file(&record) {
-            Ok(()) => atomic_file::sync_dir(&self.dir)
-                .map_err(BackendError::io("syncing pool directory"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(BackendError::io(format!("removing {}", record.display()))(
-                    e,
-                ));
-            }
+        self.remove_pair(&self.record_path(id), &self.data_path(id))
+    }
+
+    fn instant_clones(&self) -> bool {
+        self.reflink
+    }
+
+    fn create_snapshot(
+        &self,
+        id: &SnapshotId,
+        name: &str,
+        source: &VolumeRecord,
+    ) -> Result<SnapshotRecord, BackendError> {
+        if let Some(existing) = self.lookup_snapshot(id)? {
+            return Ok(existing);
         }
-        match std::fs::remove_file(self.data_path(id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::io(format!("removing data of {id}"))(e)),
+        let source_id = VolumeId::parse(&source.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let (from, to) = (self.data_path(&source_id), self.snapshot_data_path(id));
+        let _ = std::fs::remove_file(&to);
+        let result = self
+            .with_frozen_filesystem(&source_id, || {
+                clone::clone_file(&from, &to).map_err(BackendError::io(format!(
+                    "copying {} to {}",
+                    from.display(),
+                    to.display()
+                )))
+            })
+            .and_then(|method| {
+                let record = SnapshotRecord {
+                    version: RECORD_VERSION,
+                    id: id.to_string(),
+                    name: name.to_owned(),
+                    source_volume_id: source.id.clone(),
+                    size_bytes: source.capacity_bytes,
+                    created_unix: now_unix(),
+                    method,
+                };
+                self.write_record(&self.snapshot_record_path(id), &record)
+                    .map(|()| record)
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&to);
         }
+        result
+    }
+
+    fn lookup_snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, BackendError> {
+        if id.pool() != &self.name {
+            return Ok(None);
+        }
+        self.read_optional(&self.snapshot_record_path(id))
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, BackendError> {
+        self.read_all(&self.dir.join(SNAPSHOT_DIR))
+    }
+
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), BackendError> {
+        if id.pool() != &self.name {
+            return Ok(());
+        }
+        self.remove_pair(&self.snapshot_record_path(id), &self.snapshot_data_path(id))
+    }
+
+    fn expand(&self, record: &VolumeRecord, new_size: u64) -> Result<VolumeRecord, BackendError> {
+        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let data = self.data_path(&id);
+        if new_size > record.capacity_bytes {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&data)
+                .map_err(BackendError::io(format!("opening {}", data.display())))?;
+            self.resize(&file, &data, new_size, record.thin)?;
+            file.sync_all()
+                .map_err(BackendError::io(format!("syncing {}", data.display())))?;
+        }
+        let mut grown = record.clone();
+        grown.capacity_bytes = grown.capacity_bytes.max(new_size);
+        if grown != *record {
+            self.write_record(&self.record_path(&id), &grown)?;
+        }
+        if let Some(device) = self.loop_device(&id)
+            && device.size_bytes().map_err(loop_error)? != grown.capacity_bytes
+        {
+            device.refresh_capacity().map_err(loop_error)?;
+        }
+        Ok(grown)
     }
 
     fn attached(&self, id: &VolumeId) -> Result<Option<AttachedDevice>, BackendError> {

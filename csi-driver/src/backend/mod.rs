@@ -2,10 +2,12 @@
 //! volume into a block device on this node. The file backend is the default; LVM or RBD backends
 //! implement the same trait.
 
+pub mod clone;
 pub mod file;
 
-use crate::ids::{PoolName, VolumeId};
+use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::mountinfo::MountEntry;
+use clone::CloneMethod;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -24,9 +26,44 @@ pub struct VolumeRecord {
     pub thin: bool,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
+    /// The snapshot or volume ID this volume was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 pub const RECORD_VERSION: u32 = 1;
+
+/// The durable description of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotRecord {
+    pub version: u32,
+    /// The CSI snapshot ID, `fs.<pool>.<key>`.
+    pub id: String,
+    pub name: String,
+    pub source_volume_id: String,
+    pub size_bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Whether the snapshot shares extents with its source or is a full copy.
+    pub method: CloneMethod,
+}
+
+/// Where a new volume's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot(SnapshotId),
+    Volume(VolumeId),
+}
+
+impl std::fmt::Display for ContentSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Snapshot(id) => id.fmt(f),
+            Self::Volume(id) => id.fmt(f),
+        }
+    }
+}
 
 /// What CreateVolume asks a backend for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +72,8 @@ pub struct CreateSpec {
     pub name: String,
     pub capacity_bytes: u64,
     pub thin: bool,
+    /// Content to start from; the volume is at least as large as the source.
+    pub source: Option<ContentSource>,
 }
 
 /// Space in a pool.
@@ -117,4 +156,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn detach(&self, id: &VolumeId, mounts: &[MountEntry]) -> Result<(), BackendError>;
     /// `Some(reason)` when the volume is not healthy.
     fn abnormal(&self, record: &VolumeRecord) -> Option<String>;
+    /// Whether snapshots and clones share extents (instant) rather than copy data.
+    fn instant_clones(&self) -> bool;
+    /// Takes a crash-consistent snapshot of a volume, freezing its filesystem if it is mounted here.
+    fn create_snapshot(
+        &self,
+        id: &SnapshotId,
+        name: &str,
+        source: &VolumeRecord,
+    ) -> Result<SnapshotRecord, BackendError>;
+    fn lookup_snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, BackendError>;
+    /// All snapshots, sorted by ID.
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, BackendError>;
+    /// Deletes a snapshot; volumes made from it keep their data. Deleting a missing one succeeds.
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), BackendError>;
+    /// Grows a volume to `new_size` bytes and lets an attached device see the new size.
+    fn expand(&self, record: &VolumeRecord, new_size: u64) -> Result<VolumeRecord, BackendError>;
 }

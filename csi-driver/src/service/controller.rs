@@ -2,10 +2,10 @@
 
 use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
-use crate::backend::{CreateSpec, VolumeRecord};
+use crate::backend::{Backend, ContentSource, CreateSpec, SnapshotRecord, VolumeRecord};
 use crate::capacity::{self, CapacityError};
 use crate::filesystem::FsType;
-use crate::ids::{PoolName, VolumeId};
+use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::pagination::{self, PageError};
 use crate::proto::controller_server::Controller;
 use crate::proto::controller_service_capability::{self, rpc};
@@ -111,8 +111,242 @@ fn csi_volume(driver: &Driver, record: &VolumeRecord, pool: &PoolName) -> Volume
             (PARAM_POOL.to_owned(), pool.to_string()),
             (PARAM_THIN.to_owned(), record.thin.to_string()),
         ]),
-        content_source: None,
+        content_source: record.source.as_deref().and_then(csi_content_source),
         accessible_topology: vec![driver.topology()],
+    }
+}
+
+/// Parses a content source and checks that it exists in the pool of the new volume; returns it
+/// with its size.
+fn content_source(
+    backend: &dyn Backend,
+    source: Option<&VolumeContentSource>,
+) -> Result<Option<(ContentSource, u64)>, Status> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let pool = backend.pool();
+    let same_pool = |kind: &str, id: &str, its_pool: &PoolName| {
+        if its_pool == pool {
+            Ok(())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "{kind} {id} is in pool {its_pool}; a new volume from it must be created in the same pool, not {pool}"
+            )))
+        }
+    };
+    match &source.r#type {
+        Some(volume_content_source::Type::Snapshot(snapshot)) => {
+            let id = SnapshotId::parse(&snapshot.snapshot_id)
+                .map_err(|e| Status::not_found(e.to_string()))?;
+            same_pool("snapshot", &snapshot.snapshot_id, id.pool())?;
+            let record = backend
+                .lookup_snapshot(&id)
+                .map_err(backend_status)?
+                .ok_or_else(|| Status::not_found(format!("snapshot {id} does not exist")))?;
+            Ok(Some((ContentSource::Snapshot(id), record.size_bytes)))
+        }
+        Some(volume_content_source::Type::Volume(volume)) => {
+            let id =
+                VolumeId::parse(&volume.volume_id).map_err(|e| Status::not_found(e.to_string()))?;
+            same_pool("volume", &volume.volume_id, id.pool())?;
+            let record = backend
+                .lookup(&id)
+                .map_err(backend_status)?
+                .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
+            Ok(Some((ContentSource::Volume(id), record.capacity_bytes)))
+        }
+        None => Err(Status::invalid_argument(
+            "volume_content_source names neither a snapshot nor a volume",
+        )),
+    }
+}
+
+/// The CSI content source of a volume made from `source` (a snapshot or volume ID).
+fn csi_content_source(source: &str) -> Option<VolumeContentSource> {
+    let r#type = if SnapshotId::parse(source).is_ok() {
+        volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+            snapshot_id: source.to_owned(),
+        })
+    } else if VolumeId::parse(source).is_ok() {
+        volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+            volume_id: source.to_owned(),
+        })
+    } else {
+        return None;
+    };
+    Some(VolumeContentSource {
+        r#type: Some(r#type),
+    })
+}
+
+fn csi_snapshot(record: &SnapshotRecord) -> Snapshot {
+    Snapshot {
+        size_bytes: i64::try_from(record.size_bytes).unwrap_or(i64::MAX),
+        snapshot_id: record.id.clone(),
+        source_volume_id: record.source_volume_id.clone(),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: i64::try_from(record.created_unix).unwrap_or(0),
+            nanos: 0,
+        }),
+        ready_to_use: true,
+        group_snapshot_id: String::new(),
+    }
+}
+
+fn create_snapshot(
+    driver: &Driver,
+    req: CreateSnapshotRequest,
+) -> Result<CreateSnapshotResponse, Status> {
+    if req.name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    crate::ids::validate_volume_name(&req.name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if req.source_volume_id.is_empty() {
+        return Err(Status::invalid_argument("source_volume_id is required"));
+    }
+    if let Some(key) = req
+        .parameters
+        .keys()
+        .find(|k| !k.starts_with(SIDECAR_PARAM_PREFIX))
+    {
+        return Err(Status::invalid_argument(format!(
+            "unknown snapshot parameter {:?}; snapshots take none",
+            crate::ids::truncate_for_message(key)
+        )));
+    }
+    let (volume_id, backend, volume) = driver.volume(&req.source_volume_id)?;
+    let id = SnapshotId::for_name(volume_id.pool(), &req.name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let _guard = driver.lock(&id.to_string())?;
+    let _source_guard = driver.lock(&volume_id.to_string())?;
+    if let Some(existing) = backend.lookup_snapshot(&id).map_err(backend_status)? {
+        if existing.source_volume_id != req.source_volume_id || existing.name != req.name {
+            return Err(Status::already_exists(format!(
+                "snapshot {} already exists for volume {}",
+                req.name, existing.source_volume_id
+            )));
+        }
+        return Ok(CreateSnapshotResponse {
+            snapshot: Some(csi_snapshot(&existing)),
+        });
+    }
+    let started = std::time::Instant::now();
+    let record = backend
+        .create_snapshot(&id, &req.name, &volume)
+        .map_err(backend_status)?;
+    tracing::info!(snapshot = %record.id, volume = %record.source_volume_id, method = ?record.method, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+    Ok(CreateSnapshotResponse {
+        snapshot: Some(csi_snapshot(&record)),
+    })
+}
+
+fn delete_snapshot(
+    driver: &Driver,
+    req: DeleteSnapshotRequest,
+) -> Result<DeleteSnapshotResponse, Status> {
+    if req.snapshot_id.is_empty() {
+        return Err(Status::invalid_argument("snapshot_id is required"));
+    }
+    let Ok(id) = SnapshotId::parse(&req.snapshot_id) else {
+        return Ok(DeleteSnapshotResponse {});
+    };
+    let Some(backend) = driver.backend(id.pool()) else {
+        return Ok(DeleteSnapshotResponse {});
+    };
+    let _guard = driver.lock(&id.to_string())?;
+    backend.delete_snapshot(&id).map_err(backend_status)?;
+    tracing::info!(snapshot = %id, "snapshot deleted");
+    Ok(DeleteSnapshotResponse {})
+}
+
+fn list_snapshots(
+    driver: &Driver,
+    req: ListSnapshotsRequest,
+) -> Result<ListSnapshotsResponse, Status> {
+    let mut snapshots = Vec::new();
+    if !req.snapshot_id.is_empty() {
+        let found = SnapshotId::parse(&req.snapshot_id).ok().and_then(|id| {
+            let backend = driver.backend(id.pool())?;
+            backend.lookup_snapshot(&id).transpose()
+        });
+        if let Some(record) = found {
+            snapshots.push(record.map_err(backend_status)?);
+        }
+    } else {
+        for backend in driver.pools.values() {
+            snapshots.extend(backend.list_snapshots().map_err(backend_status)?);
+        }
+    }
+    if !req.source_volume_id.is_empty() {
+        snapshots.retain(|s| s.source_volume_id == req.source_volume_id);
+    }
+    snapshots.sort_by(|a, b| a.id.cmp(&b.id));
+    let (page, next) = pagination::page(
+        &snapshots,
+        |s| s.id.as_str(),
+        &req.starting_token,
+        req.max_entries,
+        |t| SnapshotId::parse(t).is_ok(),
+    )
+    .map_err(page_status)?;
+    Ok(ListSnapshotsResponse {
+        entries: page
+            .iter()
+            .map(|s| list_snapshots_response::Entry {
+                snapshot: Some(csi_snapshot(s)),
+            })
+            .collect(),
+        next_token: next.unwrap_or_default(),
+    })
+}
+
+fn expand_volume(
+    driver: &Driver,
+    req: ControllerExpandVolumeRequest,
+) -> Result<ControllerExpandVolumeResponse, Status> {
+    if req.volume_id.is_empty() {
+        return Err(Status::invalid_argument("volume_id is required"));
+    }
+    let range = req
+        .capacity_range
+        .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+    let node_expansion_required = match req.volume_capability.as_ref() {
+        Some(cap) => !matches!(request::capability(Some(cap))?.access, AccessType::Block),
+        None => true,
+    };
+    let (id, backend, record) = driver.volume(&req.volume_id)?;
+    let _guard = driver.lock(&id.to_string())?;
+    let max = backend.max_volume_bytes().map_err(backend_status)?;
+    let size =
+        capacity::resolve(range.required_bytes, range.limit_bytes, max).map_err(capacity_status)?;
+    if size < record.capacity_bytes
+        && !capacity::satisfies(
+            record.capacity_bytes,
+            range.required_bytes,
+            range.limit_bytes,
+        )
+    {
+        return Err(Status::out_of_range(format!(
+            "volume {id} has {} bytes; shrinking to {size} is not supported",
+            record.capacity_bytes
+        )));
+    }
+    let grown = backend.expand(&record, size).map_err(backend_status)?;
+    if grown.capacity_bytes != record.capacity_bytes {
+        tracing::info!(volume = %id, from = record.capacity_bytes, to = grown.capacity_bytes, "expanded");
+    }
+    Ok(ControllerExpandVolumeResponse {
+        capacity_bytes: i64::try_from(grown.capacity_bytes).unwrap_or(i64::MAX),
+        node_expansion_required,
+    })
+}
+
+fn page_status(error: PageError) -> Status {
+    match error {
+        PageError::NegativeMaxEntries(_) => Status::invalid_argument(error.to_string()),
+        PageError::BadToken(_) => Status::aborted(error.to_string()),
     }
 }
 
@@ -127,11 +361,6 @@ fn create_volume(
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let capabilities = request::capabilities(&req.volume_capabilities)?;
     let params = parse_parameters(driver, &req.parameters)?;
-    if req.volume_content_source.is_some() {
-        return Err(Status::invalid_argument(
-            "creating a volume from a snapshot or another volume is not supported yet",
-        ));
-    }
     let requisite = req
         .accessibility_requirements
         .as_ref()
@@ -149,7 +378,7 @@ fn create_volume(
             params.pool, driver.node_id
         ))
     })?;
-    let (required, limit) = req
+    let (mut required, limit) = req
         .capacity_range
         .map(|r| (r.required_bytes, r.limit_bytes))
         .unwrap_or((0, 0));
@@ -158,12 +387,29 @@ fn create_volume(
             capacity::resolve(required, limit, u64::MAX).unwrap_err(),
         ));
     }
+    let source = content_source(backend.as_ref(), req.volume_content_source.as_ref())?;
+    if let Some((source, source_size)) = &source {
+        let source_size = i64::try_from(*source_size).unwrap_or(i64::MAX);
+        if (required > 0 && required < source_size) || (limit > 0 && limit < source_size) {
+            return Err(Status::out_of_range(format!(
+                "{source} holds {source_size} bytes; the new volume cannot be smaller"
+            )));
+        }
+        required = required.max(source_size);
+    }
     let id = VolumeId::for_name(&params.pool, &req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let _guard = driver.lock(&id.to_string())?;
+    // The source is held too, so it cannot be deleted or changed halfway through the copy.
+    let _source_guard = source
+        .as_ref()
+        .map(|(s, _)| driver.lock(&s.to_string()))
+        .transpose()?;
+    let source = source.map(|(s, _)| s);
     if let Some(existing) = backend.lookup(&id).map_err(backend_status)? {
         let compatible = existing.name == req.name
             && existing.thin == params.thin
+            && existing.source == source.as_ref().map(ToString::to_string)
             && capacity::satisfies(existing.capacity_bytes, required, limit);
         if !compatible {
             return Err(Status::already_exists(format!(
@@ -198,6 +444,7 @@ fn create_volume(
         name: req.name,
         capacity_bytes: size,
         thin: params.thin,
+        source,
     };
     let record = backend.create(&spec).map_err(backend_status)?;
     tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, "created");
@@ -287,10 +534,7 @@ fn list_volumes(driver: &Driver, req: ListVolumesRequest) -> Result<ListVolumesR
         req.max_entries,
         |t| VolumeId::parse(t).is_ok(),
     )
-    .map_err(|e| match e {
-        PageError::NegativeMaxEntries(_) => Status::invalid_argument(e.to_string()),
-        PageError::BadToken(_) => Status::aborted(e.to_string()),
-    })?;
+    .map_err(page_status)?;
     Ok(ListVolumesResponse {
         entries: page
             .iter()
@@ -402,6 +646,50 @@ impl Controller for ControllerService {
         .await
     }
 
+    async fn create_snapshot(
+        &self,
+        req: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("CreateSnapshot", move || {
+            create_snapshot(&driver, req.into_inner())
+        })
+        .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("DeleteSnapshot", move || {
+            delete_snapshot(&driver, req.into_inner())
+        })
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("ListSnapshots", move || {
+            list_snapshots(&driver, req.into_inner())
+        })
+        .await
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("ControllerExpandVolume", move || {
+            expand_volume(&driver, req.into_inner())
+        })
+        .await
+    }
+
     async fn controller_get_capabilities(
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
@@ -412,6 +700,10 @@ impl Controller for ControllerService {
                 rpc::Type::ListVolumes,
                 rpc::Type::GetCapacity,
                 rpc::Type::SingleNodeMultiWriter,
+                rpc::Type::CreateDeleteSnapshot,
+                rpc::Type::ListSnapshots,
+                rpc::Type::CloneVolume,
+                rpc::Type::ExpandVolume,
             ]
             .into_iter()
             .map(rpc_capability)

@@ -54,6 +54,13 @@ impl Identity for IdentityService {
         if self.driver.serves_controller {
             capabilities.push(service_capability(service::Type::ControllerService));
         }
+        capabilities.push(PluginCapability {
+            r#type: Some(plugin_capability::Type::VolumeExpansion(
+                plugin_capability::VolumeExpansion {
+                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                },
+            )),
+        });
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities,
         }))

@@ -368,6 +368,79 @@ fn volume_stats(
     })
 }
 
+/// Lets the node see a grown volume: the loop device picks up the file's new size, and a mounted
+/// filesystem grows online (resize2fs for ext4, xfs_growfs for xfs).
+fn expand(
+    driver: &Driver,
+    req: NodeExpandVolumeRequest,
+) -> Result<NodeExpandVolumeResponse, Status> {
+    parse_volume_id(&req.volume_id)?;
+    let path = request::absolute_path("volume_path", &req.volume_path)?;
+    let (id, backend, record) = driver.volume(&req.volume_id)?;
+    let _guard = driver.lock(&id.to_string())?;
+    let device = backend
+        .attached(&id)
+        .map_err(backend_status)?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("volume {id} is not staged on this node"))
+        })?;
+    let record = backend
+        .expand(&record, record.capacity_bytes)
+        .map_err(backend_status)?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
+    if !meta.file_type().is_block_device() {
+        let table = mount_table()?;
+        let mount = table
+            .iter()
+            .rev()
+            .find(|e| e.mount_point == path && is_device_mount(e, device.rdev))
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "volume {id} is not mounted at {}",
+                    path.display()
+                ))
+            })?;
+        if mount.read_only() || device.read_only {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is mounted read-only at {}; it cannot grow there",
+                path.display()
+            )));
+        }
+        let grown = match mount.fs_type.as_str() {
+            "ext4" if !has_sys_resource_capability() => {
+                return Err(Status::failed_precondition(
+                    "growing a mounted ext4 filesystem needs CAP_SYS_RESOURCE, which this driver process lacks; run the node plugin privileged",
+                ));
+            }
+            "ext4" => crate::tools::run("resize2fs", [device.path.as_os_str()]),
+            "xfs" => crate::tools::run("xfs_growfs", [path.as_os_str()]),
+            other => {
+                return Err(Status::failed_precondition(format!(
+                    "cannot grow a {other} filesystem"
+                )));
+            }
+        };
+        grown.map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(volume = %id, fs = %mount.fs_type, bytes = record.capacity_bytes, "filesystem grown");
+    }
+    Ok(NodeExpandVolumeResponse {
+        capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
+    })
+}
+
+/// Whether this process may use reserved filesystem resources; the kernel requires it for online
+/// ext4 resizing (EXT4_IOC_RESIZE_FS answers EPERM otherwise).
+pub fn has_sys_resource_capability() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps >> CAP_SYS_RESOURCE & 1 == 1)
+}
+
 fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
     NodeServiceCapability {
         r#type: Some(node_service_capability::Type::Rpc(
@@ -432,6 +505,17 @@ impl Node for NodeService {
         .await
     }
 
+    async fn node_expand_volume(
+        &self,
+        req: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        blocking("NodeExpandVolume", move || {
+            expand(&driver, req.into_inner())
+        })
+        .await
+    }
+
     async fn node_get_capabilities(
         &self,
         _: Request<NodeGetCapabilitiesRequest>,
@@ -442,6 +526,7 @@ impl Node for NodeService {
                 rpc::Type::GetVolumeStats,
                 rpc::Type::VolumeCondition,
                 rpc::Type::SingleNodeMultiWriter,
+                rpc::Type::ExpandVolume,
             ]
             .into_iter()
             .map(rpc_capability)
