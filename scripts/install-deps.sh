@@ -21,6 +21,9 @@ declare -A tools=(
   [mkswap]=util-linux
   [fsfreeze]=util-linux
   [losetup]=mount
+  [qemu-system-x86_64]=qemu-system-x86
+  [cpio]=cpio
+  [dpkg-deb]=dpkg
 )
 
 missing=()
@@ -37,6 +40,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+# The VM test's guest (kernel + busybox initramfs) is built from Debian packages and cached.
+if command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  bash "$(dirname "$0")/../e2e/vm/build-guest.sh" "$(dirname "$0")/../target/vm-guest" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

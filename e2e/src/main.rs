@@ -2,12 +2,7 @@
 //! way kubelet would, and measures it against the raw file underneath; then measures the control
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
-mod datapath;
-mod fio;
-mod kubelet;
-mod lifecycle;
-mod report;
-mod stats;
+use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, report};
 
 use anyhow::{Context, bail};
 use clap::Parser;

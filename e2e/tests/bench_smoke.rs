@@ -2,44 +2,14 @@
 //! and measured, the lifecycle runs, and the report has every number. The numbers themselves are not
 //! judged here; that is what the full benchmark and docs/benchmarks.md are for.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
-
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root for loop devices and mounts");
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control on this machine");
-    }
-    if Command::new("fio").arg("--version").output().is_err() {
-        return Some("fio is not installed (scripts/install-deps.sh)");
-    }
-    None
-}
-
-/// The driver binary of this workspace, built if `cargo test` did not build it already.
-fn driver_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "fastvirt-csi",
-            "--bin",
-            "fastvirt-csi",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success());
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-bench"));
-    bench.parent().unwrap().join("fastvirt-csi")
-}
 
 #[test]
 fn quick_benchmark_produces_a_complete_report() {
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = common::skip_reason(&["fio"]) {
         eprintln!("SKIP quick_benchmark_produces_a_complete_report: {reason}");
         return;
     }
@@ -51,7 +21,7 @@ fn quick_benchmark_produces_a_complete_report() {
     let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
         .arg("--quick")
         .arg("--driver")
-        .arg(driver_binary())
+        .arg(common::driver_binary())
         .arg("--work-dir")
         .arg(work.join("scratch"))
         .arg("--output")

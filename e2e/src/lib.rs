@@ -1,0 +1,10 @@
+//! fastvirt's end-to-end tools: the benchmark behind `fastvirt-bench` and the VM guest harness that
+//! proves the data path the way KubeVirt uses it.
+
+pub mod datapath;
+pub mod fio;
+pub mod kubelet;
+pub mod lifecycle;
+pub mod report;
+pub mod stats;
+pub mod vm;

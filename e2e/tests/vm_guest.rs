@@ -1,0 +1,260 @@
+//! A VM guest proves the data path: a volume published by fastvirt-csi is attached to a QEMU guest
+//! exactly as KubeVirt's virt-launcher attaches a block PVC; the guest writes a pattern and powers
+//! off; the test unpublishes, publishes again, snapshots, clones and restores, and checks the data in
+//! the volume, the snapshot and the clone, the last one from a second guest boot.
+
+mod common;
+
+use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
+use fastvirt_csi::proto::volume_content_source::{
+    SnapshotSource, Type as SourceType, VolumeSource,
+};
+use fastvirt_csi::proto::*;
+use fastvirt_e2e::kubelet;
+use fastvirt_e2e::vm::{self, GuestMode, PATTERN_OFFSET};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
+const SIZE: u64 = 64 << 20;
+
+fn read_pattern_region(device: &Path) -> Vec<u8> {
+    let mut buf = vec![0u8; 1 << 20];
+    std::fs::File::open(device)
+        .unwrap()
+        .read_exact_at(&mut buf, PATTERN_OFFSET)
+        .unwrap();
+    buf
+}
+
+async fn create_from(clients: &mut Clients, name: &str, source: SourceType) -> String {
+    let mut req = CreateVolumeRequest {
+        name: name.into(),
+        volume_capabilities: vec![kubelet::block_capability()],
+        ..Default::default()
+    };
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(source),
+    });
+    clients
+        .controller
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_writes_through_virtio_blk_and_data_survives_republish_snapshot_and_clone() {
+    if let Some(reason) = common::skip_reason(&["qemu-system-x86_64"]) {
+        eprintln!("SKIP guest_writes_through_virtio_blk: {reason}");
+        return;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = manifest.join("../target/vm-guest");
+    let assets =
+        vm::build_assets(&manifest.join("vm/build-guest.sh"), &cache).expect("guest assets build");
+
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-guest-e2e");
+    fastvirt_csi::local::release_all_under(&work);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let args = DriverArgs {
+        binary: common::driver_binary(),
+        socket: work.join("csi.sock"),
+        node_id: "vm-node".into(),
+        mode: "all",
+        pools: vec![("default".into(), work.join("pool"))],
+        state_dir: work.join("state"),
+        log_file: Some(work.join("driver.log")),
+    };
+    let (mut driver, mut clients) = DriverProcess::start(args).await.unwrap();
+    let result = scenario(&mut clients, &work, &assets, &cache).await;
+    let _ = driver.terminate();
+    fastvirt_csi::local::release_all_under(&work);
+    result.unwrap();
+}
+
+async fn scenario(
+    clients: &mut Clients,
+    work: &Path,
+    assets: &vm::GuestAssets,
+    cache: &Path,
+) -> Result<(), String> {
+    let staging = |n: &str| work.join(format!("kubelet/staging/{n}"));
+    let target = |n: &str, pod: &str| work.join(format!("kubelet/publish/{n}/{pod}"));
+    let c = clients;
+    let disk = kubelet::create(c, "vm-disk", SIZE).await.unwrap();
+    kubelet::stage(c, &disk, &staging("disk")).await.unwrap();
+    kubelet::publish(c, &disk, &staging("disk"), &target("disk", "launcher-1"))
+        .await
+        .unwrap();
+    let device = target("disk", "launcher-1");
+    let logical = logical_block_size(&device);
+
+    // Pick KVM only where it really runs a guest; the probe boots once on a scratch disk.
+    let scratch = work.join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let accel = vm::choose_accel(assets, cache, &scratch, 512);
+    eprintln!("guest accelerator: {accel:?}");
+
+    let run = vm::boot(
+        assets,
+        &device,
+        GuestMode::Write,
+        accel,
+        logical,
+        GUEST_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!("first boot took {:?}", run.elapsed);
+    let expect = |cond: bool, what: &str| {
+        if cond {
+            Ok(())
+        } else {
+            Err(format!("{what}; guest console:\n{}", run.console))
+        }
+    };
+    expect(run.has("WRITE-OK"), "the guest did not report its write")?;
+    expect(
+        run.value("QUEUES").as_deref() == Some("2"),
+        "virtio-blk should have 2 queues",
+    )?;
+    expect(
+        run.value("SIZE-SECTORS") == Some((SIZE / 512).to_string()),
+        "guest disk size",
+    )?;
+    expect(
+        run.value("LOGICAL-BLOCK") == Some(logical.to_string()),
+        "guest sees the volume's logical block size",
+    )?;
+
+    // Unpublish, publish again for another pod, and read the guest's data from the host.
+    kubelet::unpublish(c, &disk, &device).await.unwrap();
+    let device = target("disk", "launcher-2");
+    kubelet::publish(c, &disk, &staging("disk"), &device)
+        .await
+        .unwrap();
+    let pattern = vm::guest_pattern();
+    if read_pattern_region(&device) != pattern {
+        return Err("the data the guest wrote is not on the volume after republishing".into());
+    }
+
+    // Snapshot and clone the volume while it is published.
+    let snapshot = c
+        .controller
+        .create_snapshot(CreateSnapshotRequest {
+            name: "vm-snap".into(),
+            source_volume_id: disk.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let clone = create_from(
+        c,
+        "vm-clone",
+        SourceType::Volume(VolumeSource {
+            volume_id: disk.clone(),
+        }),
+    )
+    .await;
+    let restored = create_from(
+        c,
+        "vm-restored",
+        SourceType::Snapshot(SnapshotSource {
+            snapshot_id: snapshot.snapshot_id.clone(),
+        }),
+    )
+    .await;
+    // Later writes to the source reach neither the snapshot nor the clone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .unwrap()
+        .write_all_at(&vec![0u8; 1 << 20], PATTERN_OFFSET)
+        .unwrap();
+    kubelet::unpublish(c, &disk, &device).await.unwrap();
+    kubelet::unstage(c, &disk, &staging("disk")).await.unwrap();
+
+    // The restored snapshot, checked from the host.
+    kubelet::stage(c, &restored, &staging("restored"))
+        .await
+        .unwrap();
+    kubelet::publish(
+        c,
+        &restored,
+        &staging("restored"),
+        &target("restored", "pod"),
+    )
+    .await
+    .unwrap();
+    if read_pattern_region(&target("restored", "pod")) != pattern {
+        return Err("the volume restored from the snapshot lacks the guest's data".into());
+    }
+    kubelet::unpublish(c, &restored, &target("restored", "pod"))
+        .await
+        .unwrap();
+    kubelet::unstage(c, &restored, &staging("restored"))
+        .await
+        .unwrap();
+
+    // The clone, checked by a second guest boot.
+    kubelet::stage(c, &clone, &staging("clone")).await.unwrap();
+    kubelet::publish(c, &clone, &staging("clone"), &target("clone", "launcher"))
+        .await
+        .unwrap();
+    let run = vm::boot(
+        assets,
+        &target("clone", "launcher"),
+        GuestMode::Verify,
+        accel,
+        logical,
+        GUEST_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    let expected: String = Sha256::digest(&pattern)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if run.value("SHA256") != Some(expected) {
+        return Err(format!(
+            "the clone's data as the guest reads it differs; console:\n{}",
+            run.console
+        ));
+    }
+    kubelet::unpublish(c, &clone, &target("clone", "launcher"))
+        .await
+        .unwrap();
+    kubelet::unstage(c, &clone, &staging("clone"))
+        .await
+        .unwrap();
+    for id in [&disk, &clone, &restored] {
+        kubelet::delete(c, id).await.unwrap();
+    }
+    Ok(())
+}
+
+fn logical_block_size(device: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(device).unwrap().rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let sysfs = PathBuf::from(format!(
+        "/sys/dev/block/{major}:{minor}/queue/logical_block_size"
+    ));
+    std::fs::read_to_string(sysfs)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
