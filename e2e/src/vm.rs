@@ -236,14 +236,16 @@ pub fn choose_accel(
     }
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let cache = cache_dir.join("kvm-probe");
-    if let Ok(cached) = std::fs::read_to_string(&cache) {
-        if let Some(answer) = cached.strip_prefix(boot_id.trim()) {
-            return if answer.trim() == "kvm" {
-                Accel::Kvm
-            } else {
-                Accel::Tcg
-            };
-        }
+    let cached = std::fs::read_to_string(&cache).unwrap_or_default();
+    if let Some(answer) = cached
+        .strip_prefix(boot_id.trim())
+        .filter(|_| !boot_id.trim().is_empty())
+    {
+        return if answer.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
     }
     let probe = boot(
         assets,
