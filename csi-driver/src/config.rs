@@ -61,6 +61,9 @@ pub struct Cli {
     /// Maximum number of volumes this node accepts (0: no limit).
     #[arg(long, env = "FASTVIRT_MAX_VOLUMES_PER_NODE")]
     pub max_volumes_per_node: Option<i64>,
+    /// Share of each pool's filesystem kept free: never offered as capacity nor preallocated (0-50).
+    #[arg(long, env = "FASTVIRT_CAPACITY_RESERVE_PERCENT")]
+    pub capacity_reserve_percent: Option<u8>,
     /// Log format.
     #[arg(long, env = "FASTVIRT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -80,6 +83,7 @@ pub struct FileConfig {
     pub pools: Vec<FilePool>,
     pub state_dir: Option<PathBuf>,
     pub max_volumes_per_node: Option<i64>,
+    pub capacity_reserve_percent: Option<u8>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -106,8 +110,12 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub state_dir: PathBuf,
     pub max_volumes_per_node: i64,
+    pub capacity_reserve_percent: u8,
     pub log_format: LogFormat,
 }
+
+/// Default share of a pool kept free, so thin volumes never meet a full filesystem.
+pub const DEFAULT_CAPACITY_RESERVE_PERCENT: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -135,6 +143,8 @@ pub enum ConfigError {
     NodeId(String),
     #[error("max volumes per node must not be negative")]
     MaxVolumes,
+    #[error("capacity reserve must be 0-50 percent, got {0}")]
+    Reserve(u8),
 }
 
 impl Cli {
@@ -193,7 +203,15 @@ impl Cli {
         if max_volumes_per_node < 0 {
             return Err(ConfigError::MaxVolumes);
         }
+        let capacity_reserve_percent = self
+            .capacity_reserve_percent
+            .or(file.capacity_reserve_percent)
+            .unwrap_or(DEFAULT_CAPACITY_RESERVE_PERCENT);
+        if capacity_reserve_percent > 50 {
+            return Err(ConfigError::Reserve(capacity_reserve_percent));
+        }
         Ok(Config {
+            capacity_reserve_percent,
             socket_path: socket_path(&endpoint)?,
             node_id,
             mode,
@@ -295,7 +313,7 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.yaml");
-        std::fs::write(&file, "endpoint: unix:///from/file.sock\nnodeId: file-node\nmode: node\npools:\n  - name: default\n    path: /file/pool\nmaxVolumesPerNode: 50\nlogFormat: json\n").unwrap();
+        std::fs::write(&file, "endpoint: unix:///from/file.sock\nnodeId: file-node\nmode: node\npools:\n  - name: default\n    path: /file/pool\nmaxVolumesPerNode: 50\ncapacityReservePercent: 10\nlogFormat: json\n").unwrap();
         let from_file = cli(&["--config", file.to_str().unwrap()])
             .resolve()
             .unwrap();
@@ -309,6 +327,7 @@ mod tests {
             }]
         );
         assert_eq!(from_file.max_volumes_per_node, 50);
+        assert_eq!(from_file.capacity_reserve_percent, 10);
         assert_eq!(from_file.log_format, LogFormat::Json);
         let overridden = cli(&[
             "--config",

@@ -43,8 +43,12 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 pub fn open_pools(config: &Config) -> Result<BTreeMap<PoolName, Arc<dyn Backend>>, ServeError> {
     let mut pools: BTreeMap<PoolName, Arc<dyn Backend>> = BTreeMap::new();
     for pool in &config.pools {
-        let backend = FilePool::open(pool.name.clone(), &pool.path)
-            .map_err(|e| ServeError::Setup(e.to_string()))?;
+        let backend = FilePool::open(
+            pool.name.clone(),
+            &pool.path,
+            config.capacity_reserve_percent,
+        )
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
         tracing::info!(pool = %pool.name, dir = %backend.dir().display(), "pool ready");
         pools.insert(pool.name.clone(), Arc::new(backend));
     }

@@ -351,6 +351,17 @@ async fn out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool() {
         }
     };
     let before = capacity(c).await;
+    // Capacity leaves the configured reserve (5 % by default) free.
+    let stat = nix::sys::statvfs::statvfs(&env.pool_dir).unwrap();
+    let (total, free) = (
+        stat.blocks() * stat.fragment_size(),
+        stat.blocks_available() * stat.fragment_size(),
+    );
+    let expected = (free - total / 100 * 5) as i64;
+    assert!(
+        (before.available_capacity - expected).abs() <= MIB,
+        "{before:?} vs {expected}"
+    );
     assert!(
         before.available_capacity > 60 * MIB && before.available_capacity < 96 * MIB,
         "{before:?}"
@@ -1416,6 +1427,131 @@ async fn stats_report_an_abnormal_condition_when_the_backing_file_is_gone() {
         condition.message.contains("backing file"),
         "{}",
         condition.message
+    );
+}
+
+#[tokio::test]
+async fn stats_report_filesystem_errors_and_a_replaced_device() {
+    require_host!();
+    let mut env = TestEnv::start("condition-fs").await;
+    let cap = mount_cap("ext4", &[]);
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-err", 32 * MIB, cap.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (staging, target) = (env.path("staging"), env.path("target"));
+    env.clients
+        .node
+        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    env.clients
+        .node
+        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
+        .await
+        .unwrap();
+    // The kernel found errors on this filesystem at some point: its superblock counts them.
+    let key = vol.volume_id.rsplit('.').next().unwrap();
+    let image = env.pool_dir.join(format!("{key}.img"));
+    let debugfs = std::process::Command::new("debugfs")
+        .args(["-w", "-R", "ssv error_count 3"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(debugfs.status.success(), "{debugfs:?}");
+    env.clients
+        .node
+        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await
+        .unwrap();
+    env.clients
+        .node
+        .node_publish_volume(publish_req(
+            &vol.volume_id,
+            &staging,
+            &target,
+            cap.clone(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let stats = env
+        .clients
+        .node
+        .node_get_volume_stats(stats_req(&vol.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains("3 errors"),
+        "{condition:?}"
+    );
+    env.clients
+        .node
+        .node_unpublish_volume(unpublish_req(&vol.volume_id, &target))
+        .await
+        .unwrap();
+    env.clients
+        .node
+        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
+        .await
+        .unwrap();
+
+    // A block target that shows some other device is reported with what it really is.
+    let block = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-blk", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let other = env
+        .clients
+        .controller
+        .create_volume(create_req("pvc-other", 8 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (s1, t1, s2, t2) = (
+        env.path("s1"),
+        env.path("t1"),
+        env.path("s2"),
+        env.path("t2"),
+    );
+    for (id, s, t) in [(&block.volume_id, &s1, &t1), (&other.volume_id, &s2, &t2)] {
+        env.clients
+            .node
+            .node_stage_volume(stage_req(id, s, block_cap()))
+            .await
+            .unwrap();
+        env.clients
+            .node
+            .node_publish_volume(publish_req(id, s, t, block_cap(), false))
+            .await
+            .unwrap();
+    }
+    let stats = env
+        .clients
+        .node
+        .node_get_volume_stats(stats_req(&block.volume_id, &t2))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    let other_key = other.volume_id.rsplit('.').next().unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains(other_key),
+        "{condition:?}"
     );
 }
 

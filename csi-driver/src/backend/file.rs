@@ -31,11 +31,13 @@ pub struct FilePool {
     direct_io: bool,
     /// The pool's filesystem can share extents between files.
     reflink: bool,
+    /// Share of the filesystem never offered for volumes.
+    reserve_percent: u8,
 }
 
 impl FilePool {
     /// Opens the pool in `dir`, creating the directory if needed, and reclaims crash leftovers.
-    pub fn open(name: PoolName, dir: &Path) -> Result<Self, BackendError> {
+    pub fn open(name: PoolName, dir: &Path, reserve_percent: u8) -> Result<Self, BackendError> {
         std::fs::create_dir_all(dir).map_err(BackendError::io(format!(
             "creating pool directory {}",
             dir.display()
@@ -60,6 +62,7 @@ impl FilePool {
             dir,
             direct_io: true,
             reflink,
+            reserve_percent,
         };
         pool.reclaim_orphans(&pool.dir, true);
         pool.reclaim_orphans(&snapshots, false);
@@ -366,9 +369,14 @@ impl Backend for FilePool {
             source: e.into(),
         })?;
         let fragment = stat.fragment_size();
+        let total = stat.blocks().saturating_mul(fragment);
+        let reserve = total / 100 * u64::from(self.reserve_percent);
         Ok(PoolUsage {
-            total_bytes: stat.blocks().saturating_mul(fragment),
-            available_bytes: stat.blocks_available().saturating_mul(fragment),
+            total_bytes: total,
+            available_bytes: stat
+                .blocks_available()
+                .saturating_mul(fragment)
+                .saturating_sub(reserve),
         })
     }
 

@@ -103,13 +103,18 @@ fn is_this_node(driver: &Driver, topology: &Topology) -> bool {
     topology.segments.get(crate::TOPOLOGY_NODE_KEY) == Some(&driver.node_id)
 }
 
+/// Volume context key saying whether snapshots and clones of the volume are instant (reflink).
+pub const CONTEXT_INSTANT_CLONES: &str = "instantClones";
+
 fn csi_volume(driver: &Driver, record: &VolumeRecord, pool: &PoolName) -> Volume {
+    let instant = driver.backend(pool).is_some_and(|b| b.instant_clones());
     Volume {
         capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
         volume_id: record.id.clone(),
         volume_context: HashMap::from([
             (PARAM_POOL.to_owned(), pool.to_string()),
             (PARAM_THIN.to_owned(), record.thin.to_string()),
+            (CONTEXT_INSTANT_CLONES.to_owned(), instant.to_string()),
         ]),
         content_source: record.source.as_deref().and_then(csi_content_source),
         accessible_topology: vec![driver.topology()],

@@ -315,8 +315,9 @@ fn volume_stats(
     let usage = if meta.file_type().is_block_device() {
         if problem.is_none() && device.as_ref().is_none_or(|d| d.rdev != meta.rdev()) {
             problem = Some(format!(
-                "{} is not the device of volume {id}: it was detached or replaced",
-                path.display()
+                "{} is {}, not the device of volume {id}: it was detached or replaced",
+                path.display(),
+                describe_device(meta.rdev())
             ));
         }
         let size = std::fs::File::open(&path)
@@ -338,8 +339,22 @@ fn volume_stats(
         if problem.is_none() && !mounted {
             problem = Some(format!("volume {id} is not mounted at {}", path.display()));
         }
-        let stat = nix::sys::statvfs::statvfs(&path)
-            .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
+        if problem.is_none() {
+            problem = device.as_ref().and_then(|d| filesystem_errors(d.rdev));
+        }
+        let stat = match nix::sys::statvfs::statvfs(&path) {
+            Ok(stat) => stat,
+            // A filesystem that shut down after errors answers EIO; that is the volume's condition.
+            Err(errno) => {
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: Vec::new(),
+                    volume_condition: Some(VolumeCondition {
+                        abnormal: true,
+                        message: format!("the filesystem at {} fails: {errno}", path.display()),
+                    }),
+                });
+            }
+        };
         let fragment = stat.fragment_size();
         let total = stat.blocks() * fragment;
         let available = stat.blocks_available() * fragment;
@@ -427,6 +442,36 @@ fn expand(
     Ok(NodeExpandVolumeResponse {
         capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
     })
+}
+
+/// What a block device is, for messages: a loop device and its backing file where it is one.
+fn describe_device(rdev: u64) -> String {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let sysfs = format!("/sys/dev/block/{major}:{minor}");
+    let name = std::fs::read_link(&sysfs)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| format!("{major}:{minor}"));
+    match std::fs::read_to_string(format!("{sysfs}/loop/backing_file")) {
+        Ok(backing) => format!("/dev/{name} bound to {}", backing.trim()),
+        Err(_) => format!("/dev/{name}"),
+    }
+}
+
+/// Errors the kernel recorded on an ext4 filesystem on the device (`/sys/fs/ext4/<dev>/errors_count`).
+fn filesystem_errors(rdev: u64) -> Option<String> {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let name = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()?
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    let count: u64 = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/errors_count"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (count > 0).then(|| format!("the ext4 filesystem on /dev/{name} has recorded {count} errors; run fsck before trusting it"))
 }
 
 /// Whether this process may use reserved filesystem resources; the kernel requires it for online
