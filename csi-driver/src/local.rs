@@ -193,6 +193,13 @@ impl Drop for DriverProcess {
 /// Unmounts every mount below `root` and detaches every loop device whose file lies below it: the
 /// state a killed run may leave behind.
 pub fn release_all_under(root: &Path) {
+    // Found first: once a filesystem below `root` is unmounted, sysfs names the files of its loop
+    // devices relative to that filesystem, no longer below `root`.
+    let devices: Vec<_> = crate::loopdev::all_bound()
+        .into_iter()
+        .filter(|(_, backing)| backing.path.starts_with(root))
+        .map(|(device, _)| device)
+        .collect();
     for _ in 0..4 {
         let Ok(table) = crate::mountinfo::read() else {
             break;
@@ -209,9 +216,68 @@ pub fn release_all_under(root: &Path) {
             let _ = nix::mount::umount2(&entry.mount_point, nix::mount::MntFlags::MNT_DETACH);
         }
     }
-    for (device, backing) in crate::loopdev::all_bound() {
-        if backing.path.starts_with(root) {
-            let _ = device.detach(&crate::mountinfo::read().unwrap_or_default());
+    // Innermost first: a loop device on a file of a filesystem that is itself on a loop device.
+    for device in devices.iter().rev() {
+        let _ = device.detach(&crate::mountinfo::read().unwrap_or_default());
+    }
+}
+
+/// A real filesystem in an image file, attached to a loop device and mounted: a pool that can run
+/// out of space, or one with a filesystem the host disk does not have (XFS with reflink). Unmounted
+/// and detached when dropped.
+#[derive(Debug)]
+pub struct ScratchFs {
+    pub mount_point: PathBuf,
+    device: crate::loopdev::LoopDevice,
+}
+
+impl ScratchFs {
+    /// Creates a sparse `size`-byte image next to `root`'s other files, makes `fs` (`ext4` or
+    /// `xfs`, the latter with reflink) on it and mounts it. Panics on failure: it is test and
+    /// benchmark scaffolding, not driver code.
+    pub fn new(root: &Path, size: u64, fs: &str) -> Self {
+        let image = root.join(format!("scratch-{fs}.img"));
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(size))
+            .expect("scratch image");
+        let options = crate::loopdev::AttachOptions {
+            block_size: 512,
+            direct_io: false,
+            read_only: false,
+        };
+        let device = crate::loopdev::attach(&image, options).expect("scratch loop device");
+        let extra: &[&str] = if fs == "xfs" {
+            &["-m", "reflink=1"]
+        } else {
+            &[]
+        };
+        let mkfs = format!("mkfs.{fs}");
+        let made = Command::new(&mkfs)
+            .arg("-q")
+            .args(extra)
+            .arg(device.path())
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "{mkfs} failed");
+        let mount_point = root.join(format!("scratch-{fs}"));
+        std::fs::create_dir_all(&mount_point).expect("scratch mount point");
+        nix::mount::mount(
+            Some(&device.path()),
+            &mount_point,
+            Some(fs),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mounting the scratch filesystem");
+        Self {
+            mount_point,
+            device,
         }
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.device.detach(&[]);
     }
 }

@@ -793,3 +793,71 @@ async fn online_expansion_of_xfs() {
     require_host!();
     grow_filesystem("xfs", 320 * MIB, 512 * MIB).await;
 }
+
+#[tokio::test]
+async fn reflink_clones_need_no_free_space_for_shared_data() {
+    require_host!();
+    let root = test_root("snap-full");
+    let scratch = ScratchFs::new(&root, 1 << 30, "xfs");
+    let mut env = TestEnv::start_with_pool(root.clone(), scratch.mount_point.join("pool")).await;
+    // A fully written preallocated volume that takes well over half of the pool.
+    let vol = env
+        .clients
+        .controller
+        .create_volume(create_req("big", 640 * MIB, block_cap()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let key = vol.volume_id.rsplit('.').next().unwrap();
+    let image = std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.pool_dir.join(format!("{key}.img")))
+        .unwrap();
+    let chunk = pattern(3);
+    for i in 0..640u64 {
+        image.write_all_at(&chunk, i << 20).unwrap();
+    }
+    image.sync_all().unwrap();
+    // Neither a snapshot nor a clone of it fits as a copy; as reflinks both do.
+    let snap = env
+        .clients
+        .controller
+        .create_snapshot(snapshot_req("big-snap", &vol.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let clone = env
+        .clients
+        .controller
+        .create_volume(from_volume("big-clone", 0, &vol.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let restored = env
+        .clients
+        .controller
+        .create_volume(from_snapshot("big-restored", 0, &snap.snapshot_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(clone.capacity_bytes, 640 * MIB);
+    assert!(
+        with_device(&mut env, &restored.volume_id, "restored", |d| read_at(
+            d,
+            100 << 20
+        ))
+        .await
+            == chunk
+    );
+    drop(env);
+    drop(scratch);
+    cleanup_under(&root);
+}

@@ -18,6 +18,17 @@ pub fn block_capability() -> VolumeCapability {
 
 /// Creates a preallocated block volume and returns its ID.
 pub async fn create(clients: &mut Clients, name: &str, size_bytes: u64) -> Result<String, Status> {
+    create_with(clients, name, size_bytes, &[], None).await
+}
+
+/// Creates a block volume with StorageClass parameters and an optional content source.
+pub async fn create_with(
+    clients: &mut Clients,
+    name: &str,
+    size_bytes: u64,
+    parameters: &[(&str, &str)],
+    source: Option<volume_content_source::Type>,
+) -> Result<String, Status> {
     let response = clients
         .controller
         .create_volume(CreateVolumeRequest {
@@ -27,6 +38,11 @@ pub async fn create(clients: &mut Clients, name: &str, size_bytes: u64) -> Resul
                 limit_bytes: 0,
             }),
             volume_capabilities: vec![block_capability()],
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
             ..Default::default()
         })
         .await?
@@ -35,6 +51,36 @@ pub async fn create(clients: &mut Clients, name: &str, size_bytes: u64) -> Resul
         .volume
         .map(|v| v.volume_id)
         .ok_or_else(|| Status::internal("CreateVolume returned no volume"))
+}
+
+/// Takes a snapshot and returns its ID.
+pub async fn snapshot(
+    clients: &mut Clients,
+    name: &str,
+    volume_id: &str,
+) -> Result<String, Status> {
+    let request = CreateSnapshotRequest {
+        name: name.to_owned(),
+        source_volume_id: volume_id.to_owned(),
+        ..Default::default()
+    };
+    let response = clients
+        .controller
+        .create_snapshot(request)
+        .await?
+        .into_inner();
+    response
+        .snapshot
+        .map(|s| s.snapshot_id)
+        .ok_or_else(|| Status::internal("CreateSnapshot returned no snapshot"))
+}
+
+pub async fn delete_snapshot(clients: &mut Clients, id: &str) -> Result<(), Status> {
+    let request = DeleteSnapshotRequest {
+        snapshot_id: id.to_owned(),
+        secrets: Default::default(),
+    };
+    clients.controller.delete_snapshot(request).await.map(drop)
 }
 
 pub async fn stage(clients: &mut Clients, id: &str, staging: &Path) -> Result<(), Status> {

@@ -6,5 +6,6 @@ pub mod fio;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod report;
+pub mod snapshots;
 pub mod stats;
 pub mod vm;

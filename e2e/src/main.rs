@@ -2,10 +2,10 @@
 //! way kubelet would, and measures it against the raw file underneath; then measures the control
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
-use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, report};
+use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, report, snapshots};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
     about = "Measure fastvirt-csi volumes against the raw disk, locally"
 )]
 struct Cli {
+    /// Run another benchmark instead of the data path and lifecycle one.
+    #[command(subcommand)]
+    command: Option<Benchmark>,
     /// The fastvirt-csi binary (default: next to this one).
     #[arg(long)]
     driver: Option<PathBuf>,
@@ -46,6 +49,23 @@ struct Cli {
     /// A fast smoke run: small volume, one short round, few lifecycles. Numbers are not meaningful.
     #[arg(long)]
     quick: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Benchmark {
+    /// Snapshot, clone and restore times of fully written volumes: an XFS pool with reflink against
+    /// the copy fallback on the host disk's filesystem.
+    Snapshots {
+        /// Volume sizes in GiB.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        sizes_gib: Vec<u64>,
+        /// Rounds per size on the reflink pool.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Rounds per size on the copy pool (each copies the whole volume three times).
+        #[arg(long, default_value_t = 1)]
+        copy_rounds: u32,
+    },
 }
 
 impl Cli {
@@ -95,13 +115,18 @@ async fn main() -> anyhow::Result<()> {
     let work_dir = cli.work_dir.canonicalize()?;
     // A run that was killed may have left mounts and loop devices behind.
     fastvirt_csi::local::release_all_under(&work_dir);
+    if let Some(Benchmark::Snapshots {
+        sizes_gib,
+        rounds,
+        copy_rounds,
+    }) = &cli.command
+    {
+        return run_snapshots(&cli, &work_dir, sizes_gib, *rounds, *copy_rounds).await;
+    }
     let pool = work_dir.join("pool");
     let _ = std::fs::remove_dir_all(&pool);
     std::fs::create_dir_all(&pool)?;
-    let driver = match &cli.driver {
-        Some(path) => path.clone(),
-        None => default_driver()?,
-    };
+    let driver = driver_binary(&cli)?;
     let args = DriverArgs {
         binary: driver,
         socket: work_dir.join("csi.sock"),
@@ -128,20 +153,105 @@ async fn main() -> anyhow::Result<()> {
     )?;
     std::fs::write(cli.output.join("benchmark.md"), &summary)?;
     if let Some(page) = &cli.update_docs {
-        let text =
-            std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
-        let updated = report::splice_docs(&text, &summary).with_context(|| {
-            format!(
-                "{} has no {} … {} markers",
-                page.display(),
-                report::DOCS_START,
-                report::DOCS_END
-            )
-        })?;
-        std::fs::write(page, updated)?;
+        update_docs(page, report::DOCS_START, report::DOCS_END, &summary)?;
     }
     println!("{summary}");
     println!("Results: {}", cli.output.join("benchmark.json").display());
+    Ok(())
+}
+
+fn driver_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.driver {
+        Some(path) => Ok(path.clone()),
+        None => default_driver(),
+    }
+}
+
+/// Writes `summary` between the markers of `page`.
+fn update_docs(page: &Path, start: &str, end: &str, summary: &str) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
+    let updated = report::splice_docs(&text, start, end, summary)
+        .with_context(|| format!("{} has no {start} … {end} markers", page.display()))?;
+    std::fs::write(page, updated)?;
+    Ok(())
+}
+
+async fn run_snapshots(
+    cli: &Cli,
+    work_dir: &Path,
+    sizes_gib: &[u64],
+    rounds: u32,
+    copy_rounds: u32,
+) -> anyhow::Result<()> {
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let largest = sizes_gib.iter().copied().max().unwrap_or(1) << 30;
+    // The reflink pool needs room for the volume plus metadata; clones share its extents.
+    let xfs =
+        fastvirt_csi::local::ScratchFs::new(work_dir, largest + largest / 4 + (2 << 30), "xfs");
+    let copy_pool = work_dir.join("copy-pool");
+    let _ = std::fs::remove_dir_all(&copy_pool);
+    let args = DriverArgs {
+        binary: driver_binary(cli)?,
+        socket: work_dir.join("csi.sock"),
+        node_id: "bench-node".into(),
+        mode: "all",
+        pools: vec![
+            ("reflink".into(), xfs.mount_point.join("pool")),
+            ("copy".into(), copy_pool.clone()),
+        ],
+        state_dir: work_dir.join("state"),
+        log_file: Some(work_dir.join("driver.log")),
+    };
+    let (mut process, mut clients) = DriverProcess::start(args).await?;
+    let engine = fio::engine();
+    let mut results = Vec::new();
+    let outcome: anyhow::Result<()> = async {
+        for &size_gib in sizes_gib {
+            let reflink = snapshots::measure_pool(
+                &mut clients,
+                work_dir,
+                "reflink",
+                size_gib,
+                rounds,
+                engine,
+            )
+            .await?;
+            let copy = snapshots::measure_pool(
+                &mut clients,
+                work_dir,
+                "copy",
+                size_gib,
+                copy_rounds,
+                engine,
+            )
+            .await?;
+            results.push(snapshots::SizeResult {
+                size_gib,
+                reflink,
+                copy,
+            });
+        }
+        Ok(())
+    }
+    .await;
+    let stopped = process.terminate();
+    fastvirt_csi::local::release_all_under(work_dir);
+    drop(xfs);
+    let _ = std::fs::remove_dir_all(&copy_pool);
+    outcome?;
+    stopped.context("stopping fastvirt-csi")?;
+    let summary = snapshots::markdown(&results, &started_utc, &report::machine(work_dir));
+    std::fs::create_dir_all(&cli.output)?;
+    std::fs::write(
+        cli.output.join("snapshots.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    std::fs::write(cli.output.join("snapshots.md"), &summary)?;
+    if let Some(page) = &cli.update_docs {
+        update_docs(page, snapshots::DOCS_START, snapshots::DOCS_END, &summary)?;
+    }
+    println!("{summary}");
     Ok(())
 }
 

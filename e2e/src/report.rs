@@ -187,10 +187,16 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
-/// Replaces the benchmark's section of a docs page, keeping everything around it.
-pub fn splice_docs(page: &str, section: &str) -> Option<String> {
-    let start = page.find(DOCS_START)? + DOCS_START.len();
-    let end = page[start..].find(DOCS_END)? + start;
+/// Replaces the section between the `start` and `end` markers of a docs page, keeping everything
+/// around it.
+pub fn splice_docs(
+    page: &str,
+    start_marker: &str,
+    end_marker: &str,
+    section: &str,
+) -> Option<String> {
+    let start = page.find(start_marker)? + start_marker.len();
+    let end = page[start..].find(end_marker)? + start;
     Some(format!(
         "{}\n{}\n{}",
         &page[..start],
@@ -206,18 +212,18 @@ mod tests {
     #[test]
     fn splices_only_between_markers() {
         let page = format!("# Benchmarks\nintro\n{DOCS_START}\nold\n{DOCS_END}\nafter\n");
-        let updated = splice_docs(&page, "new table\n").unwrap();
+        let updated = splice_docs(&page, DOCS_START, DOCS_END, "new table\n").unwrap();
         assert_eq!(
             updated,
             format!("# Benchmarks\nintro\n{DOCS_START}\nnew table\n{DOCS_END}\nafter\n")
         );
         assert_eq!(
-            splice_docs(&updated, "again")
+            splice_docs(&updated, DOCS_START, DOCS_END, "again")
                 .unwrap()
                 .matches(DOCS_START)
                 .count(),
             1
         );
-        assert!(splice_docs("no markers", "x").is_none());
+        assert!(splice_docs("no markers", DOCS_START, DOCS_END, "x").is_none());
     }
 }

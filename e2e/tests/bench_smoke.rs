@@ -73,3 +73,49 @@ fn quick_benchmark_produces_a_complete_report() {
         );
     }
 }
+
+#[test]
+fn snapshot_benchmark_measures_both_pools() {
+    if let Some(reason) = common::skip_reason(&["fio", "mkfs.xfs"]) {
+        eprintln!("SKIP snapshot_benchmark_measures_both_pools: {reason}");
+        return;
+    }
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-snapshots");
+    let output = work.join("results");
+    std::fs::create_dir_all(&work).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+        .arg("--driver")
+        .arg(common::driver_binary())
+        .arg("--work-dir")
+        .arg(work.join("scratch"))
+        .arg("--output")
+        .arg(&output)
+        .args(["snapshots", "--sizes-gib", "1", "--rounds", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("snapshots.json")).unwrap()).unwrap();
+    let row = &results[0];
+    assert_eq!(row["size_gib"], 1);
+    for pool in ["reflink", "copy"] {
+        for field in ["snapshot_ms", "clone_ms", "restore_ms", "first_snapshot_ms"] {
+            assert!(
+                row[pool][field].as_f64().unwrap() > 0.0,
+                "{pool}.{field}: {row}"
+            );
+        }
+    }
+    assert_eq!(row["reflink"]["rounds"], 2);
+    let markdown = std::fs::read_to_string(output.join("snapshots.md")).unwrap();
+    assert!(markdown.contains("| 1 GiB |"), "{markdown}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("bench-snapshots"),
+        "the XFS pool must be unmounted afterwards"
+    );
+}

@@ -269,6 +269,8 @@ impl FilePool {
     }
 
     /// Makes `file` `capacity` bytes long: sparse when `thin`, preallocated otherwise.
+    /// Makes `file` at least `capacity` bytes long: sparse when `thin`; otherwise every hole is
+    /// preallocated, while data and extents shared with a snapshot stay as they are.
     fn resize(
         &self,
         file: &std::fs::File,
@@ -276,38 +278,31 @@ impl FilePool {
         capacity: u64,
         thin: bool,
     ) -> Result<(), BackendError> {
-        let size = i64::try_from(capacity).map_err(|_| BackendError::Pool {
-            pool: self.name.clone(),
-            message: format!("{capacity} bytes is too large for a file"),
-        })?;
-        if thin {
-            let current = file
-                .metadata()
-                .map_err(BackendError::io(format!("inspecting {}", path.display())))?
-                .len();
-            if current < capacity {
-                file.set_len(capacity)
-                    .map_err(BackendError::io(format!("sizing {}", path.display())))?;
-            }
-        } else {
-            nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, size).map_err(
-                |errno| {
-                    if errno == nix::errno::Errno::ENOSPC {
-                        BackendError::NoSpace {
-                            pool: self.name.clone(),
-                            needed: capacity,
-                            available: 0,
-                        }
-                    } else {
-                        BackendError::Io {
-                            context: format!("preallocating {}", path.display()),
-                            source: errno.into(),
-                        }
-                    }
-                },
-            )?;
+        let current = file
+            .metadata()
+            .map_err(BackendError::io(format!("inspecting {}", path.display())))?
+            .len();
+        if current < capacity {
+            file.set_len(capacity)
+                .map_err(BackendError::io(format!("sizing {}", path.display())))?;
         }
-        Ok(())
+        if thin {
+            return Ok(());
+        }
+        clone::preallocate_holes(file, capacity).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                BackendError::NoSpace {
+                    pool: self.name.clone(),
+                    needed: capacity,
+                    available: 0,
+                }
+            } else {
+                BackendError::Io {
+                    context: format!("preallocating {}", path.display()),
+                    source: e,
+                }
+            }
+        })
     }
 }
 

@@ -123,55 +123,7 @@ pub fn cleanup_under(root: &Path) {
     let _ = std::fs::remove_dir_all(root);
 }
 
-/// A small real filesystem on a loop device, for pools that must run out of space.
-pub struct ScratchFs {
-    pub mount_point: PathBuf,
-    device: loopdev::LoopDevice,
-}
-
-impl ScratchFs {
-    pub fn new(root: &Path, size: u64, fs: &str) -> Self {
-        let image = root.join(format!("scratch-{fs}.img"));
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size)
-            .unwrap();
-        let options = loopdev::AttachOptions {
-            block_size: 512,
-            direct_io: false,
-            read_only: false,
-        };
-        let device = loopdev::attach(&image, options).unwrap();
-        let mkfs = format!("mkfs.{fs}");
-        let status = std::process::Command::new(&mkfs)
-            .arg("-q")
-            .arg(device.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{mkfs} failed");
-        let mount_point = root.join(format!("scratch-{fs}"));
-        std::fs::create_dir_all(&mount_point).unwrap();
-        nix::mount::mount(
-            Some(&device.path()),
-            &mount_point,
-            Some(fs),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        Self {
-            mount_point,
-            device,
-        }
-    }
-}
-
-impl Drop for ScratchFs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
-        let _ = self.device.detach(&[]);
-    }
-}
+pub use fastvirt_csi::local::ScratchFs;
 
 pub fn capability(mode: Mode, access: AccessType) -> VolumeCapability {
     VolumeCapability {
