@@ -57,6 +57,8 @@ pub struct DriverArgs {
     pub state_dir: PathBuf,
     /// Where the driver's log goes; `None` inherits stderr.
     pub log_file: Option<PathBuf>,
+    /// Further flags, e.g. `--capacity-reserve-percent`.
+    pub extra_args: Vec<String>,
 }
 
 impl DriverArgs {
@@ -229,6 +231,7 @@ pub fn release_all_under(root: &Path) {
 pub struct ScratchFs {
     pub mount_point: PathBuf,
     device: crate::loopdev::LoopDevice,
+    image: PathBuf,
 }
 
 impl ScratchFs {
@@ -260,17 +263,19 @@ impl ScratchFs {
         assert!(made.is_ok_and(|s| s.success()), "{mkfs} failed");
         let mount_point = root.join(format!("scratch-{fs}"));
         std::fs::create_dir_all(&mount_point).expect("scratch mount point");
+        // Online discard punches the holes of deleted files into the image, so it stays small.
         nix::mount::mount(
             Some(&device.path()),
             &mount_point,
             Some(fs),
             nix::mount::MsFlags::empty(),
-            None::<&str>,
+            Some("discard"),
         )
         .expect("mounting the scratch filesystem");
         Self {
             mount_point,
             device,
+            image,
         }
     }
 }
@@ -279,5 +284,6 @@ impl Drop for ScratchFs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
         let _ = self.device.detach(&[]);
+        let _ = std::fs::remove_file(&self.image);
     }
 }

@@ -1597,3 +1597,38 @@ async fn socket_handling_and_graceful_shutdown() {
         "{buf}"
     );
 }
+
+#[test]
+fn a_read_only_pool_makes_its_volumes_abnormal() {
+    require_host!();
+    use fastvirt_csi::backend::Backend;
+    use fastvirt_csi::backend::file::FilePool;
+    use fastvirt_csi::ids::{PoolName, VolumeId};
+    let root = test_root("ro-pool");
+    let (dir, view) = (root.join("pool"), root.join("view"));
+    std::fs::create_dir_all(&view).unwrap();
+    let pool_name = PoolName::new("default").unwrap();
+    let writable = FilePool::open(pool_name.clone(), &dir, 0).unwrap();
+    let id = VolumeId::for_name(&pool_name, "pvc-ro").unwrap();
+    let spec = fastvirt_csi::backend::CreateSpec {
+        id: id.clone(),
+        name: "pvc-ro".into(),
+        capacity_bytes: 4 << 20,
+        thin: true,
+        source: None,
+    };
+    let record = writable.create(&spec).unwrap();
+    assert_eq!(writable.abnormal(&record), None);
+    // The same pool seen through a read-only mount, as after the kernel remounts a failing disk.
+    let flags = nix::mount::MsFlags::MS_BIND;
+    nix::mount::mount(Some(&dir), &view, None::<&str>, flags, None::<&str>).unwrap();
+    let read_only = nix::mount::MsFlags::MS_BIND
+        | nix::mount::MsFlags::MS_REMOUNT
+        | nix::mount::MsFlags::MS_RDONLY;
+    nix::mount::mount(None::<&str>, &view, None::<&str>, read_only, None::<&str>).unwrap();
+    let seen_read_only = FilePool::open(pool_name, &view, 0).unwrap();
+    let message = seen_read_only.abnormal(&record).expect("abnormal");
+    assert!(message.contains("read-only"), "{message}");
+    assert!(seen_read_only.check_ready().is_err());
+    cleanup_under(&root);
+}

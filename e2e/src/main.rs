@@ -20,10 +20,10 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Benchmark>,
     /// The fastvirt-csi binary (default: next to this one).
-    #[arg(long)]
+    #[arg(long, global = true)]
     driver: Option<PathBuf>,
     /// Scratch directory for the pool and kubelet-like paths; it must be on the disk to measure.
-    #[arg(long, default_value = "target/fastvirt-bench")]
+    #[arg(long, default_value = "target/fastvirt-bench", global = true)]
     work_dir: PathBuf,
     /// Size of the measured volume and of the raw file, in MiB.
     #[arg(long, default_value_t = 1024)]
@@ -41,10 +41,10 @@ struct Cli {
     #[arg(long, default_value_t = 1024)]
     lifecycle_size_mib: u64,
     /// Where to write benchmark.json and benchmark.md.
-    #[arg(long, default_value = "target/fastvirt-bench/results")]
+    #[arg(long, default_value = "target/fastvirt-bench/results", global = true)]
     output: PathBuf,
     /// Also replace the results section of this Markdown page (e.g. docs/benchmarks.md).
-    #[arg(long)]
+    #[arg(long, global = true)]
     update_docs: Option<PathBuf>,
     /// A fast smoke run: small volume, one short round, few lifecycles. Numbers are not meaningful.
     #[arg(long)]
@@ -135,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         pools: vec![("default".into(), pool.clone())],
         state_dir: work_dir.join("state"),
         log_file: Some(work_dir.join("driver.log")),
+        extra_args: Vec::new(),
     };
     eprintln!("starting fastvirt-csi on pool {}", pool.display());
     let (mut process, mut clients) = DriverProcess::start(args).await?;
@@ -202,6 +203,8 @@ async fn run_snapshots(
         ],
         state_dir: work_dir.join("state"),
         log_file: Some(work_dir.join("driver.log")),
+        // The copies need all of the disk this benchmark may use.
+        extra_args: vec!["--capacity-reserve-percent".into(), "0".into()],
     };
     let (mut process, mut clients) = DriverProcess::start(args).await?;
     let engine = fio::engine();

@@ -72,6 +72,7 @@ async fn guest_writes_through_virtio_blk_and_data_survives_republish_snapshot_an
         pools: vec![("default".into(), work.join("pool"))],
         state_dir: work.join("state"),
         log_file: Some(work.join("driver.log")),
+        extra_args: Vec::new(),
     };
     let (mut driver, mut clients) = DriverProcess::start(args).await.unwrap();
     let result = scenario(&mut clients, &work, &assets, &cache).await;

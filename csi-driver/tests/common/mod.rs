@@ -107,6 +107,7 @@ pub fn driver_args(root: &Path, pools: Vec<(String, PathBuf)>) -> DriverArgs {
         pools,
         state_dir: root.join("state"),
         log_file: Some(root.join("driver.log")),
+        extra_args: Vec::new(),
     }
 }
 
