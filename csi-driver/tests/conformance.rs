@@ -437,20 +437,11 @@ async fn delete_is_idempotent_and_refuses_attached_volumes() {
     require_host!();
     let mut env = TestEnv::start("delete").await;
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-del", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-del", 8 * MIB, block_cap()))
+        .await;
     let staging = env.path("staging");
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
     let delete = |id: &str| DeleteVolumeRequest {
         volume_id: id.into(),
         secrets: Default::default(),
@@ -467,11 +458,7 @@ async fn delete_is_idempotent_and_refuses_attached_volumes() {
         "{}",
         status.message()
     );
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
     env.clients
         .controller
         .delete_volume(delete(&vol.volume_id))
@@ -629,14 +616,8 @@ async fn block_volume_lifecycle() {
     require_host!();
     let mut env = TestEnv::start("block").await;
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-block", 16 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-block", 16 * MIB, block_cap()))
+        .await;
     let id = vol.volume_id.clone();
     let staging = env.path("staging/pv");
     let target_a = env.path("publish/pod-a/dev");
@@ -792,15 +773,7 @@ async fn block_volume_lifecycle() {
 async fn reader_only_access_mode_is_enforced_by_the_kernel() {
     require_host!();
     let mut env = TestEnv::start("reader-only").await;
-    let writer = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-ro", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let writer = env.create(create_req("pvc-ro", 8 * MIB, block_cap())).await;
     let id = writer.volume_id;
     let (staging, target) = (env.path("staging"), env.path("target"));
     let reader = capability(
@@ -855,14 +828,8 @@ async fn mount_lifecycle(fs: &str) {
     let size = if fs == "xfs" { 320 * MIB } else { 32 * MIB };
     let cap = mount_cap(fs, &["noatime"]);
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req(&format!("pvc-{fs}"), size, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req(&format!("pvc-{fs}"), size, cap.clone()))
+        .await;
     let id = vol.volume_id.clone();
     let staging = env.path("staging/pv");
     let target = env.path("pods/p1/volumes/v");
@@ -1019,14 +986,8 @@ async fn block_volume_with_data_is_not_formatted_by_a_mount_stage() {
     require_host!();
     let mut env = TestEnv::start("no-format").await;
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-raw", 32 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-raw", 32 * MIB, block_cap()))
+        .await;
     let id = vol.volume_id;
     let staging = env.path("staging");
     let target = env.path("target");
@@ -1127,15 +1088,7 @@ async fn bad_input_gets_spec_codes_and_touches_nothing_outside_the_pool() {
     let staging = env.path("staging");
     let target = env.path("target");
     let pool_dir = env.pool_dir.clone();
-    let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("real", MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = env.create(create_req("real", MIB, block_cap())).await;
     let n = &mut env.clients.node;
     for id in [
         "",
@@ -1242,14 +1195,8 @@ async fn concurrent_calls_on_one_volume_are_aborted() {
     let mut env = TestEnv::start("concurrency").await;
     let cap = mount_cap("xfs", &[]);
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-busy", 1 << 30, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-busy", 1 << 30, cap.clone()))
+        .await;
     let staging = env.path("staging");
     let calls: Vec<_> = (0..16)
         .map(|_| {
@@ -1272,41 +1219,20 @@ async fn concurrent_calls_on_one_volume_are_aborted() {
     assert_eq!(table.iter().filter(|e| e.mount_point == staging).count(), 1);
     assert_eq!(loops_under(&env.pool_dir).len(), 1);
     // Once the first call is done, a retry succeeds: ABORTED is transient.
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
 }
 
 #[tokio::test]
 async fn restart_after_kill9_recovers_attached_volumes() {
     require_host!();
     let mut env = TestEnv::start("restart").await;
-    let block = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-b", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let block = env.create(create_req("pvc-b", 8 * MIB, block_cap())).await;
     let fs_cap = mount_cap("ext4", &[]);
     let fs = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-f", 16 * MIB, fs_cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-f", 16 * MIB, fs_cap.clone()))
+        .await;
     let (b_staging, b_target) = (env.path("b/staging"), env.path("b/target"));
     let (f_staging, f_target) = (env.path("f/staging"), env.path("f/target"));
     let n = &mut env.clients.node;
@@ -1386,32 +1312,18 @@ async fn restart_after_kill9_recovers_attached_volumes() {
 async fn stats_report_an_abnormal_condition_when_the_backing_file_is_gone() {
     require_host!();
     let mut env = TestEnv::start("condition").await;
-    let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-c", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = env.create(create_req("pvc-c", 8 * MIB, block_cap())).await;
     let (staging, target) = (env.path("staging"), env.path("target"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &vol.volume_id,
-            &staging,
-            &target,
-            block_cap(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        block_cap(),
+        false,
+    ))
+    .await;
     let key = vol.volume_id.rsplit('.').next().unwrap();
     std::fs::remove_file(env.pool_dir.join(format!("{key}.img"))).unwrap();
     let stats = env
@@ -1436,25 +1348,12 @@ async fn stats_report_filesystem_errors_and_a_replaced_device() {
     let mut env = TestEnv::start("condition-fs").await;
     let cap = mount_cap("ext4", &[]);
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-err", 32 * MIB, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-err", 32 * MIB, cap.clone()))
+        .await;
     let (staging, target) = (env.path("staging"), env.path("target"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
     // The kernel found errors on this filesystem at some point: its superblock counts them.
     let key = vol.volume_id.rsplit('.').next().unwrap();
     let image = env.pool_dir.join(format!("{key}.img"));
@@ -1464,22 +1363,16 @@ async fn stats_report_filesystem_errors_and_a_replaced_device() {
         .output()
         .unwrap();
     assert!(debugfs.status.success(), "{debugfs:?}");
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &vol.volume_id,
-            &staging,
-            &target,
-            cap.clone(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        cap.clone(),
+        false,
+    ))
+    .await;
     let stats = env
         .clients
         .node
@@ -1492,36 +1385,16 @@ async fn stats_report_filesystem_errors_and_a_replaced_device() {
         condition.abnormal && condition.message.contains("3 errors"),
         "{condition:?}"
     );
-    env.clients
-        .node
-        .node_unpublish_volume(unpublish_req(&vol.volume_id, &target))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.unpublish(unpublish_req(&vol.volume_id, &target)).await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
 
     // A block target that shows some other device is reported with what it really is.
     let block = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-blk", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-blk", 8 * MIB, block_cap()))
+        .await;
     let other = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-other", 8 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-other", 8 * MIB, block_cap()))
+        .await;
     let (s1, t1, s2, t2) = (
         env.path("s1"),
         env.path("t1"),
@@ -1529,16 +1402,8 @@ async fn stats_report_filesystem_errors_and_a_replaced_device() {
         env.path("t2"),
     );
     for (id, s, t) in [(&block.volume_id, &s1, &t1), (&other.volume_id, &s2, &t2)] {
-        env.clients
-            .node
-            .node_stage_volume(stage_req(id, s, block_cap()))
-            .await
-            .unwrap();
-        env.clients
-            .node
-            .node_publish_volume(publish_req(id, s, t, block_cap(), false))
-            .await
-            .unwrap();
+        env.stage(stage_req(id, s, block_cap())).await;
+        env.publish(publish_req(id, s, t, block_cap(), false)).await;
     }
     let stats = env
         .clients

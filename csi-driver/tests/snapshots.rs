@@ -50,16 +50,9 @@ async fn with_device<T>(
 ) -> T {
     let staging = env.path(&format!("staging-{tag}"));
     let target = env.path(&format!("target-{tag}"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(id, &staging, block_cap()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(id, &staging, &target, block_cap(), false))
-        .await
-        .unwrap();
+    env.stage(stage_req(id, &staging, block_cap())).await;
+    env.publish(publish_req(id, &staging, &target, block_cap(), false))
+        .await;
     let device = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -68,16 +61,8 @@ async fn with_device<T>(
     let result = f(&device);
     device.sync_all().unwrap();
     drop(device);
-    env.clients
-        .node
-        .node_unpublish_volume(unpublish_req(id, &target))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(id, &staging))
-        .await
-        .unwrap();
+    env.unpublish(unpublish_req(id, &target)).await;
+    env.unstage(unstage_req(id, &staging)).await;
     result
 }
 
@@ -96,36 +81,24 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
     assert_eq!(log.contains("cannot reflink"), !expect_reflink, "{log}");
 
     let source = env
-        .clients
-        .controller
-        .create_volume(create_req("golden", 64 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("golden", 64 * MIB, block_cap()))
+        .await;
     let (a, b) = (pattern(1), pattern(2));
     let offset = 5 << 20;
 
     // The snapshot is taken while the volume is published and in use: crash-consistent.
     let staging = env.path("staging-src");
     let target = env.path("target-src");
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&source.volume_id, &staging, block_cap()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &source.volume_id,
-            &staging,
-            &target,
-            block_cap(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&source.volume_id, &staging, block_cap()))
+        .await;
+    env.publish(publish_req(
+        &source.volume_id,
+        &staging,
+        &target,
+        block_cap(),
+        false,
+    ))
+    .await;
     let device = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -151,16 +124,9 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
     device.write_all_at(&b, offset).unwrap();
     device.sync_all().unwrap();
     drop(device);
-    env.clients
-        .node
-        .node_unpublish_volume(unpublish_req(&source.volume_id, &target))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&source.volume_id, &staging))
-        .await
-        .unwrap();
+    env.unpublish(unpublish_req(&source.volume_id, &target))
+        .await;
+    env.unstage(unstage_req(&source.volume_id, &staging)).await;
 
     // Idempotency and conflicts.
     let again = env
@@ -173,15 +139,7 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
         .snapshot
         .unwrap();
     assert_eq!(again, snap);
-    let other = env
-        .clients
-        .controller
-        .create_volume(create_req("other", MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let other = env.create(create_req("other", MIB, block_cap())).await;
     assert_code(
         env.clients
             .controller
@@ -216,27 +174,15 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
 
     // Restore into a larger volume: the snapshot's data, and the new size.
     let restored = env
-        .clients
-        .controller
-        .create_volume(from_snapshot("restored", 128 * MIB, &snap.snapshot_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(from_snapshot("restored", 128 * MIB, &snap.snapshot_id))
+        .await;
     assert_eq!(restored.capacity_bytes, 128 * MIB);
     assert!(
         matches!(restored.content_source.as_ref().and_then(|s| s.r#type.as_ref()), Some(SourceType::Snapshot(s)) if s.snapshot_id == snap.snapshot_id)
     );
     let again = env
-        .clients
-        .controller
-        .create_volume(from_snapshot("restored", 128 * MIB, &snap.snapshot_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(from_snapshot("restored", 128 * MIB, &snap.snapshot_id))
+        .await;
     assert_eq!(again, restored);
     assert_code(
         env.clients
@@ -264,15 +210,7 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
         Code::NotFound,
     );
     // A clone of the volume carries its current data; without a size it is as large as the source.
-    let clone = env
-        .clients
-        .controller
-        .create_volume(from_volume("clone", 0, &source.volume_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let clone = env.create(from_volume("clone", 0, &source.volume_id)).await;
     assert_eq!(clone.capacity_bytes, 64 * MIB);
 
     let (restored_data, restored_size) =
@@ -303,14 +241,8 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
         .await
         .unwrap();
     let late = env
-        .clients
-        .controller
-        .create_volume(from_snapshot("late", 0, &snap.snapshot_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(from_snapshot("late", 0, &snap.snapshot_id))
+        .await;
     assert!(with_device(&mut env, &late.volume_id, "late", |d| read_at(d, offset)).await == a);
 
     // Listing: everything, by ID, by source, paginated.
@@ -455,31 +387,19 @@ async fn snapshot_of_a_mounted_filesystem_is_frozen_and_restorable() {
     let mut env = TestEnv::start("snap-mounted").await;
     let cap = mount_cap("ext4", &[]);
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-fs", 32 * MIB, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-fs", 32 * MIB, cap.clone()))
+        .await;
     let (staging, target) = (env.path("staging"), env.path("target"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &vol.volume_id,
-            &staging,
-            &target,
-            cap.clone(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        cap.clone(),
+        false,
+    ))
+    .await;
     std::fs::write(target.join("state.txt"), b"before snapshot").unwrap();
     let snap = env
         .clients
@@ -496,32 +416,18 @@ async fn snapshot_of_a_mounted_filesystem_is_frozen_and_restorable() {
 
     let mut restore = from_snapshot("pvc-restored", 0, &snap.snapshot_id);
     restore.volume_capabilities = vec![cap.clone()];
-    let restored = env
-        .clients
-        .controller
-        .create_volume(restore)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let restored = env.create(restore).await;
     let (staging2, target2) = (env.path("staging2"), env.path("target2"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&restored.volume_id, &staging2, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &restored.volume_id,
-            &staging2,
-            &target2,
-            cap.clone(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&restored.volume_id, &staging2, cap.clone()))
+        .await;
+    env.publish(publish_req(
+        &restored.volume_id,
+        &staging2,
+        &target2,
+        cap.clone(),
+        false,
+    ))
+    .await;
     assert_eq!(
         std::fs::read(target2.join("state.txt")).unwrap(),
         b"before snapshot"
@@ -530,16 +436,8 @@ async fn snapshot_of_a_mounted_filesystem_is_frozen_and_restorable() {
         (&vol.volume_id, &staging, &target),
         (&restored.volume_id, &staging2, &target2),
     ] {
-        env.clients
-            .node
-            .node_unpublish_volume(unpublish_req(id, target))
-            .await
-            .unwrap();
-        env.clients
-            .node
-            .node_unstage_volume(unstage_req(id, staging))
-            .await
-            .unwrap();
+        env.unpublish(unpublish_req(id, target)).await;
+        env.unstage(unstage_req(id, staging)).await;
     }
 }
 
@@ -568,31 +466,19 @@ async fn online_expansion_of_block_volumes() {
     require_host!();
     let mut env = TestEnv::start("expand-block").await;
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("pvc-grow", 16 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req("pvc-grow", 16 * MIB, block_cap()))
+        .await;
     let (staging, target) = (env.path("staging"), env.path("target"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &vol.volume_id,
-            &staging,
-            &target,
-            block_cap(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        block_cap(),
+        false,
+    ))
+    .await;
     let grown = env
         .clients
         .controller
@@ -669,16 +555,8 @@ async fn online_expansion_of_block_volumes() {
             .await,
         Code::InvalidArgument,
     );
-    env.clients
-        .node
-        .node_unpublish_volume(unpublish_req(&vol.volume_id, &target))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.unpublish(unpublish_req(&vol.volume_id, &target)).await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
     assert_code(
         env.clients
             .node
@@ -692,31 +570,19 @@ async fn grow_filesystem(fs: &str, from: i64, to: i64) {
     let mut env = TestEnv::start(&format!("expand-{fs}")).await;
     let cap = mount_cap(fs, &[]);
     let vol = env
-        .clients
-        .controller
-        .create_volume(create_req(&format!("pvc-{fs}"), from, cap.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(create_req(&format!("pvc-{fs}"), from, cap.clone()))
+        .await;
     let (staging, target) = (env.path("staging"), env.path("target"));
-    env.clients
-        .node
-        .node_stage_volume(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_publish_volume(publish_req(
-            &vol.volume_id,
-            &staging,
-            &target,
-            cap.clone(),
-            false,
-        ))
-        .await
-        .unwrap();
+    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        cap.clone(),
+        false,
+    ))
+    .await;
     std::fs::write(target.join("kept.txt"), b"data").unwrap();
     let total = |path: &Path| {
         let stat = nix::sys::statvfs::statvfs(path).unwrap();
@@ -770,16 +636,8 @@ async fn grow_filesystem(fs: &str, from: i64, to: i64) {
         .node_expand_volume(node_expand_req(&vol.volume_id, &target))
         .await
         .unwrap();
-    env.clients
-        .node
-        .node_unpublish_volume(unpublish_req(&vol.volume_id, &target))
-        .await
-        .unwrap();
-    env.clients
-        .node
-        .node_unstage_volume(unstage_req(&vol.volume_id, &staging))
-        .await
-        .unwrap();
+    env.unpublish(unpublish_req(&vol.volume_id, &target)).await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
 }
 
 #[tokio::test]
@@ -801,15 +659,7 @@ async fn reflink_clones_need_no_free_space_for_shared_data() {
     let scratch = ScratchFs::new(&root, 1 << 30, "xfs");
     let mut env = TestEnv::start_with_pool(root.clone(), scratch.mount_point.join("pool")).await;
     // A fully written preallocated volume that takes well over half of the pool.
-    let vol = env
-        .clients
-        .controller
-        .create_volume(create_req("big", 640 * MIB, block_cap()))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = env.create(create_req("big", 640 * MIB, block_cap())).await;
     let key = vol.volume_id.rsplit('.').next().unwrap();
     let image = std::fs::OpenOptions::new()
         .write(true)
@@ -831,23 +681,11 @@ async fn reflink_clones_need_no_free_space_for_shared_data() {
         .snapshot
         .unwrap();
     let clone = env
-        .clients
-        .controller
-        .create_volume(from_volume("big-clone", 0, &vol.volume_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(from_volume("big-clone", 0, &vol.volume_id))
+        .await;
     let restored = env
-        .clients
-        .controller
-        .create_volume(from_snapshot("big-restored", 0, &snap.snapshot_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .create(from_snapshot("big-restored", 0, &snap.snapshot_id))
+        .await;
     assert_eq!(clone.capacity_bytes, 640 * MIB);
     assert!(
         with_device(&mut env, &restored.volume_id, "restored", |d| read_at(

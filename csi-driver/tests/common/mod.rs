@@ -93,6 +93,54 @@ impl TestEnv {
         self.root.join(rel)
     }
 
+    /// CreateVolume that must succeed.
+    pub async fn create(&mut self, req: CreateVolumeRequest) -> Volume {
+        self.clients
+            .controller
+            .create_volume(req)
+            .await
+            .expect("CreateVolume")
+            .into_inner()
+            .volume
+            .expect("a volume")
+    }
+
+    /// NodeStageVolume that must succeed.
+    pub async fn stage(&mut self, req: NodeStageVolumeRequest) {
+        self.clients
+            .node
+            .node_stage_volume(req)
+            .await
+            .expect("NodeStageVolume");
+    }
+
+    /// NodePublishVolume that must succeed.
+    pub async fn publish(&mut self, req: NodePublishVolumeRequest) {
+        self.clients
+            .node
+            .node_publish_volume(req)
+            .await
+            .expect("NodePublishVolume");
+    }
+
+    /// NodeUnpublishVolume that must succeed.
+    pub async fn unpublish(&mut self, req: NodeUnpublishVolumeRequest) {
+        self.clients
+            .node
+            .node_unpublish_volume(req)
+            .await
+            .expect("NodeUnpublishVolume");
+    }
+
+    /// NodeUnstageVolume that must succeed.
+    pub async fn unstage(&mut self, req: NodeUnstageVolumeRequest) {
+        self.clients
+            .node
+            .node_unstage_volume(req)
+            .await
+            .expect("NodeUnstageVolume");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.join("driver.log")).unwrap_or_default()
     }
