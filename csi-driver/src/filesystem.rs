@@ -45,10 +45,24 @@ pub enum FsError {
     Unsupported(String),
     #[error(transparent)]
     Tool(#[from] ToolError),
+    #[error("cannot read {device}: {source}")]
+    Unreadable {
+        device: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// Probes `device` with `blkid -p`, which reads the device itself rather than a cache.
+/// Probes `device` with `blkid -p`, which reads the device itself rather than a cache. blkid also
+/// exits with 2 when it cannot read the device, so the device is read first and any complaint on
+/// stderr counts as an error: "empty" must never be a guess, since it leads to mkfs.
 pub fn probe(device: &Path) -> Result<Content, FsError> {
+    let mut head = [0u8; 4096];
+    std::fs::File::open(device)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_err(|source| FsError::Unreadable {
+            device: device.to_owned(),
+            source,
+        })?;
     let output = tools::run_raw(
         "blkid",
         [
@@ -60,8 +74,8 @@ pub fn probe(device: &Path) -> Result<Content, FsError> {
     )?;
     match output.status.code() {
         Some(0) => Ok(parse_blkid_export(&String::from_utf8_lossy(&output.stdout))),
-        // blkid exits with 2 when it finds no signature at all.
-        Some(2) => Ok(Content::Empty),
+        // blkid exits with 2 when it finds no signature at all (and silently so).
+        Some(2) if output.stderr.is_empty() => Ok(Content::Empty),
         _ => Err(tools::failure("blkid", &output).into()),
     }
 }

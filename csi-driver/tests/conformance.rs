@@ -584,7 +584,18 @@ async fn validate_volume_capabilities() {
         .unwrap()
         .into_inner();
     assert!(ok.confirmed.is_some(), "{ok:?}");
-    let rwx = capability(Mode::MultiNodeReaderOnly, AccessType::Block(BlockVolume {}));
+    // ReadOnlyMany is served: the topology keeps every reader on this node.
+    let rox = capability(Mode::MultiNodeReaderOnly, AccessType::Block(BlockVolume {}));
+    let rox = c
+        .validate_volume_capabilities(req(vec![rox]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rox.confirmed.is_some(), "{rox:?}");
+    let rwx = capability(
+        Mode::MultiNodeSingleWriter,
+        AccessType::Block(BlockVolume {}),
+    );
     let refused = c
         .validate_volume_capabilities(req(vec![rwx]))
         .await
@@ -1430,6 +1441,7 @@ async fn socket_handling_and_graceful_shutdown() {
     // A second driver on the same live socket refuses to start and leaves the first one serving.
     let mut second_args = env.driver.args().clone();
     second_args.state_dir = env.path("state-2");
+    second_args.pools = vec![("default".into(), env.path("pool-2"))];
     let mut second = fastvirt_csi::local::DriverProcess::spawn(second_args).unwrap();
     let exit = tokio::task::spawn_blocking(move || second.wait())
         .await
@@ -1484,6 +1496,13 @@ fn a_read_only_pool_makes_its_volumes_abnormal() {
     };
     let record = writable.create(&spec).unwrap();
     assert_eq!(writable.abnormal(&record), None);
+    // One process manages a pool at a time.
+    let second = FilePool::open(pool_name.clone(), &dir, 0).unwrap_err();
+    assert!(
+        second.to_string().contains("another fastvirt-csi"),
+        "{second}"
+    );
+    drop(writable);
     // The same pool seen through a read-only mount, as after the kernel remounts a failing disk.
     let flags = nix::mount::MsFlags::MS_BIND;
     nix::mount::mount(Some(&dir), &view, None::<&str>, flags, None::<&str>).unwrap();
@@ -1496,4 +1515,146 @@ fn a_read_only_pool_makes_its_volumes_abnormal() {
     assert!(message.contains("read-only"), "{message}");
     assert!(seen_read_only.check_ready().is_err());
     cleanup_under(&root);
+}
+
+#[tokio::test]
+async fn unpublish_leaves_what_is_not_the_volumes_alone() {
+    require_host!();
+    let mut env = TestEnv::start("unpublish-foreign").await;
+    let vol = env.create(create_req("pvc-u", 8 * MIB, block_cap())).await;
+    // Another filesystem mounted at the target path is not this volume's to unmount.
+    let foreign = env.path("foreign-target");
+    std::fs::create_dir_all(&foreign).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &foreign,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let status = assert_code(
+        env.clients
+            .node
+            .node_unpublish_volume(unpublish_req(&vol.volume_id, &foreign))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("left alone"),
+        "{}",
+        status.message()
+    );
+    assert!(is_mounted(&foreign));
+    nix::mount::umount2(&foreign, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    // A file with content is never deleted.
+    let file = env.path("file-target");
+    std::fs::write(&file, b"precious").unwrap();
+    assert_code(
+        env.clients
+            .node
+            .node_unpublish_volume(unpublish_req(&vol.volume_id, &file))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    // Publishing needs a staging path, and says so with the spec's code.
+    let mut no_staging = publish_req(
+        &vol.volume_id,
+        &env.path("s"),
+        &env.path("t"),
+        block_cap(),
+        false,
+    );
+    no_staging.staging_target_path.clear();
+    assert_code(
+        env.clients.node.node_publish_volume(no_staging).await,
+        Code::FailedPrecondition,
+    );
+}
+
+/// The driver runs in a container: after it restarts in a new mount namespace, sysfs shows the
+/// files of loop devices it attached earlier by a path that no longer exists. Simulated here by
+/// serving the pool through a bind mount that is replaced while the driver is down.
+#[tokio::test]
+async fn restart_in_a_new_mount_namespace_still_finds_attached_volumes() {
+    require_host!();
+    let root = test_root("new-namespace");
+    let (real, view) = (root.join("real"), root.join("view"));
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&view).unwrap();
+    let bind = |from: &Path, to: &Path| {
+        nix::mount::mount(
+            Some(from),
+            to,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap()
+    };
+    bind(&real, &view);
+    let mut env = TestEnv::start_with_pool(root.clone(), view.clone()).await;
+    let vol = env.create(create_req("pvc-ns", 8 * MIB, block_cap())).await;
+    let (staging, target) = (root.join("staging"), root.join("target"));
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        block_cap(),
+        false,
+    ))
+    .await;
+    env.driver.kill9().unwrap();
+    nix::mount::umount2(&view, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    bind(&real, &view);
+    let key = vol.volume_id.rsplit('.').next().unwrap();
+    let shown = fastvirt_csi::loopdev::all_bound()
+        .into_iter()
+        .find(|(_, b)| b.path.to_string_lossy().ends_with(&format!("{key}.img")))
+        .unwrap()
+        .1
+        .path;
+    assert!(
+        !shown.starts_with(&view),
+        "sysfs now shows {shown:?}, not a path below the pool"
+    );
+    let args = env.driver.args().clone();
+    let (driver, clients) = fastvirt_csi::local::DriverProcess::start(args)
+        .await
+        .unwrap();
+    env.driver = driver;
+    env.clients = clients;
+    // The volume is still recognised as attached: stage and publish are no-ops, delete is refused.
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
+    let stats = env
+        .clients
+        .node
+        .node_get_volume_stats(stats_req(&vol.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    assert!(!condition.abnormal, "{condition:?}");
+    let delete = DeleteVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        secrets: Default::default(),
+    };
+    assert_code(
+        env.clients.controller.delete_volume(delete.clone()).await,
+        Code::FailedPrecondition,
+    );
+    env.unpublish(unpublish_req(&vol.volume_id, &target)).await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
+    let still_bound = fastvirt_csi::loopdev::all_bound()
+        .into_iter()
+        .any(|(_, b)| b.path.to_string_lossy().ends_with(&format!("{key}.img")));
+    assert!(
+        !still_bound,
+        "unstage must detach the device attached before the restart"
+    );
+    env.clients.controller.delete_volume(delete).await.unwrap();
 }

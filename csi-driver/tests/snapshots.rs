@@ -86,7 +86,9 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
     let (a, b) = (pattern(1), pattern(2));
     let offset = 5 << 20;
 
-    // The snapshot is taken while the volume is published and in use: crash-consistent.
+    // On a reflink pool the snapshot is taken while the volume is published and in use (a reflink
+    // is atomic: crash-consistent). A copy pool refuses that, as a copy could mix old and new data,
+    // and snapshots the volume once it is detached.
     let staging = env.path("staging-src");
     let target = env.path("target-src");
     env.stage(stage_req(&source.volume_id, &staging, block_cap()))
@@ -99,13 +101,38 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
         false,
     ))
     .await;
-    let device = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&target)
-        .unwrap();
-    device.write_all_at(&a, offset).unwrap();
-    device.sync_all().unwrap();
+    let write = |data: &[u8]| {
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target)
+            .unwrap();
+        device.write_all_at(data, offset).unwrap();
+        device.sync_all().unwrap();
+    };
+    write(&a);
+    if !expect_reflink {
+        let refused = env
+            .clients
+            .controller
+            .create_snapshot(snapshot_req("snap-1", &source.volume_id))
+            .await;
+        let status = assert_code(refused, Code::FailedPrecondition);
+        assert!(
+            status.message().contains("cannot reflink"),
+            "{}",
+            status.message()
+        );
+        let clone_refused = env
+            .clients
+            .controller
+            .create_volume(from_volume("clone-early", 0, &source.volume_id))
+            .await;
+        assert_code(clone_refused, Code::FailedPrecondition);
+        env.unpublish(unpublish_req(&source.volume_id, &target))
+            .await;
+        env.unstage(unstage_req(&source.volume_id, &staging)).await;
+    }
     let snap = env
         .clients
         .controller
@@ -120,10 +147,20 @@ async fn snapshot_restore_clone(fs: &str, expect_reflink: bool) {
     assert_eq!(snap.source_volume_id, source.volume_id);
     assert!(snap.snapshot_id.starts_with("fs.default."));
     assert!(snap.creation_time.is_some());
+    if !expect_reflink {
+        env.stage(stage_req(&source.volume_id, &staging, block_cap()))
+            .await;
+        env.publish(publish_req(
+            &source.volume_id,
+            &staging,
+            &target,
+            block_cap(),
+            false,
+        ))
+        .await;
+    }
     // Writes after the snapshot do not reach it.
-    device.write_all_at(&b, offset).unwrap();
-    device.sync_all().unwrap();
-    drop(device);
+    write(&b);
     env.unpublish(unpublish_req(&source.volume_id, &target))
         .await;
     env.unstage(unstage_req(&source.volume_id, &staging)).await;

@@ -54,6 +54,9 @@ pub async fn measure_pool(
     kubelet::stage(clients, &id, &staging).await?;
     kubelet::publish(clients, &id, &staging, &target).await?;
     fio::fill(&target, size, engine)?;
+    // Detached, as a stopped VM's disk: the copy pool can only snapshot a volume nobody writes.
+    kubelet::unpublish(clients, &id, &target).await?;
+    kubelet::unstage(clients, &id, &staging).await?;
     let (mut snapshots, mut clones, mut restores) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let t = Instant::now();
@@ -95,8 +98,6 @@ pub async fn measure_pool(
         kubelet::delete(clients, &restored).await?;
         kubelet::delete_snapshot(clients, &snapshot).await?;
     }
-    kubelet::unpublish(clients, &id, &target).await?;
-    kubelet::unstage(clients, &id, &staging).await?;
     kubelet::delete(clients, &id).await?;
     Ok(Timing {
         snapshot_ms: median(&snapshots).unwrap_or(0.0),

@@ -51,7 +51,7 @@ async fn create_from(clients: &mut Clients, name: &str, source: SourceType) -> S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_writes_through_virtio_blk_and_data_survives_republish_snapshot_and_clone() {
-    if let Some(reason) = common::skip_reason(&["qemu-system-x86_64"]) {
+    if let Some(reason) = common::skip_reason(&["qemu-system-x86_64", "mkfs.xfs"]) {
         eprintln!("SKIP guest_writes_through_virtio_blk: {reason}");
         return;
     }
@@ -64,12 +64,14 @@ async fn guest_writes_through_virtio_blk_and_data_survives_republish_snapshot_an
     fastvirt_csi::local::release_all_under(&work);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
+    // An XFS pool with reflink, so the volume can be snapshotted and cloned while the VM has it.
+    let pool = fastvirt_csi::local::ScratchFs::new(&work, 1 << 30, "xfs");
     let args = DriverArgs {
         binary: common::driver_binary(),
         socket: work.join("csi.sock"),
         node_id: "vm-node".into(),
         mode: "all",
-        pools: vec![("default".into(), work.join("pool"))],
+        pools: vec![("default".into(), pool.mount_point.join("pool"))],
         state_dir: work.join("state"),
         log_file: Some(work.join("driver.log")),
         extra_args: Vec::new(),
@@ -78,6 +80,7 @@ async fn guest_writes_through_virtio_blk_and_data_survives_republish_snapshot_an
     let result = scenario(&mut clients, &work, &assets, &cache).await;
     let _ = driver.terminate();
     fastvirt_csi::local::release_all_under(&work);
+    drop(pool);
     result.unwrap();
 }
 

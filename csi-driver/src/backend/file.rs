@@ -33,6 +33,9 @@ pub struct FilePool {
     reflink: bool,
     /// Share of the filesystem never offered for volumes.
     reserve_percent: u8,
+    /// Held for the pool's lifetime: one process manages a pool's devices, or their locks and
+    /// kernel state would race.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl FilePool {
@@ -46,6 +49,7 @@ impl FilePool {
         let dir = dir
             .canonicalize()
             .map_err(BackendError::io(format!("resolving {}", dir.display())))?;
+        let lock = Self::lock(&name, &dir)?;
         let snapshots = dir.join(SNAPSHOT_DIR);
         std::fs::create_dir_all(&snapshots).map_err(BackendError::io(format!(
             "creating {}",
@@ -63,10 +67,33 @@ impl FilePool {
             direct_io: true,
             reflink,
             reserve_percent,
+            _lock: lock,
         };
         pool.reclaim_orphans(&pool.dir, true);
+        pool.thaw_attached_filesystems();
         pool.reclaim_orphans(&snapshots, false);
         Ok(pool)
+    }
+
+    fn lock(name: &PoolName, dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BackendError> {
+        let path = dir.join(".fastvirt.lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path))
+            .map_err(BackendError::io(format!("opening {}", path.display())))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, errno)| BackendError::Pool {
+                pool: name.clone(),
+                message: format!(
+                    "is managed by another fastvirt-csi process ({} is locked: {errno})",
+                    path.display()
+                ),
+            },
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -187,13 +214,19 @@ impl FilePool {
 
     /// Runs `work` with the filesystem on the volume frozen, when this node has it mounted, so a
     /// snapshot of a mounted filesystem is consistent rather than merely crash-consistent.
-    fn with_frozen_filesystem<T>(
+    /// Runs `work` (a copy of the volume's file) so that the copy is consistent: a reflink is
+    /// atomic by itself; a data copy is consistent only while nothing writes, so a mounted
+    /// filesystem is frozen around it and a block volume in use is refused. A mounted filesystem is
+    /// frozen for a reflink too, which makes the snapshot consistent rather than crash-consistent.
+    fn with_consistent_source<T>(
         &self,
         id: &VolumeId,
         work: impl FnOnce() -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let mount_point = self.loop_device(id).and_then(|device| {
-            let (major, minor) = device.device_numbers().ok()?;
+        let Some(device) = self.loop_device(id) else {
+            return work();
+        };
+        let mount_point = device.device_numbers().ok().and_then(|(major, minor)| {
             let table = crate::mountinfo::read().ok()?;
             table
                 .into_iter()
@@ -201,9 +234,22 @@ impl FilePool {
                 .map(|e| e.mount_point)
         });
         let Some(mount_point) = mount_point else {
-            return work();
+            if self.reflink {
+                return work();
+            }
+            return Err(BackendError::Inconsistent(format!(
+                "volume {id} is attached as {} and pool {} cannot reflink, so a copy taken now could mix old and new data; \
+                 detach it (stop the VM or pod) or use a pool on XFS with reflink or btrfs",
+                device.path().display(),
+                self.name
+            )));
         };
         if let Err(error) = crate::tools::run("fsfreeze", [Path::new("--freeze"), &mount_point]) {
+            if !self.reflink {
+                return Err(BackendError::Inconsistent(format!(
+                    "volume {id} is in use and its filesystem could not be frozen: {error}"
+                )));
+            }
             tracing::warn!(volume = %id, %error, "could not freeze the filesystem; the snapshot is crash-consistent only");
             return work();
         }
@@ -212,6 +258,53 @@ impl FilePool {
             tracing::error!(volume = %id, mount = %mount_point.display(), %error, "could not thaw the filesystem");
         }
         result
+    }
+
+    fn copy_error(&self, error: std::io::Error, from: &Path, to: &Path) -> BackendError {
+        if error.raw_os_error() == Some(libc::ENOSPC) {
+            let available = self.usage().map(|u| u.available_bytes).unwrap_or(0);
+            let needed = std::fs::metadata(from).map(|m| m.len()).unwrap_or(0);
+            return BackendError::NoSpace {
+                pool: self.name.clone(),
+                needed,
+                available,
+            };
+        }
+        BackendError::Io {
+            context: format!("copying {} to {}", from.display(), to.display()),
+            source: error,
+        }
+    }
+
+    /// Thaws the filesystems of this pool's attached volumes: a driver killed while a snapshot was
+    /// being taken would otherwise leave them frozen, and every write to them hanging.
+    fn thaw_attached_filesystems(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let table = crate::mountinfo::read().unwrap_or_default();
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".img"))
+            {
+                continue;
+            }
+            for device in loopdev::find_by_backing_file(&entry.path()) {
+                let Ok((major, minor)) = device.device_numbers() else {
+                    continue;
+                };
+                if let Some(mount) = table.iter().find(|e| (e.major, e.minor) == (major, minor)) {
+                    // Thawing a filesystem that is not frozen fails harmlessly with EINVAL.
+                    if crate::tools::run("fsfreeze", [Path::new("--unfreeze"), &mount.mount_point])
+                        .is_ok()
+                    {
+                        tracing::warn!(pool = %self.name, mount = %mount.mount_point.display(), "thawed a filesystem left frozen by an interrupted snapshot");
+                    }
+                }
+            }
+        }
     }
 
     fn source_path(&self, source: &ContentSource) -> Result<PathBuf, BackendError> {
@@ -245,14 +338,11 @@ impl FilePool {
     ) -> Result<(), BackendError> {
         if let Some((source_path, content)) = source {
             let copy = || {
-                clone::clone_file(source_path, path).map_err(BackendError::io(format!(
-                    "copying {} to {}",
-                    source_path.display(),
-                    path.display()
-                )))
+                clone::clone_file(source_path, path)
+                    .map_err(|e| self.copy_error(e, source_path, path))
             };
             let method = match content {
-                ContentSource::Volume(id) => self.with_frozen_filesystem(id, copy)?,
+                ContentSource::Volume(id) => self.with_consistent_source(id, copy)?,
                 ContentSource::Snapshot(_) => copy()?,
             };
             tracing::info!(from = %content, to = %path.display(), ?method, "copied content");
@@ -477,12 +567,8 @@ impl Backend for FilePool {
         let (from, to) = (self.data_path(&source_id), self.snapshot_data_path(id));
         let _ = std::fs::remove_file(&to);
         let result = self
-            .with_frozen_filesystem(&source_id, || {
-                clone::clone_file(&from, &to).map_err(BackendError::io(format!(
-                    "copying {} to {}",
-                    from.display(),
-                    to.display()
-                )))
+            .with_consistent_source(&source_id, || {
+                clone::clone_file(&from, &to).map_err(|e| self.copy_error(e, &from, &to))
             })
             .and_then(|method| {
                 let record = SnapshotRecord {
@@ -527,19 +613,34 @@ impl Backend for FilePool {
             message: e.to_string(),
         })?;
         let data = self.data_path(&id);
+        let mut grown = record.clone();
+        grown.capacity_bytes = grown.capacity_bytes.max(new_size);
         if new_size > record.capacity_bytes {
+            let needed = new_size - record.capacity_bytes;
+            let available = self.usage()?.available_bytes;
+            if !record.thin && available < needed {
+                return Err(BackendError::NoSpace {
+                    pool: self.name.clone(),
+                    needed,
+                    available,
+                });
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .open(&data)
                 .map_err(BackendError::io(format!("opening {}", data.display())))?;
-            self.resize(&file, &data, new_size, record.thin)?;
-            file.sync_all()
-                .map_err(BackendError::io(format!("syncing {}", data.display())))?;
-        }
-        let mut grown = record.clone();
-        grown.capacity_bytes = grown.capacity_bytes.max(new_size);
-        if grown != *record {
-            self.write_record(&self.record_path(&id), &grown)?;
+            let result = self
+                .resize(&file, &data, new_size, record.thin)
+                .and_then(|()| {
+                    file.sync_all()
+                        .map_err(BackendError::io(format!("syncing {}", data.display())))
+                })
+                .and_then(|()| self.write_record(&self.record_path(&id), &grown));
+            if let Err(error) = result {
+                // Back to the recorded size, so file and record agree again.
+                let _ = file.set_len(record.capacity_bytes);
+                return Err(error);
+            }
         }
         if let Some(device) = self.loop_device(&id)
             && device.size_bytes().map_err(loop_error)? != grown.capacity_bytes
@@ -570,6 +671,14 @@ impl Backend for FilePool {
             pool: self.name.clone(),
             message: e.to_string(),
         })?;
+        if let Some(device) = self.loop_device(&id)
+            && device.autoclear()
+        {
+            return Err(BackendError::Busy(format!(
+                "{} of volume {id} is still being released by the kernel (a process holds it open)",
+                device.path().display()
+            )));
+        }
         if let Some(device) = self.attached(&id)? {
             if device.read_only != read_only {
                 let mode = |ro: bool| if ro { "read-only" } else { "read-write" };

@@ -107,6 +107,8 @@ pub enum BackendError {
     InUse { id: String, device: String },
     #[error("{0}")]
     Busy(String),
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("volume {id} is attached {attached} on this node; it cannot also be used {requested}")]
     AccessConflict {
         id: String,

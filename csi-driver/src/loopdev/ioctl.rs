@@ -49,6 +49,7 @@ const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
 
 mod raw {
     nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
+    nix::ioctl_read_bad!(loop_get_status64, 0x4C05, super::LoopInfo64);
     nix::ioctl_none_bad!(loop_set_capacity, 0x4C07);
     nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, super::LoopConfig);
     nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
@@ -94,6 +95,18 @@ pub fn configure(
     };
     // SAFETY: `config` is a fully initialised loop_config that lives until the call returns.
     unsafe { raw::loop_configure(device.as_raw_fd(), &config) }.map(drop)
+}
+
+/// The device and inode numbers of the file bound to `device`: its identity whatever path the
+/// caller's mount namespace gives it.
+pub fn backing_identity(device: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
+    let mut info = std::mem::MaybeUninit::<LoopInfo64>::zeroed();
+    // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` has room for; a zeroed
+    // loop_info64 is a valid value of the type, so reading it afterwards is sound either way.
+    unsafe { raw::loop_get_status64(device.as_raw_fd(), info.as_mut_ptr()) }?;
+    // SAFETY: zero-initialised above and possibly overwritten by the kernel; all-zero is valid.
+    let info = unsafe { info.assume_init() };
+    Ok((info.lo_device, info.lo_inode))
 }
 
 /// Unbinds the backing file from `device`.

@@ -116,6 +116,22 @@ impl LoopDevice {
         })
     }
 
+    /// `(st_dev, st_ino)` of the bound file.
+    pub fn backing_identity(&self) -> Result<(u64, u64), LoopError> {
+        let handle = self.open(false)?;
+        ioctl::backing_identity(handle.as_fd()).map_err(|errno| LoopError::Ioctl {
+            op: "LOOP_GET_STATUS64",
+            device: self.path(),
+            errno,
+        })
+    }
+
+    /// Whether the kernel will free the device when its last user closes it: a detach that was
+    /// deferred because the device was still open.
+    pub fn autoclear(&self) -> bool {
+        self.read_sysfs("loop/autoclear").is_ok_and(|v| v == "1")
+    }
+
     /// Major and minor device numbers.
     pub fn device_numbers(&self) -> Result<(u32, u32), LoopError> {
         let text = self.read_sysfs("dev")?;
@@ -355,12 +371,21 @@ fn set_scheduler_none(device: &LoopDevice) {
     }
 }
 
-/// All loop devices currently bound to `path` (normally zero or one).
+/// All loop devices currently bound to the file at `path` (normally zero or one). Devices are
+/// matched by the file's device and inode numbers, not by the path sysfs shows: that path is the
+/// one the attaching process saw, and after a container restart in a new mount namespace it no
+/// longer names the file.
 pub fn find_by_backing_file(path: &Path) -> Vec<LoopDevice> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    let identity = (meta.dev(), meta.ino());
     all_bound()
         .into_iter()
-        .filter(|(_, backing)| backing.path == path && !backing.deleted)
-        .map(|(d, _)| d)
+        .filter(|(device, backing)| {
+            !backing.deleted && device.backing_identity().is_ok_and(|id| id == identity)
+        })
+        .map(|(device, _)| device)
         .collect()
 }
 

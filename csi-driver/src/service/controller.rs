@@ -68,6 +68,9 @@ pub fn parse_parameters(
                 }
             }
             key if key.starts_with(SIDECAR_PARAM_PREFIX) => {}
+            // The legacy StorageClass key; external-provisioner passes it through and the
+            // capability carries the same value.
+            key if key.eq_ignore_ascii_case("fstype") => {}
             other => {
                 return Err(Status::invalid_argument(format!(
                     "unknown parameter {:?}; supported: pool, thin",
@@ -121,49 +124,54 @@ fn csi_volume(driver: &Driver, record: &VolumeRecord, pool: &PoolName) -> Volume
     }
 }
 
-/// Parses a content source and checks that it exists in the pool of the new volume; returns it
-/// with its size.
-fn content_source(
-    backend: &dyn Backend,
+/// Parses a content source; a new volume from it must be in the same pool.
+fn requested_source(
+    pool: &PoolName,
     source: Option<&VolumeContentSource>,
-) -> Result<Option<(ContentSource, u64)>, Status> {
+) -> Result<Option<ContentSource>, Status> {
     let Some(source) = source else {
         return Ok(None);
     };
-    let pool = backend.pool();
-    let same_pool = |kind: &str, id: &str, its_pool: &PoolName| {
-        if its_pool == pool {
-            Ok(())
-        } else {
-            Err(Status::invalid_argument(format!(
-                "{kind} {id} is in pool {its_pool}; a new volume from it must be created in the same pool, not {pool}"
-            )))
+    let parsed = match &source.r#type {
+        Some(volume_content_source::Type::Snapshot(snapshot)) => ContentSource::Snapshot(
+            SnapshotId::parse(&snapshot.snapshot_id)
+                .map_err(|e| Status::not_found(e.to_string()))?,
+        ),
+        Some(volume_content_source::Type::Volume(volume)) => ContentSource::Volume(
+            VolumeId::parse(&volume.volume_id).map_err(|e| Status::not_found(e.to_string()))?,
+        ),
+        None => {
+            return Err(Status::invalid_argument(
+                "volume_content_source names neither a snapshot nor a volume",
+            ));
         }
     };
-    match &source.r#type {
-        Some(volume_content_source::Type::Snapshot(snapshot)) => {
-            let id = SnapshotId::parse(&snapshot.snapshot_id)
-                .map_err(|e| Status::not_found(e.to_string()))?;
-            same_pool("snapshot", &snapshot.snapshot_id, id.pool())?;
-            let record = backend
-                .lookup_snapshot(&id)
-                .map_err(backend_status)?
-                .ok_or_else(|| Status::not_found(format!("snapshot {id} does not exist")))?;
-            Ok(Some((ContentSource::Snapshot(id), record.size_bytes)))
-        }
-        Some(volume_content_source::Type::Volume(volume)) => {
-            let id =
-                VolumeId::parse(&volume.volume_id).map_err(|e| Status::not_found(e.to_string()))?;
-            same_pool("volume", &volume.volume_id, id.pool())?;
-            let record = backend
-                .lookup(&id)
-                .map_err(backend_status)?
-                .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
-            Ok(Some((ContentSource::Volume(id), record.capacity_bytes)))
-        }
-        None => Err(Status::invalid_argument(
-            "volume_content_source names neither a snapshot nor a volume",
-        )),
+    let its_pool = match &parsed {
+        ContentSource::Snapshot(id) => id.pool(),
+        ContentSource::Volume(id) => id.pool(),
+    };
+    if its_pool != pool {
+        return Err(Status::invalid_argument(format!(
+            "{parsed} is in pool {its_pool}; a new volume from it must be created in the same pool, not {pool}"
+        )));
+    }
+    Ok(Some(parsed))
+}
+
+/// The size of an existing content source.
+fn source_size(backend: &dyn Backend, source: &ContentSource) -> Result<u64, Status> {
+    let not_found = || Status::not_found(format!("{source} does not exist"));
+    match source {
+        ContentSource::Snapshot(id) => backend
+            .lookup_snapshot(id)
+            .map_err(backend_status)?
+            .map(|r| r.size_bytes)
+            .ok_or_else(not_found),
+        ContentSource::Volume(id) => backend
+            .lookup(id)
+            .map_err(backend_status)?
+            .map(|r| r.capacity_bytes)
+            .ok_or_else(not_found),
     }
 }
 
@@ -221,11 +229,17 @@ fn create_snapshot(
             crate::ids::truncate_for_message(key)
         )));
     }
-    let (volume_id, backend, volume) = driver.volume(&req.source_volume_id)?;
+    let volume_id = parse_volume_id(&req.source_volume_id)?;
+    let backend = driver.backend(volume_id.pool()).cloned().ok_or_else(|| {
+        Status::not_found(format!(
+            "volume {volume_id} does not exist on node {}",
+            driver.node_id
+        ))
+    })?;
     let id = SnapshotId::for_name(volume_id.pool(), &req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let _guard = driver.lock(&id.to_string())?;
-    let _source_guard = driver.lock(&volume_id.to_string())?;
+    // An existing snapshot answers a retry even if its source is gone by now.
     if let Some(existing) = backend.lookup_snapshot(&id).map_err(backend_status)? {
         if existing.source_volume_id != req.source_volume_id || existing.name != req.name {
             return Err(Status::already_exists(format!(
@@ -237,6 +251,7 @@ fn create_snapshot(
             snapshot: Some(csi_snapshot(&existing)),
         });
     }
+    let (_source_guard, _, _, volume) = driver.lock_volume(&req.source_volume_id)?;
     let started = std::time::Instant::now();
     let record = backend
         .create_snapshot(&id, &req.name, &volume)
@@ -321,8 +336,7 @@ fn expand_volume(
         Some(cap) => !matches!(request::capability(Some(cap))?.access, AccessType::Block),
         None => true,
     };
-    let (id, backend, record) = driver.volume(&req.volume_id)?;
-    let _guard = driver.lock(&id.to_string())?;
+    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
     let max = backend.max_volume_bytes().map_err(backend_status)?;
     let size =
         capacity::resolve(range.required_bytes, range.limit_bytes, max).map_err(capacity_status)?;
@@ -392,25 +406,12 @@ fn create_volume(
             capacity::resolve(required, limit, u64::MAX).unwrap_err(),
         ));
     }
-    let source = content_source(backend.as_ref(), req.volume_content_source.as_ref())?;
-    if let Some((source, source_size)) = &source {
-        let source_size = i64::try_from(*source_size).unwrap_or(i64::MAX);
-        if (required > 0 && required < source_size) || (limit > 0 && limit < source_size) {
-            return Err(Status::out_of_range(format!(
-                "{source} holds {source_size} bytes; the new volume cannot be smaller"
-            )));
-        }
-        required = required.max(source_size);
-    }
+    let source = requested_source(&params.pool, req.volume_content_source.as_ref())?;
     let id = VolumeId::for_name(&params.pool, &req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let _guard = driver.lock(&id.to_string())?;
-    // The source is held too, so it cannot be deleted or changed halfway through the copy.
-    let _source_guard = source
-        .as_ref()
-        .map(|(s, _)| driver.lock(&s.to_string()))
-        .transpose()?;
-    let source = source.map(|(s, _)| s);
+    // An existing volume answers a retry before anything about its source is looked at: the source
+    // may be gone or grown by now.
     if let Some(existing) = backend.lookup(&id).map_err(backend_status)? {
         let compatible = existing.name == req.name
             && existing.thin == params.thin
@@ -425,6 +426,20 @@ fn create_volume(
         return Ok(CreateVolumeResponse {
             volume: Some(csi_volume(driver, &existing, &params.pool)),
         });
+    }
+    // The source is held too, so it cannot be deleted or changed halfway through the copy.
+    let _source_guard = source
+        .as_ref()
+        .map(|s| driver.lock(&s.to_string()))
+        .transpose()?;
+    if let Some(source) = &source {
+        let source_size = i64::try_from(source_size(backend.as_ref(), source)?).unwrap_or(i64::MAX);
+        if (required > 0 && required < source_size) || (limit > 0 && limit < source_size) {
+            return Err(Status::out_of_range(format!(
+                "{source} holds {source_size} bytes; the new volume cannot be smaller"
+            )));
+        }
+        required = required.max(source_size);
     }
     let max = backend.max_volume_bytes().map_err(backend_status)?;
     let size = capacity::resolve(required, limit, max).map_err(capacity_status)?;

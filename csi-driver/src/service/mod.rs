@@ -72,6 +72,19 @@ impl Driver {
         })
     }
 
+    /// Takes a volume's operation lock, then reads its record: the record cannot change between the
+    /// read and the operation.
+    #[allow(clippy::type_complexity)]
+    pub fn lock_volume(
+        &self,
+        volume_id: &str,
+    ) -> Result<(OperationGuard, VolumeId, Arc<dyn Backend>, VolumeRecord), Status> {
+        let id = parse_volume_id(volume_id)?;
+        let guard = self.lock(&id.to_string())?;
+        let (id, backend, record) = self.volume(volume_id)?;
+        Ok((guard, id, backend, record))
+    }
+
     /// Resolves a client-supplied volume ID to its backend and record. Malformed, foreign and unknown
     /// IDs are all NOT_FOUND: none of them names a volume here.
     pub fn volume(
@@ -110,6 +123,7 @@ pub fn backend_status(error: BackendError) -> Status {
         BackendError::NoSpace { .. } => Status::resource_exhausted(message),
         BackendError::InUse { .. } => Status::failed_precondition(message),
         BackendError::AccessConflict { .. } => Status::already_exists(message),
+        BackendError::Inconsistent(_) => Status::failed_precondition(message),
         BackendError::Busy(_) => {
             Status::unavailable(format!("{message}; retry when it is released"))
         }

@@ -121,8 +121,7 @@ fn stage(driver: &Driver, req: NodeStageVolumeRequest) -> Result<NodeStageVolume
         access,
         reader_only,
     } = request::capability(req.volume_capability.as_ref())?;
-    let (id, backend, record) = driver.volume(&req.volume_id)?;
-    let _guard = driver.lock(&id.to_string())?;
+    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
     let was_attached = backend.attached(&id).map_err(backend_status)?.is_some();
     let device = backend
         .attach(&record, reader_only)
@@ -153,8 +152,7 @@ fn unstage(
 ) -> Result<NodeUnstageVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
-    let (id, backend, _) = driver.volume(&req.volume_id)?;
-    let _guard = driver.lock(&id.to_string())?;
+    let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
     if let Some(device) = backend.attached(&id).map_err(backend_status)? {
         let table = mount_table()?;
         let elsewhere: Vec<String> = table
@@ -199,13 +197,17 @@ fn publish(
 ) -> Result<NodePublishVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
+    if req.staging_target_path.is_empty() {
+        return Err(Status::failed_precondition(
+            "staging_target_path is not set: this driver stages volumes, NodeStageVolume must run first",
+        ));
+    }
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
     let Capability {
         access,
         reader_only,
     } = request::capability(req.volume_capability.as_ref())?;
-    let (id, backend, _) = driver.volume(&req.volume_id)?;
-    let _guard = driver.lock(&id.to_string())?;
+    let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
     let device = backend
         .attached(&id)
         .map_err(backend_status)?
@@ -214,7 +216,9 @@ fn publish(
                 "volume {id} is not staged on this node; call NodeStageVolume first"
             ))
         })?;
-    let read_only = req.readonly || reader_only;
+    let mount_flags_read_only =
+        matches!(&access, AccessType::Mount { options, .. } if options.read_only());
+    let read_only = req.readonly || reader_only || mount_flags_read_only;
     let table = mount_table()?;
     let (source, options) = match &access {
         AccessType::Block => (device.path.clone(), MountOptions::default()),
@@ -281,13 +285,37 @@ fn unpublish(
     let id = parse_volume_id(&req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
     let _guard = driver.lock(&id.to_string())?;
-    let mounted = mountinfo::mounted_at(&mount_table()?, &target).is_some();
-    if !mounted && std::fs::symlink_metadata(&target).is_err() {
-        // Nothing to undo; still say NOT_FOUND for a volume that does not exist, as the spec asks.
-        driver.volume(&req.volume_id)?;
-        return Ok(NodeUnpublishVolumeResponse {});
+    let device = match driver.backend(id.pool()) {
+        Some(backend) => backend.attached(&id).map_err(backend_status)?,
+        None => None,
+    };
+    // Only this volume's mounts are undone: its filesystem or its device node, never whatever else
+    // happens to be mounted at the path.
+    let ours = |entry: &MountEntry| {
+        device.as_ref().is_some_and(|d| {
+            is_device_mount(entry, d.rdev) || is_device_node(&entry.mount_point, d.rdev)
+        })
+    };
+    let table = mount_table()?;
+    match mountinfo::mounted_at(&table, &target) {
+        Some(entry) if !ours(entry) => {
+            driver.volume(&req.volume_id)?;
+            return Err(Status::failed_precondition(format!(
+                "{} has a mount of {} that does not belong to volume {id}; it is left alone",
+                target.display(),
+                entry.source
+            )));
+        }
+        Some(_) => unmount_all(&target, ours)?,
+        None if std::fs::symlink_metadata(&target).is_err() => {
+            // Nothing to undo; still NOT_FOUND for a volume that does not exist, as the spec asks.
+            driver.volume(&req.volume_id)?;
+            return Ok(NodeUnpublishVolumeResponse {});
+        }
+        None => {}
     }
-    unmount_all(&target, |_| true)?;
+    // The target is removed only when it is what publishing created: an empty directory or an
+    // empty file that a device node was bound onto.
     match std::fs::symlink_metadata(&target) {
         Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target).map_err(|e| {
             Status::failed_precondition(format!(
@@ -295,7 +323,15 @@ fn unpublish(
                 target.display()
             ))
         })?,
-        Ok(_) => std::fs::remove_file(&target).map_err(io_status("removing", &target))?,
+        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+            std::fs::remove_file(&target).map_err(io_status("removing", &target))?
+        }
+        Ok(_) => {
+            return Err(Status::failed_precondition(format!(
+                "{} is not an empty file or directory; left in place",
+                target.display()
+            )));
+        }
         Err(_) => {}
     }
     Ok(NodeUnpublishVolumeResponse {})
@@ -391,8 +427,16 @@ fn expand(
 ) -> Result<NodeExpandVolumeResponse, Status> {
     parse_volume_id(&req.volume_id)?;
     let path = request::absolute_path("volume_path", &req.volume_path)?;
-    let (id, backend, record) = driver.volume(&req.volume_id)?;
-    let _guard = driver.lock(&id.to_string())?;
+    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    if let Some(range) = &req.capacity_range
+        && range.required_bytes > 0
+        && range.required_bytes as u64 > record.capacity_bytes
+    {
+        return Err(Status::out_of_range(format!(
+            "volume {id} has {} bytes; ControllerExpandVolume must grow it to {} first",
+            record.capacity_bytes, range.required_bytes
+        )));
+    }
     let device = backend
         .attached(&id)
         .map_err(backend_status)?

@@ -36,14 +36,12 @@ pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, Status> 
             | AccessMode::SingleNodeSingleWriter
             | AccessMode::SingleNodeMultiWriter,
         ) => false,
-        Ok(AccessMode::SingleNodeReaderOnly) => true,
-        Ok(
-            multi @ (AccessMode::MultiNodeReaderOnly
-            | AccessMode::MultiNodeSingleWriter
-            | AccessMode::MultiNodeMultiWriter),
-        ) => {
+        // Kubernetes' ReadOnlyMany arrives as MULTI_NODE_READER_ONLY; the volume's topology keeps
+        // every reader on the one node that holds it, so it is served like the single-node mode.
+        Ok(AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly) => true,
+        Ok(multi @ (AccessMode::MultiNodeSingleWriter | AccessMode::MultiNodeMultiWriter)) => {
             return Err(Status::invalid_argument(format!(
-                "access mode {} is not supported: fastvirt file volumes are node-local, use a single-node mode (ReadWriteOnce or ReadWriteOncePod)",
+                "access mode {} is not supported: fastvirt file volumes are node-local, use ReadWriteOnce, ReadWriteOncePod or ReadOnlyMany",
                 multi.as_str_name()
             )));
         }

@@ -304,6 +304,9 @@ pub fn pool_files(dir: &Path) -> Vec<String> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
         if entry.file_type().unwrap().is_dir() {
             files.extend(
                 pool_files(&entry.path())
