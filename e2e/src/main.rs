@@ -297,6 +297,8 @@ async fn run(
     )?;
     drop(raw_file);
     eprintln!("filling both with data ({engine})");
+    // Dirty pages of earlier work would be written back during the measurements and skew them.
+    nix::unistd::sync();
     fio::fill(&target, size, engine)?;
     fio::fill(&raw, size, engine)?;
 
