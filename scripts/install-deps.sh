@@ -48,6 +48,6 @@ if command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "install-deps: cargo is missing; install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2
+  echo "install-deps: cargo is missing; install Rust 1.89 or newer with rustup (https://rustup.rs)" >&2
   exit 1
 fi

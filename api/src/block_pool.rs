@@ -1,0 +1,167 @@
+//! `BlockPool`: where a node keeps volumes, and the StorageClass that offers them.
+
+use crate::condition::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A pool of fast node-local volumes and the way it is offered to users. The operator renders the
+/// StorageClass (and, where the APIs exist, a VolumeSnapshotClass and a CDI StorageProfile hint) and
+/// the pool configuration the CSI node plugins read.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fastvirt.io",
+    version = "v1alpha1",
+    kind = "BlockPool",
+    shortname = "bp",
+    status = "BlockPoolStatus",
+    printcolumn = r#"{"name":"StorageClass","type":"string","jsonPath":".status.storageClassName"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.matchedNodes"}"#,
+    printcolumn = r#"{"name":"Capacity","type":"integer","format":"int64","jsonPath":".status.capacityBytes"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message("a pool name is a DNS label: at most 63 characters"))]
+#[serde(rename_all = "camelCase")]
+pub struct BlockPoolSpec {
+    /// Where volumes live on each node.
+    pub backend: PoolBackend,
+    /// Labels a node must carry to have this pool; empty selects every node.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// The StorageClass that offers this pool.
+    #[serde(default)]
+    pub storage_class: StorageClassTemplate,
+    /// A VolumeSnapshotClass for this pool's volumes; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<SnapshotClassTemplate>,
+    /// Publish a CDI StorageProfile hint (block volume mode, ReadWriteOnce, csi-clone) so KubeVirt's
+    /// DataVolumes use the pool well without per-VM settings.
+    #[serde(default = "default_true")]
+    pub cdi_storage_profile: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The storage behind a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolBackend {
+    /// Volumes as files in a directory on each node, attached as loop devices with direct I/O.
+    pub file: FileBackend,
+}
+
+/// The file backend.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.path.startsWith('/') && !self.path.contains('..')").message("path must be absolute and must not contain '..'"))]
+pub struct FileBackend {
+    /// Directory on each node that holds the pool; put it on XFS (reflink) or btrfs for instant
+    /// snapshots and clones.
+    pub path: String,
+    /// Preallocate volume files (guaranteed space, no allocation on first write); `false` makes
+    /// volumes sparse.
+    #[serde(default = "default_true")]
+    pub preallocate: bool,
+}
+
+/// What happens to a volume's data when its claim is deleted.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ReclaimPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// When a volume is provisioned.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum VolumeBindingMode {
+    /// When a pod using the claim is scheduled: the only sensible mode for node-local volumes.
+    #[default]
+    WaitForFirstConsumer,
+    Immediate,
+}
+
+/// Filesystems for filesystem-mode volumes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Ext4,
+    Xfs,
+}
+
+/// The StorageClass the operator creates for a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.blockOnly) && self.blockOnly && has(self.fsType))").message("blockOnly and fsType exclude each other"))]
+pub struct StorageClassTemplate {
+    /// Name of the StorageClass; the pool's name when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Make it the cluster's default StorageClass.
+    #[serde(default)]
+    pub default_class: bool,
+    /// What happens to volumes when their claims are deleted.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+    /// Allow growing volumes (online).
+    #[serde(default = "default_true")]
+    pub allow_volume_expansion: bool,
+    /// When volumes are provisioned.
+    #[serde(default)]
+    pub volume_binding_mode: VolumeBindingMode,
+    /// Filesystem of filesystem-mode volumes (ext4 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<FsType>,
+    /// Offer raw block volumes only (VM disks).
+    #[serde(default)]
+    pub block_only: bool,
+    /// Mount options of filesystem volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
+    /// Further StorageClass parameters passed to the driver.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// The VolumeSnapshotClass the operator creates for a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotClassTemplate {
+    /// Name of the VolumeSnapshotClass; the pool's name when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What happens to snapshot data when the VolumeSnapshot is deleted.
+    #[serde(default)]
+    pub deletion_policy: ReclaimPolicy,
+    /// Make it the default class for this driver.
+    #[serde(default)]
+    pub default_class: bool,
+}
+
+/// What the operator observed and did for a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockPoolStatus {
+    /// Ready (the StorageClass is in place) and Degraded conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The StorageClass that offers the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Nodes the node selector matches.
+    #[serde(default)]
+    pub matched_nodes: u32,
+    /// Free capacity summed over the driver's CSIStorageCapacity objects for this pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<i64>,
+    /// The `.metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
