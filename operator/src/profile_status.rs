@@ -1,0 +1,151 @@
+//! Which NodeTuningProfile applies to a node, and what the nodes' reports add up to.
+
+use fastvirt_api::{Condition, NodeTuningProfile, NodeTuningProfileStatus, TunedNode};
+use std::collections::BTreeMap;
+
+/// The outcome of matching the profiles against one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    None,
+    Profile(String),
+    /// Several profiles select the node with the same, highest priority: none applies there.
+    Conflict(Vec<String>),
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The profile for a node with `labels`: the selecting profile of highest priority.
+pub fn assign(profiles: &[NodeTuningProfile], labels: &BTreeMap<String, String>) -> Assignment {
+    let selecting: Vec<&NodeTuningProfile> = profiles
+        .iter()
+        .filter(|p| selects(&p.spec.node_selector, labels))
+        .collect();
+    let Some(top) = selecting.iter().map(|p| p.spec.priority).max() else {
+        return Assignment::None;
+    };
+    let mut winners: Vec<String> = selecting
+        .iter()
+        .filter(|p| p.spec.priority == top)
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    winners.sort();
+    match winners.len() {
+        0 => Assignment::None,
+        1 => Assignment::Profile(winners.remove(0)),
+        _ => Assignment::Conflict(winners),
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}
+
+fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The status of `profile` from the reports of the nodes it applies to (`tuned` may hold every
+/// node's report; only those naming the profile count) and the number of nodes it selects.
+pub fn aggregate(
+    profile: &NodeTuningProfile,
+    matched_nodes: u32,
+    conflicts: u32,
+    tuned: &[TunedNode],
+) -> NodeTuningProfileStatus {
+    let name = profile.metadata.name.as_deref().unwrap_or_default();
+    let generation = profile.metadata.generation;
+    let (mut applied, mut degraded, mut reboot) = (0u32, 0u32, 0u32);
+    for node in tuned {
+        let Some(status) = node
+            .status
+            .as_ref()
+            .filter(|s| s.profile.as_deref() == Some(name))
+        else {
+            continue;
+        };
+        if is_true(&status.conditions, "Applied") && status.profile_generation == generation {
+            applied += 1;
+        }
+        if is_true(&status.conditions, "Degraded") {
+            degraded += 1;
+        }
+        if status.reboot_required {
+            reboot += 1;
+        }
+    }
+    let mut conditions = Vec::new();
+    let progressing = applied + conflicts < matched_nodes;
+    conditions.push(condition(
+        "Available",
+        applied > 0 && degraded == 0 && conflicts == 0,
+        if applied == matched_nodes {
+            "AllNodesApplied"
+        } else {
+            "NotAllNodesApplied"
+        },
+        format!(
+            "{applied} of {matched_nodes} selected nodes run generation {}",
+            generation.unwrap_or(0)
+        ),
+        generation,
+    ));
+    conditions.push(condition(
+        "Progressing",
+        progressing,
+        if progressing { "Applying" } else { "Settled" },
+        format!(
+            "{} nodes still applying",
+            matched_nodes.saturating_sub(applied + conflicts)
+        ),
+        generation,
+    ));
+    let (reason, message) = if conflicts > 0 {
+        (
+            "ProfileConflict",
+            format!(
+                "{conflicts} nodes are selected by another profile of the same priority; neither applies there"
+            ),
+        )
+    } else if degraded > 0 {
+        ("ApplyFailed", format!("{degraded} nodes report Degraded"))
+    } else if reboot > 0 {
+        (
+            "RebootRequired",
+            format!("{reboot} nodes lack kernel arguments until they reboot"),
+        )
+    } else {
+        ("AsExpected", String::new())
+    };
+    conditions.push(condition(
+        "Degraded",
+        conflicts > 0 || degraded > 0 || reboot > 0,
+        reason,
+        message,
+        generation,
+    ));
+    NodeTuningProfileStatus {
+        matched_nodes,
+        applied_nodes: applied,
+        degraded_nodes: degraded,
+        reboot_required_nodes: reboot,
+        conditions,
+        observed_generation: generation,
+    }
+}
