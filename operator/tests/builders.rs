@@ -205,14 +205,7 @@ fn a_thousand_node_reports_add_up() {
     );
     assert_eq!(status.degraded_nodes, 5);
     assert_eq!(status.reboot_required_nodes, 3);
-    let get = |t: &str| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .unwrap()
-            .clone()
-    };
+    let get = |t: &str| condition_of(&status, t);
     assert_eq!(get("Available").status, "False");
     assert_eq!(get("Progressing").status, "True");
     assert_eq!(
@@ -228,14 +221,7 @@ fn a_thousand_node_reports_add_up() {
         .map(|_| report("vm-hosts", 3, true, false, false))
         .collect();
     let status = aggregate(&vm_hosts, 6, 2, &settled);
-    let get = |t: &str| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .unwrap()
-            .clone()
-    };
+    let get = |t: &str| condition_of(&status, t);
     assert_eq!(
         (
             get("Degraded").status.as_str(),
