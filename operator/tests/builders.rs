@@ -159,6 +159,18 @@ fn profiles_are_assigned_by_selector_and_priority() {
     );
 }
 
+fn condition_of(
+    status: &fastvirt_api::NodeTuningProfileStatus,
+    type_: &str,
+) -> fastvirt_api::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+        .clone()
+}
+
 fn report(
     profile: &str,
     generation: i64,
