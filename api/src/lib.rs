@@ -2,9 +2,11 @@
 //! (`BlockPool`, `NodeTuningProfile`) and what each node reports (`TunedNode`). The CRDs in `crds/`
 //! are generated from these types by `cargo run -p fastvirt-api --bin crdgen`.
 
+pub mod assignment;
 pub mod block_pool;
 pub mod condition;
 pub mod cpuset;
+pub mod rbac;
 pub mod tuned_node;
 pub mod tuning_profile;
 

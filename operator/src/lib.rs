@@ -4,6 +4,7 @@
 //! keeping them free of I/O makes every decision testable with YAML fixtures.
 
 pub mod profile_status;
+pub mod rbac;
 pub mod storage_class;
 
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the operator writes.

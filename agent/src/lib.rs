@@ -1,0 +1,1 @@
+//! fastvirt node agent (being built).
