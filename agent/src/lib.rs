@@ -1,1 +1,4 @@
-//! fastvirt node agent (being built).
+//! fastvirt node agent: applies, verifies, previews and restores KVM-host tuning and measures CPU
+//! congestion.
+
+pub mod rbac;
