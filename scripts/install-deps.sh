@@ -47,6 +47,9 @@ if command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
   bash "$(dirname "$0")/../e2e/vm/build-guest.sh" "$(dirname "$0")/../target/vm-guest" >/dev/null
 fi
 
+# helm, kubectl and the schema validators for the Helm chart's tests (into target/tools).
+bash "$(dirname "$0")/install-chart-tools.sh"
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing; install Rust 1.89 or newer with rustup (https://rustup.rs)" >&2
   exit 1
