@@ -9,6 +9,8 @@ pub mod cpuset;
 pub mod rbac;
 pub mod tuned_node;
 pub mod tuning_profile;
+#[cfg(feature = "validation")]
+pub mod validation;
 
 pub use block_pool::{BlockPool, BlockPoolSpec, BlockPoolStatus};
 pub use condition::Condition;
