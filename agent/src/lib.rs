@@ -1,4 +1,16 @@
 //! fastvirt node agent: applies, verifies, previews and restores KVM-host tuning and measures CPU
-//! congestion.
+//! congestion. Planning is pure ([`plan`]); everything that touches the host goes through
+//! [`hostfs::HostFs`], so the same engine runs on a real node and on a fixture tree.
 
+pub mod apply;
+pub mod cpumask;
+pub mod host;
+pub mod hostfs;
+pub mod interrupts;
+pub mod journal;
+pub mod kubelet;
+pub mod plan;
 pub mod rbac;
+pub mod schedstat;
+pub mod sysctl_files;
+pub mod write_allowlist;
