@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cpumask;
+pub mod fixture;
 pub mod host;
 pub mod hostfs;
 pub mod interrupts;
