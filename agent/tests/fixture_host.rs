@@ -21,7 +21,7 @@ transparentHugepages: madvise
 ksm: {enabled: true, pagesToScan: 1000}
 sysctlPreset: virtual-host
 sysctls: {kernel.numa_balancing: '0'}
-kernelArgs: [iommu=pt, isolcpus=managed_irq,domain,1-15, nohz_full=1-15]
+kernelArgs: [iommu=pt, 'isolcpus=managed_irq,domain,1-15', nohz_full=1-15]
 ";
 
 fn profile(yaml: &str) -> NodeTuningProfileSpec {
