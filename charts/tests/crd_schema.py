@@ -69,7 +69,12 @@ def load_crds(crd_dir):
         kind = crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served", True):
-                schema = version["schema"]["openAPIV3Schema"]
+                schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+                # Every object has these, whether or not the CRD's schema names them.
+                properties = schema.setdefault("properties", {})
+                properties.setdefault("apiVersion", {"type": "string"})
+                properties.setdefault("kind", {"type": "string"})
+                properties.setdefault("metadata", {"type": "object"})
                 crds[(group, version["name"], kind)] = to_json_schema(schema)
     if not crds:
         sys.exit(f"no CRDs in {crd_dir}")
@@ -133,8 +138,8 @@ def values_defs(crd_dir, schema_file, write):
 def main(argv):
     if len(argv) >= 3 and argv[0] == "validate":
         return validate(argv[1], argv[2:])
-    if len(argv) in (3, 4) and argv[0] == "values-defs":
-        return values_defs(argv[1], argv[2], write=argv[3:] == ["--write"])
+    if argv[:1] == ["values-defs"] and (len(argv) == 3 or argv[3:] == ["--write"]):
+        return values_defs(argv[1], argv[2], write=len(argv) == 4)
     print(__doc__, file=sys.stderr)
     return 2
 

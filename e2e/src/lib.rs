@@ -1,6 +1,7 @@
 //! fastvirt's end-to-end tools: the benchmark behind `fastvirt-bench` and the VM guest harness that
 //! proves the data path the way KubeVirt uses it.
 
+pub mod chart;
 pub mod datapath;
 pub mod fio;
 pub mod kubelet;
