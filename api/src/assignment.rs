@@ -13,7 +13,8 @@ pub enum Assignment {
     Conflict(Vec<String>),
 }
 
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+/// Whether a node with `labels` matches an equality-based `selector` (empty selects every node).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 

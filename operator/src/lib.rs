@@ -3,6 +3,13 @@
 //! The reconcilers (read → validate → build → server-side apply → status) call these functions;
 //! keeping them free of I/O makes every decision testable with YAML fixtures.
 
+pub mod capacity;
+pub mod context;
+pub mod foreign;
+pub mod metrics;
+pub mod pool_config;
+pub mod pool_controller;
+pub mod pool_objects;
 pub mod profile_status;
 pub mod rbac;
 pub mod storage_class;

@@ -1,29 +1,7 @@
 //! What the nodes' reports add up to for each NodeTuningProfile.
 
+use fastvirt_api::condition::is_true;
 use fastvirt_api::{Condition, NodeTuningProfile, NodeTuningProfileStatus, TunedNode};
-
-fn condition(
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if status { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: None,
-        observed_generation: generation,
-    }
-}
-
-fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
-}
 
 /// The status of `profile` from the reports of the nodes it applies to (`tuned` may hold every
 /// node's report; only those naming the profile count) and the number of nodes it selects.
@@ -56,7 +34,7 @@ pub fn aggregate(
     }
     let mut conditions = Vec::new();
     let progressing = applied + conflicts < matched_nodes;
-    conditions.push(condition(
+    conditions.push(Condition::new(
         "Available",
         applied > 0 && degraded == 0 && conflicts == 0,
         if applied == matched_nodes {
@@ -70,7 +48,7 @@ pub fn aggregate(
         ),
         generation,
     ));
-    conditions.push(condition(
+    conditions.push(Condition::new(
         "Progressing",
         progressing,
         if progressing { "Applying" } else { "Settled" },
@@ -97,7 +75,7 @@ pub fn aggregate(
     } else {
         ("AsExpected", String::new())
     };
-    conditions.push(condition(
+    conditions.push(Condition::new(
         "Degraded",
         conflicts > 0 || degraded > 0 || reboot > 0,
         reason,

@@ -17,8 +17,11 @@ pub const PROFILES: Permission = Permission::cluster(
     "nodetuningprofiles",
     &["get", "list", "watch"],
 );
-pub const PROFILE_STATUS: Permission =
-    Permission::cluster("fastvirt.io", "nodetuningprofiles/status", &["get", "patch"]);
+pub const PROFILE_STATUS: Permission = Permission::cluster(
+    "fastvirt.io",
+    "nodetuningprofiles/status",
+    &["get", "patch"],
+);
 pub const TUNED_NODES: Permission =
     Permission::cluster("fastvirt.io", "tunednodes", &["get", "list", "watch"]);
 pub const NODES: Permission = Permission::cluster("", "nodes", &["get", "list", "watch"]);
@@ -47,10 +50,12 @@ pub const STORAGE_PROFILES: Permission = Permission::cluster(
     &["get", "list", "watch", "patch"],
 );
 /// Events about cluster-scoped objects are written to the `default` namespace.
-pub const EVENTS: Permission =
-    Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
-pub const POOL_CONFIG_MAP: Permission =
-    Permission::namespaced("", "configmaps", &["get", "list", "watch", "create", "patch"]);
+pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
+pub const POOL_CONFIG_MAP: Permission = Permission::namespaced(
+    "",
+    "configmaps",
+    &["get", "list", "watch", "create", "patch"],
+);
 pub const NODE_DAEMONSET: Permission =
     Permission::namespaced("apps", "daemonsets", &["get", "patch"]);
 pub const LEASES: Permission = Permission::namespaced(

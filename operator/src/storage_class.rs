@@ -1,15 +1,12 @@
 //! The StorageClass a BlockPool offers.
 
+use crate::pool_objects::{class_name, owned_metadata};
 use fastvirt_api::BlockPool;
 use fastvirt_api::block_pool::{FsType, ReclaimPolicy, VolumeBindingMode};
 use k8s_openapi::api::core::v1::{TopologySelectorLabelRequirement, TopologySelectorTerm};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use std::collections::BTreeMap;
 
-/// Label naming the pool on every object built for it.
-pub const POOL_LABEL: &str = "fastvirt.io/pool";
 /// The driver's topology key, one value per node.
 pub const TOPOLOGY_NODE_KEY: &str = "topology.block.fastvirt.io/node";
 /// StorageClass parameters the operator sets itself.
@@ -59,21 +56,8 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
             "true".into(),
         );
     }
-    let labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            crate::MANAGER.to_owned(),
-        ),
-        (POOL_LABEL.to_owned(), pool_name.clone()),
-    ]);
     Ok(StorageClass {
-        metadata: ObjectMeta {
-            name: Some(template.name.clone().unwrap_or_else(|| pool_name.clone())),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: pool.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
+        metadata: owned_metadata(pool, class_name(pool), annotations),
         provisioner: crate::PROVISIONER.into(),
         parameters: Some(parameters),
         reclaim_policy: Some(match template.reclaim_policy {

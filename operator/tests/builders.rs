@@ -1,7 +1,7 @@
 //! The operator's pure decisions, checked against YAML fixtures.
 
-use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode, TunedNodeStatus};
 use fastvirt_api::assignment::{Assignment, assign};
+use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode, TunedNodeStatus};
 use fastvirt_operator::profile_status::aggregate;
 use fastvirt_operator::storage_class::{BuildError, build, needs_replacement};
 use std::collections::BTreeMap;

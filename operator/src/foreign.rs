@@ -1,0 +1,89 @@
+//! Typed views of the other projects' resources the operator writes: the external-snapshotter's
+//! VolumeSnapshotClass and CDI's StorageProfile. Both are optional APIs; the operator only touches
+//! them where discovery finds them served.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::ClusterResourceScope;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+macro_rules! cluster_resource {
+    ($type:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = ClusterResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                $version.into()
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// `snapshot.storage.k8s.io/v1` VolumeSnapshotClass (it has no spec: its fields are top-level).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotClass {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub driver: String,
+    pub deletion_policy: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+}
+cluster_resource!(
+    VolumeSnapshotClass,
+    "snapshot.storage.k8s.io",
+    "v1",
+    "VolumeSnapshotClass",
+    "volumesnapshotclasses"
+);
+
+/// `cdi.kubevirt.io/v1beta1` StorageProfile: CDI creates one per StorageClass; the operator sets
+/// the spec fields that tell CDI how to use the class best.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageProfile {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: StorageProfileSpec,
+}
+cluster_resource!(
+    StorageProfile,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "StorageProfile",
+    "storageprofiles"
+);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageProfileSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_property_sets: Vec<ClaimPropertySet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimPropertySet {
+    pub access_modes: Vec<String>,
+    pub volume_mode: String,
+}

@@ -1,0 +1,467 @@
+//! Reconciles a BlockPool: read → validate and build (pure, in `storage_class` and
+//! `pool_objects`) → server-side apply → status. Deletion waits until no volume of the pool is
+//! left, because the node plugins need the pool's configuration to serve those volumes.
+
+use crate::context::Context;
+use crate::foreign::{StorageProfile, VolumeSnapshotClass};
+use crate::pool_objects::{POOL_LABEL, class_name, snapshot_class, storage_profile};
+use crate::{capacity, pool_config, storage_class};
+use fastvirt_api::condition::carry_transition_times;
+use fastvirt_api::{BlockPool, BlockPoolStatus, Condition};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keeps a pool until its volumes are gone and its configuration is withdrawn.
+pub const FINALIZER: &str = "fastvirt.io/pool-protection";
+const CONTROLLER: &str = "blockpool";
+/// Capacity and node counts change without events on the pool; look again this often.
+const RESYNC: Duration = Duration::from_secs(300);
+const WAIT_FOR_VOLUMES: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("StorageClass {0} exists and does not belong to this pool; rename one of them")]
+    ForeignStorageClass(String),
+}
+
+impl PoolError {
+    /// The `reason` label of the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PoolError::Kube(_) => "KubeApi",
+            PoolError::ForeignStorageClass(_) => "ForeignStorageClass",
+        }
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(crate::MANAGER).force()
+}
+
+/// Server-side applies `object` (cluster-scoped) under the operator's field manager.
+async fn apply<K>(ctx: &Context, object: &K) -> kube::Result<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(object).expect("objects serialize");
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    Api::<K>::all(ctx.client.clone())
+        .patch(&name, &apply_params(), &Patch::Apply(body))
+        .await
+}
+
+/// What reconciling one pool found, for its status.
+struct Outcome {
+    conditions: Vec<Condition>,
+    storage_class: Option<String>,
+}
+
+pub async fn reconcile(pool: Arc<BlockPool>, ctx: Arc<Context>) -> Result<Action, PoolError> {
+    let started = std::time::Instant::now();
+    let result = if pool.metadata.deletion_timestamp.is_some() {
+        cleanup(&pool, &ctx).await
+    } else {
+        apply_pool(&pool, &ctx).await
+    };
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&pool.name_any());
+    }
+    result
+}
+
+/// Retries a failed pool with a growing delay, and records why it failed.
+pub fn error_policy(pool: Arc<BlockPool>, error: &PoolError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(CONTROLLER, error.reason());
+    let delay = ctx.next_backoff(&pool.name_any());
+    tracing::warn!(pool = %pool.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn ensure_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
+    if pool.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    // Permission: rbac::BLOCK_POOL_FINALIZERS and patch of rbac::BLOCK_POOLS.
+    let mut finalizers = pool.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}
+    });
+    Api::<BlockPool>::all(ctx.client.clone())
+        .patch(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn remove_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
+    let finalizers: Vec<&String> = pool
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}
+    });
+    Api::<BlockPool>::all(ctx.client.clone())
+        .patch(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError> {
+    ensure_finalizer(pool, ctx).await?;
+    let generation = pool.metadata.generation;
+    let reference = pool.object_ref(&());
+
+    let desired = match storage_class::build(pool) {
+        Ok(class) => class,
+        Err(error) => {
+            ctx.event(
+                &reference,
+                true,
+                "InvalidSpec",
+                "Validate",
+                error.to_string(),
+            )
+            .await;
+            let outcome = Outcome {
+                conditions: vec![Condition::new(
+                    "Ready",
+                    false,
+                    "InvalidSpec",
+                    error.to_string(),
+                    generation,
+                )],
+                storage_class: None,
+            };
+            write_status(pool, ctx, outcome).await?;
+            // Nothing changes until the spec does.
+            return Ok(Action::await_change());
+        }
+    };
+    let mut conditions = Vec::new();
+    let class = apply_storage_class(pool, ctx, &desired).await?;
+    remove_stale::<StorageClass>(pool, ctx, &class).await?;
+
+    apply_snapshot_class(pool, ctx, &mut conditions).await?;
+    if ctx.apis.cdi()
+        && let Some(profile) = storage_profile(pool)
+    {
+        // Permission: rbac::STORAGE_PROFILES.
+        apply::<StorageProfile>(ctx, &profile).await?;
+    }
+
+    publish_pool_config(ctx, None).await?;
+
+    conditions.insert(
+        0,
+        Condition::new(
+            "Ready",
+            true,
+            "StorageClassReady",
+            format!("StorageClass {class} offers the pool"),
+            generation,
+        ),
+    );
+    let outcome = Outcome {
+        conditions,
+        storage_class: Some(class),
+    };
+    write_status(pool, ctx, outcome).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Applies the StorageClass, replacing it when a field the API server keeps immutable must change.
+async fn apply_storage_class(
+    pool: &BlockPool,
+    ctx: &Context,
+    desired: &StorageClass,
+) -> Result<String, PoolError> {
+    // Permission: rbac::STORAGE_CLASSES.
+    let api = Api::<StorageClass>::all(ctx.client.clone());
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let reference = pool.object_ref(&());
+    match api.get_opt(&name).await? {
+        Some(existing) if !belongs_to(&existing.metadata, pool) => {
+            let error = PoolError::ForeignStorageClass(name);
+            ctx.event(
+                &reference,
+                true,
+                "StorageClassConflict",
+                "ApplyStorageClass",
+                error.to_string(),
+            )
+            .await;
+            return Err(error);
+        }
+        Some(existing) => {
+            if let Some(field) = storage_class::needs_replacement(&existing, desired) {
+                // Deleting a class never touches its volumes: PVs only name it, and the new
+                // class has the same name.
+                api.delete(&name, &DeleteParams::default()).await?;
+                api.create(&PostParams::default(), desired).await?;
+                ctx.event(
+                    &reference,
+                    false,
+                    "StorageClassReplaced",
+                    "ReplaceStorageClass",
+                    format!(
+                        "StorageClass {name} was replaced because its {field} changed; existing volumes keep working"
+                    ),
+                )
+                .await;
+                return Ok(name);
+            }
+            apply(ctx, desired).await?;
+        }
+        None => {
+            apply(ctx, desired).await?;
+            ctx.event(
+                &reference,
+                false,
+                "StorageClassCreated",
+                "CreateStorageClass",
+                format!("StorageClass {name} offers the pool"),
+            )
+            .await;
+        }
+    }
+    Ok(name)
+}
+
+fn belongs_to(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pool: &BlockPool,
+) -> bool {
+    metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POOL_LABEL))
+        .is_some_and(|p| Some(p) == pool.metadata.name.as_ref())
+}
+
+/// Deletes the pool's objects of kind `K` other than `keep` (e.g. after a rename); `keep: None`
+/// deletes them all.
+async fn remove_stale<K>(pool: &BlockPool, ctx: &Context, keep: &str) -> kube::Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api = Api::<K>::all(ctx.client.clone());
+    let selector = format!("{POOL_LABEL}={}", pool.name_any());
+    let mut removed = Vec::new();
+    for object in api.list(&ListParams::default().labels(&selector)).await? {
+        let name = object.meta().name.clone().unwrap_or_default();
+        if name != keep {
+            api.delete(&name, &DeleteParams::default()).await?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+async fn apply_snapshot_class(
+    pool: &BlockPool,
+    ctx: &Context,
+    conditions: &mut Vec<Condition>,
+) -> kube::Result<()> {
+    let wanted = snapshot_class(pool);
+    if !ctx.apis.snapshots() {
+        if wanted.is_some() {
+            conditions.push(Condition::new(
+                "SnapshotClassReady",
+                false,
+                "SnapshotApiMissing",
+                "the cluster does not serve snapshot.storage.k8s.io/v1; install the external-snapshotter CRDs",
+                pool.metadata.generation,
+            ));
+        }
+        return Ok(());
+    }
+    // Permission: rbac::SNAPSHOT_CLASSES.
+    match wanted {
+        Some(class) => {
+            let name = class.metadata.name.clone().unwrap_or_default();
+            apply(ctx, &class).await?;
+            remove_stale::<VolumeSnapshotClass>(pool, ctx, &name).await?;
+            conditions.push(Condition::new(
+                "SnapshotClassReady",
+                true,
+                "Applied",
+                format!("VolumeSnapshotClass {name}"),
+                pool.metadata.generation,
+            ));
+        }
+        None => {
+            remove_stale::<VolumeSnapshotClass>(pool, ctx, "").await?;
+        }
+    }
+    Ok(())
+}
+
+/// Renders the pool ConfigMap from every pool except `leaving`, and rolls the node plugins when it
+/// changed.
+async fn publish_pool_config(ctx: &Context, leaving: Option<&str>) -> kube::Result<()> {
+    let pools = ctx.pools().await?;
+    let nodes = ctx.nodes().await?;
+    let present: Vec<&BlockPool> = pools
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != leaving)
+        .collect();
+    let file = pool_config::render(&present, &nodes);
+    let settings = &ctx.settings;
+    let config_map = pool_config::config_map(&settings.pool_config_map, &settings.namespace, &file);
+    // Permission: rbac::POOL_CONFIG_MAP.
+    let mut body = serde_json::to_value(&config_map).expect("a ConfigMap serializes");
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "ConfigMap".into();
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &settings.namespace)
+        .patch(
+            &settings.pool_config_map,
+            &apply_params(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    if let Some(daemonset) = &settings.node_daemonset {
+        roll_node_plugins(ctx, daemonset, &pool_config::hash(&file)).await?;
+    }
+    Ok(())
+}
+
+async fn roll_node_plugins(ctx: &Context, daemonset: &str, hash: &str) -> kube::Result<()> {
+    // Permission: rbac::NODE_DAEMONSET.
+    let api = Api::<DaemonSet>::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let Some(current) = api.get_opt(daemonset).await? else {
+        tracing::warn!(
+            daemonset,
+            "node DaemonSet not found; node plugins read new pools when they restart"
+        );
+        return Ok(());
+    };
+    let annotations = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref());
+    if annotations.and_then(|a| a.get(pool_config::HASH_ANNOTATION)) == Some(&hash.to_owned()) {
+        return Ok(());
+    }
+    // A merge patch of one annotation: the chart owns the rest of the DaemonSet.
+    let patch = serde_json::json!({
+        "spec": {"template": {"metadata": {"annotations": {pool_config::HASH_ANNOTATION: hash}}}}
+    });
+    api.patch(daemonset, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(
+        daemonset,
+        hash,
+        "pool configuration changed; rolling the node plugins"
+    );
+    Ok(())
+}
+
+async fn cleanup(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError> {
+    if !pool.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let reference = pool.object_ref(&());
+    // No new volumes: the classes go first.
+    remove_stale::<StorageClass>(pool, ctx, "").await?;
+    if ctx.apis.snapshots() {
+        remove_stale::<VolumeSnapshotClass>(pool, ctx, "").await?;
+    }
+    let volumes = ctx.pool_volumes(&pool.name_any()).await?;
+    if !volumes.is_empty() {
+        let shown: Vec<&str> = volumes.iter().take(5).map(String::as_str).collect();
+        let message = format!(
+            "{} volumes still live in the pool ({}{}); delete their claims to finish deleting it",
+            volumes.len(),
+            shown.join(", "),
+            if volumes.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+        ctx.event(&reference, true, "VolumesRemain", "Delete", message.clone())
+            .await;
+        let outcome = Outcome {
+            conditions: vec![Condition::new(
+                "Ready",
+                false,
+                "VolumesRemain",
+                message,
+                pool.metadata.generation,
+            )],
+            storage_class: None,
+        };
+        write_status(pool, ctx, outcome).await?;
+        return Ok(Action::requeue(WAIT_FOR_VOLUMES));
+    }
+    publish_pool_config(ctx, Some(&pool.name_any())).await?;
+    ctx.event(
+        &reference,
+        false,
+        "Deleted",
+        "Delete",
+        "the pool has no volumes left; its classes and configuration are removed".into(),
+    )
+    .await;
+    remove_finalizer(pool, ctx).await?;
+    Ok(Action::await_change())
+}
+
+async fn write_status(pool: &BlockPool, ctx: &Context, outcome: Outcome) -> kube::Result<()> {
+    let nodes = ctx.nodes().await?;
+    let capacities = ctx.capacities().await?;
+    let previous = pool.status.clone().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = BlockPoolStatus {
+        conditions: carry_transition_times(&previous.conditions, outcome.conditions, &now),
+        storage_class_name: outcome.storage_class,
+        matched_nodes: pool_config::matched_nodes(pool, &nodes),
+        capacity_bytes: capacity::sum_for_class(&capacities, &class_name(pool)),
+        observed_generation: pool.metadata.generation,
+    };
+    if pool.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    // Permission: rbac::BLOCK_POOL_STATUS.
+    let body = serde_json::json!({
+        "apiVersion": "fastvirt.io/v1alpha1",
+        "kind": "BlockPool",
+        "status": status,
+    });
+    Api::<BlockPool>::all(ctx.client.clone())
+        .patch_status(&pool.name_any(), &apply_params(), &Patch::Apply(body))
+        .await?;
+    Ok(())
+}
