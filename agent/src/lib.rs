@@ -3,6 +3,7 @@
 //! [`hostfs::HostFs`], so the same engine runs on a real node and on a fixture tree.
 
 pub mod apply;
+pub mod congestion;
 pub mod cpumask;
 pub mod fixture;
 pub mod host;
@@ -10,8 +11,12 @@ pub mod hostfs;
 pub mod interrupts;
 pub mod journal;
 pub mod kubelet;
+pub mod metrics;
 pub mod plan;
+pub mod quantity;
 pub mod rbac;
+pub mod reconcile;
 pub mod schedstat;
+pub mod status_lines;
 pub mod sysctl_files;
 pub mod write_allowlist;

@@ -1,0 +1,472 @@
+//! The DaemonSet's reconcile step: find the profile that selects this node, apply it (or restore
+//! when none does), count drift, measure congestion and write the node's `TunedNode`. The loop
+//! around it lives in [`crate::runner`]; this step is what the tests drive against a fake API.
+
+use crate::apply::{self, ApplyError, ApplyReport};
+use crate::congestion::{self, Sample, Source};
+use crate::host;
+use crate::hostfs::HostFs;
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::plan::{self, Plan, PlanOptions, Target, KSM_HANDLER_ANNOTATION};
+use crate::quantity;
+use crate::status_lines;
+use fastvirt_api::assignment::{assign, Assignment};
+use fastvirt_api::cpuset::CpuSet;
+use fastvirt_api::{Condition, NodeTuningProfile, TunedNode, TunedNodeStatus};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Field manager of everything the agent writes.
+pub const MANAGER: &str = "fastvirt-agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("reading the host: {0}")]
+    Host(#[from] host::HostError),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub max_hugepage_percent: u32,
+}
+
+#[derive(Debug, Default)]
+struct AgentState {
+    /// The profile name and generation last applied without error.
+    applied: Option<(String, Option<i64>)>,
+    /// Hugepage pools the kernel filled only partly: path → pages it gave. Finding that value
+    /// again is the known shortfall, not drift.
+    shortfalls: BTreeMap<String, String>,
+    drift_corrections: u64,
+    congestion: Option<Sample>,
+    previous_conditions: Vec<Condition>,
+}
+
+pub struct Agent {
+    client: kube::Client,
+    config: AgentConfig,
+    fs: Arc<dyn HostFs>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    state: Mutex<AgentState>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// What the host step decided and did, before it becomes status.
+#[derive(Debug, Default)]
+struct HostOutcome {
+    profile: Option<String>,
+    generation: Option<i64>,
+    plan: Option<Plan>,
+    report: Option<ApplyReport>,
+    drift: usize,
+    /// (type, status, reason, message) of the Applied and Degraded conditions.
+    applied: (bool, &'static str, String),
+    degraded: (bool, &'static str, String),
+    events: Vec<(EventType, &'static str, String)>,
+    isolated: CpuSet,
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A condition that keeps its transition time while its status stays the same.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .or_else(|| Some(now()));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        last_transition_time,
+        observed_generation: None,
+    }
+}
+
+impl Agent {
+    pub fn new(
+        client: kube::Client,
+        config: AgentConfig,
+        fs: Arc<dyn HostFs>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_owned(),
+                instance: Some(config.node_name.clone()),
+            },
+        );
+        Self {
+            client,
+            config,
+            fs,
+            metrics,
+            recorder,
+            state: Mutex::new(AgentState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One pass: read the cluster, tune or restore the host, write status. Returns the status
+    /// written.
+    pub async fn reconcile_once(&self) -> Result<TunedNodeStatus, ReconcileError> {
+        let started = Instant::now();
+        let name = &self.config.node_name;
+        // rbac::NODES
+        let node = Api::<Node>::all(self.client.clone()).get(name).await?;
+        // rbac::PROFILES
+        let profiles = Api::<NodeTuningProfile>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let ksm_handled = node
+            .annotations()
+            .get(KSM_HANDLER_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        let outcome = match assign(&profiles, node.labels()) {
+            Assignment::Profile(profile_name) => {
+                match profiles.iter().find(|p| p.name_any() == profile_name) {
+                    Some(profile) => self.tune(profile, ksm_handled)?,
+                    None => self.release(
+                        false,
+                        "NoProfile",
+                        format!("profile {profile_name} disappeared while reading"),
+                    )?,
+                }
+            }
+            Assignment::None => self.release(
+                false,
+                "NoProfile",
+                "no NodeTuningProfile selects this node".to_owned(),
+            )?,
+            Assignment::Conflict(names) => self.release(
+                true,
+                "ProfileConflict",
+                format!(
+                    "profiles {} select this node with the same priority; none is applied",
+                    names.join(", ")
+                ),
+            )?,
+        };
+        let mut status = self.status(&outcome, &node)?;
+        self.metrics.rechecks.inc();
+        self.metrics
+            .recheck_seconds
+            .set(started.elapsed().as_secs_f64());
+        self.write_status(&node, &mut status).await?;
+        for (type_, reason, note) in outcome.events {
+            self.publish(type_, reason, note).await;
+        }
+        Ok(status)
+    }
+
+    fn plan_options(&self, ksm_handled: bool) -> Result<PlanOptions, ReconcileError> {
+        Ok(PlanOptions {
+            max_hugepage_percent: self.config.max_hugepage_percent,
+            ksm_handled_by_kubevirt: ksm_handled,
+            known_managed_irqs: Journal::load(self.fs.as_ref())?.managed_irqs,
+        })
+    }
+
+    /// Plans and applies `profile`; on a re-check of the same generation, every change is drift.
+    fn tune(
+        &self,
+        profile: &NodeTuningProfile,
+        ksm_handled: bool,
+    ) -> Result<HostOutcome, ReconcileError> {
+        let name = profile.name_any();
+        let generation = profile.metadata.generation;
+        let mut outcome = HostOutcome {
+            profile: Some(name.clone()),
+            generation,
+            ..HostOutcome::default()
+        };
+        if let Ok(cpus) = profile.spec.validate() {
+            outcome.isolated = cpus.isolated;
+        }
+        if profile.spec.paused {
+            outcome.applied = (false, "Paused", format!("profile {name} is paused; settings stay as they are"));
+            return Ok(outcome);
+        }
+        let host = host::read(self.fs.as_ref())?;
+        let mut plan = match plan::plan(&host, &profile.spec, &self.plan_options(ksm_handled)?) {
+            Ok(plan) => plan,
+            Err(error) => {
+                let message = format!("profile {name} cannot apply here: {error}");
+                outcome.applied = (false, "ProfileRefused", message.clone());
+                outcome.degraded = (true, "ProfileRefused", message.clone());
+                outcome.events.push((EventType::Warning, "ProfileRefused", message));
+                return Ok(outcome);
+            }
+        };
+        let mut state = self.state();
+        let same_generation = state.applied == Some((name.clone(), generation));
+        if !same_generation {
+            state.shortfalls.clear();
+        }
+        plan.changes.retain(|change| {
+            state.shortfalls.get(&change.path) != Some(&change.current)
+        });
+        if same_generation && !plan.changes.is_empty() {
+            outcome.drift = plan.changes.len();
+            state.drift_corrections += plan.changes.len() as u64;
+            self.metrics.drift_corrections.inc_by(plan.changes.len() as u64);
+            let settings: Vec<&str> = plan.changes.iter().map(|c| c.setting.as_str()).collect();
+            outcome.events.push((
+                EventType::Warning,
+                "DriftCorrected",
+                format!(
+                    "{} setting(s) had been changed on the host and were set back: {}",
+                    settings.len(),
+                    status_lines::fold(settings.iter().map(|s| (*s, "reset"))).join("; ")
+                ),
+            ));
+        }
+        match apply::apply(self.fs.as_ref(), &plan) {
+            Ok(report) => {
+                for shortfall in &report.shortfalls {
+                    state.shortfalls.insert(shortfall.path.clone(), shortfall.got.to_string());
+                }
+                state.applied = Some((name.clone(), generation));
+                let short = !report.shortfalls.is_empty();
+                outcome.applied = (true, "Applied", format!("profile {name} applied"));
+                outcome.degraded = if short {
+                    let message = report.shortfalls.iter().map(|s| s.message.clone()).collect::<Vec<_>>().join("; ");
+                    (true, "HugepageShortfall", message)
+                } else {
+                    (false, "AsExpected", String::new())
+                };
+                if !same_generation && !plan.changes.is_empty() {
+                    outcome.events.push((EventType::Normal, "Applied", format!("profile {name}: {} setting(s) changed", report.applied.len())));
+                }
+                outcome.report = Some(report);
+            }
+            Err(error) => {
+                state.applied = None;
+                let message = error.to_string();
+                let reason = match error {
+                    ApplyError::Journal(_) => "JournalFailed",
+                    _ => "ApplyFailed",
+                };
+                outcome.applied = (false, reason, message.clone());
+                outcome.degraded = (true, reason, message.clone());
+                outcome.events.push((EventType::Warning, reason, message));
+            }
+        }
+        outcome.plan = Some(plan);
+        Ok(outcome)
+    }
+
+    /// No profile (or a conflict): put back everything the journal holds.
+    fn release(
+        &self,
+        degraded: bool,
+        reason: &'static str,
+        message: String,
+    ) -> Result<HostOutcome, ReconcileError> {
+        let mut state = self.state();
+        state.applied = None;
+        state.shortfalls.clear();
+        drop(state);
+        let mut outcome = HostOutcome {
+            applied: (false, reason, message.clone()),
+            degraded: (degraded, if degraded { reason } else { "AsExpected" }, if degraded { message } else { String::new() }),
+            ..HostOutcome::default()
+        };
+        if Journal::load(self.fs.as_ref())?.originals.is_empty() {
+            return Ok(outcome);
+        }
+        let report = apply::restore(self.fs.as_ref())?;
+        let mut note = format!("restored {} setting(s) to their original values", report.restored.len());
+        if !report.failed.is_empty() {
+            note.push_str(&format!("; could not restore: {}", report.failed.join("; ")));
+            outcome.degraded = (true, "RestoreFailed", note.clone());
+        }
+        outcome.events.push((
+            if report.failed.is_empty() { EventType::Normal } else { EventType::Warning },
+            "Restored",
+            note,
+        ));
+        Ok(outcome)
+    }
+
+    /// Kubelet's hugepage capacity against the host's pools: they differ until it restarts.
+    fn hugepage_capacity_mismatches(&self, node: &Node) -> Vec<String> {
+        let Ok(host) = host::read(self.fs.as_ref()) else { return Vec::new() };
+        let capacity = node.status.as_ref().and_then(|s| s.capacity.as_ref());
+        let mut mismatches = Vec::new();
+        for (size_kb, pages) in &host.hugepages {
+            let resource = format!("hugepages-{}", plan::size_name(*size_kb));
+            let reported = capacity
+                .and_then(|c| c.get(&resource))
+                .and_then(|q| quantity::bytes(&q.0).ok())
+                .unwrap_or(0);
+            let on_host = pages * size_kb * 1024;
+            if reported != on_host {
+                mismatches.push(format!(
+                    "the kubelet reports {resource} capacity of {} MiB, the host has {} MiB: restart the kubelet",
+                    reported >> 20,
+                    on_host >> 20
+                ));
+            }
+        }
+        mismatches
+    }
+
+    fn status(&self, outcome: &HostOutcome, node: &Node) -> Result<TunedNodeStatus, ReconcileError> {
+        let journal = Journal::load(self.fs.as_ref())?;
+        // Every setting the journal holds is one the agent changed and still owns; its value is
+        // what the host has now.
+        let current: Vec<(String, String)> = journal
+            .originals
+            .iter()
+            .map(|(path, original)| {
+                let raw = self.fs.read(path).unwrap_or_default();
+                let value = match original.target {
+                    Target::ConfigFile => "set".to_owned(),
+                    _ => original.compare.canonical(&raw).unwrap_or(raw),
+                };
+                (original.setting.clone(), value)
+            })
+            .collect();
+        let applied = status_lines::fold(current.iter().map(|(s, v)| (s.as_str(), v.as_str())));
+        let mut unchangeable_items: Vec<(String, String)> = Vec::new();
+        if let Some(report) = &outcome.report {
+            unchangeable_items.extend(report.unchangeable.iter().map(|u| (u.setting.clone(), u.reason.clone())));
+            unchangeable_items.extend(report.shortfalls.iter().map(|s| (s.setting.clone(), s.message.clone())));
+        }
+        let unchangeable = status_lines::fold(unchangeable_items.iter().map(|(s, r)| (s.as_str(), r.as_str())));
+        let plan = outcome.plan.as_ref();
+        let missing_kernel_args = plan.map(|p| p.missing_kernel_args.clone()).unwrap_or_default();
+        let mut kubelet_reasons: Vec<String> = plan.map(|p| p.kubelet_mismatches.clone()).unwrap_or_default();
+        if outcome.profile.is_some() {
+            kubelet_reasons.extend(self.hugepage_capacity_mismatches(node));
+        }
+        let congestion = self.measure_congestion(&outcome.isolated);
+        let mut state = self.state();
+        let previous = state.previous_conditions.clone();
+        let reboot_required = !missing_kernel_args.is_empty();
+        let kubelet_restart_required = !kubelet_reasons.is_empty();
+        let conditions = vec![
+            condition(&previous, "Applied", outcome.applied.0, outcome.applied.1, outcome.applied.2.clone()),
+            condition(&previous, "Degraded", outcome.degraded.0, outcome.degraded.1, outcome.degraded.2.clone()),
+            condition(
+                &previous,
+                "RebootRequired",
+                reboot_required,
+                if reboot_required { "KernelArgumentsMissing" } else { "KernelArgumentsPresent" },
+                missing_kernel_args.join(" "),
+            ),
+            condition(
+                &previous,
+                "KubeletRestartRequired",
+                kubelet_restart_required,
+                if kubelet_restart_required { "KubeletOutOfDate" } else { "KubeletUpToDate" },
+                kubelet_reasons.join("; "),
+            ),
+        ];
+        state.previous_conditions = conditions.clone();
+        self.metrics.applied_settings.set(current.len() as i64);
+        self.metrics.unchangeable_settings.set(unchangeable_items.len() as i64);
+        self.metrics.reboot_required.set(i64::from(reboot_required));
+        self.metrics.kubelet_restart_required.set(i64::from(kubelet_restart_required));
+        Ok(TunedNodeStatus {
+            profile: outcome.profile.clone(),
+            profile_generation: outcome.generation,
+            applied,
+            unchangeable,
+            drift_corrections: state.drift_corrections,
+            missing_kernel_args,
+            reboot_required,
+            kubelet_restart_required,
+            congestion,
+            conditions,
+        })
+    }
+
+    /// Rates since the previous reconcile; `None` on the first one or without a source.
+    fn measure_congestion(&self, isolated: &CpuSet) -> Option<fastvirt_api::tuned_node::CongestionSummary> {
+        let source: Source = congestion::detect(self.fs.as_ref()).ok()?;
+        let sample = congestion::sample(self.fs.as_ref(), source, congestion::monotonic_ns()).ok()?;
+        let previous = self.state().congestion.replace(sample.clone())?;
+        let report = congestion::rates(&previous, &sample, isolated).ok()?;
+        self.metrics.record_congestion(&report);
+        Some(report.summary())
+    }
+
+    async fn write_status(&self, node: &Node, status: &mut TunedNodeStatus) -> Result<(), ReconcileError> {
+        let name = &self.config.node_name;
+        let api = Api::<TunedNode>::all(self.client.clone());
+        let params = PatchParams::apply(MANAGER).force();
+        let owner = node.controller_owner_ref(&()).map(|mut owner| {
+            owner.controller = Some(false);
+            owner
+        });
+        let object = json!({
+            "apiVersion": TunedNode::api_version(&()),
+            "kind": TunedNode::kind(&()),
+            "metadata": { "name": name, "ownerReferences": owner.into_iter().collect::<Vec<_>>() },
+            "spec": { "nodeName": name },
+        });
+        // rbac::TUNED_NODES
+        api.patch(name, &params, &Patch::Apply(&object)).await?;
+        let status_patch = json!({
+            "apiVersion": TunedNode::api_version(&()),
+            "kind": TunedNode::kind(&()),
+            "status": status,
+        });
+        // rbac::TUNED_NODE_STATUS
+        api.patch_status(name, &params, &Patch::Apply(&status_patch)).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        let reference = TunedNode::new(&self.config.node_name, Default::default()).object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        // rbac::EVENTS
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+}
