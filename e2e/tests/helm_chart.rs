@@ -1338,3 +1338,92 @@ fn chart_images_have_dockerfiles() {
         }
     }
 }
+
+/// The README's install walk-through: its BlockPool, PVC and VirtualMachine fit together and are
+/// valid resources.
+#[test]
+fn readme_install_example_is_valid() {
+    let readme = std::fs::read_to_string(chart::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Install on a cluster\n")
+        .nth(1)
+        .expect("README has an \"Install on a cluster\" section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let yaml: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap())
+        .collect();
+    let manifest = Manifest::parse(&yaml.join("---\n")).unwrap();
+    let pool = manifest.of_kind("BlockPool").next().expect("a BlockPool");
+    let claim = manifest
+        .of_kind("PersistentVolumeClaim")
+        .next()
+        .expect("a PVC");
+    let vm = manifest
+        .of_kind("VirtualMachine")
+        .next()
+        .expect("a VirtualMachine");
+    // The operator names the StorageClass after the pool unless the pool names it.
+    let class = pool["spec"]["storageClass"]["name"]
+        .as_str()
+        .unwrap_or_else(|| pool["metadata"]["name"].as_str().unwrap());
+    assert_eq!(claim["spec"]["storageClassName"], class);
+    assert_eq!(claim["spec"]["volumeMode"], "Block");
+    let claimed = vm["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]);
+    assert!(claimed, "the VirtualMachine uses the PVC");
+    let pool_path = pool["spec"]["backend"]["file"]["path"].as_str().unwrap();
+    assert!(
+        pool_path.starts_with("/var/lib/fastvirt/pools/"),
+        "inside the default poolHostDirs"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("readme.yaml");
+    std::fs::write(&file, yaml.join("---\n")).unwrap();
+    let python = chart::validator_python().unwrap();
+    let run = chart::run_program(
+        &python,
+        [
+            chart::chart_tests_dir()
+                .join("crd_schema.py")
+                .into_os_string(),
+            "validate".into(),
+            chart::repo_root().join("crds").into_os_string(),
+            file.clone().into_os_string(),
+        ],
+    )
+    .unwrap();
+    assert!(
+        run.success
+            && run
+                .stdout
+                .contains("custom resources checked: 1, errors: 0"),
+        "{}",
+        run.all_output()
+    );
+    let run = chart::run_program(
+        &python.with_file_name("kubernetes-validate"),
+        [
+            "--strict".into(),
+            "--kubernetes-version".into(),
+            KUBERNETES_VERSION.into(),
+            file.into_os_string(),
+        ],
+    )
+    .unwrap();
+    assert!(
+        run.success
+            && run
+                .all_output()
+                .contains("passed for resource persistentvolumeclaim/vm1-data"),
+        "{}",
+        run.all_output()
+    );
+}
