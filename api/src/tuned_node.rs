@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     kind = "TunedNode",
     shortname = "tn",
     status = "TunedNodeStatus",
+    derive = "Default",
     printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".status.profile"}"#,
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"Applied\")].status"}"#,
     printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].status"}"#,

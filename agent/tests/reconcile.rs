@@ -1,0 +1,164 @@
+//! The `run` mode's reconcile step against an in-memory API server and a fixture host.
+
+use fastvirt_agent::fixture::{self, FixtureFs, FixtureSpec};
+use fastvirt_agent::hostfs::HostFs;
+use fastvirt_agent::metrics::Metrics;
+use fastvirt_agent::reconcile::{Agent, AgentConfig};
+use fastvirt_api::{NodeTuningProfile, NodeTuningProfileSpec, TunedNode, TunedNodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, Patch, PatchParams};
+use kube_fake_client::ClientBuilder;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const NODE: &str = "node-a";
+
+fn node() -> Node {
+    let mut node = Node::default();
+    node.metadata.name = Some(NODE.to_owned());
+    node.metadata.labels = Some(BTreeMap::from([("fastvirt.io/vm-host".to_owned(), "true".to_owned())]));
+    node.status = Some(NodeStatus {
+        capacity: Some(BTreeMap::from([("hugepages-2Mi".to_owned(), Quantity("0".to_owned()))])),
+        ..NodeStatus::default()
+    });
+    node
+}
+
+fn profile(name: &str, priority: i32) -> NodeTuningProfile {
+    let spec: NodeTuningProfileSpec = serde_yaml::from_str(&format!(
+        "nodeSelector: {{fastvirt.io/vm-host: 'true'}}\npriority: {priority}\n\
+         cpu: {{reserved: '0,16,32,48', isolated: '1-15,17-31,33-47,49-63'}}\n\
+         hugepages: [{{size: 2Mi, count: 256}}]\n\
+         transparentHugepages: never\nsysctls: {{vm.swappiness: '10'}}\nkernelArgs: [nohz_full=1-15]\n"
+    ))
+    .expect("profile parses");
+    let mut profile = NodeTuningProfile::new(name, spec);
+    profile.metadata.generation = Some(1);
+    profile
+}
+
+/// kube-fake-client 0.3 registers every custom resource as namespaced, while TunedNode is
+/// cluster-scoped: requests for it are moved into one namespace on their way to the fake.
+fn cluster_scoped_tuned_nodes(inner: kube::Client) -> kube::Client {
+    const COLLECTION: &str = "/apis/fastvirt.io/v1alpha1/tunednodes";
+    let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        async move {
+            let uri = request.uri().to_string();
+            if uri.contains(COLLECTION) {
+                let moved = uri.replacen(COLLECTION, "/apis/fastvirt.io/v1alpha1/namespaces/cluster/tunednodes", 1);
+                *request.uri_mut() = moved.parse().expect("rewritten URI parses");
+            }
+            inner.send(request).await
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    fs: Arc<FixtureFs>,
+    client: kube::Client,
+    agent: Agent,
+}
+
+async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    fixture::write_host(dir.path(), &FixtureSpec::two_socket_64_cpus()).unwrap();
+    std::fs::create_dir_all(dir.path().join("proc/pressure")).unwrap();
+    std::fs::write(dir.path().join("proc/pressure/cpu"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n").unwrap();
+    let fs = Arc::new(FixtureFs::open(dir.path()).unwrap());
+    let mut builder = ClientBuilder::new()
+        .with_resource::<NodeTuningProfile>()
+        .with_resource::<TunedNode>()
+        .with_status_subresource::<TunedNode>()
+        .with_object(node());
+    for profile in profiles {
+        builder = builder.with_object(profile);
+    }
+    let client = cluster_scoped_tuned_nodes(builder.build().await.expect("fake client"));
+    let config = AgentConfig { node_name: NODE.to_owned(), max_hugepage_percent: 80 };
+    let agent = Agent::new(client.clone(), config, fs.clone(), Arc::new(Metrics::default()));
+    Setup { _dir: dir, fs, client, agent }
+}
+
+fn condition<'a>(status: &'a TunedNodeStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[tokio::test]
+async fn applies_the_selecting_profile_counts_drift_and_restores_when_unselected() {
+    let setup = setup(vec![profile("vm-hosts", 0)]).await;
+    let swappiness_before = setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap();
+
+    let status = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(status.profile.as_deref(), Some("vm-hosts"));
+    assert_eq!(condition(&status, "Applied"), ("True", "Applied"));
+    assert_eq!(condition(&status, "Degraded"), ("False", "AsExpected"));
+    assert_eq!(status.missing_kernel_args, vec!["nohz_full=1-15"]);
+    assert!(status.reboot_required);
+    assert!(status.kubelet_restart_required, "the kubelet still reports 0 hugepages");
+    assert!(status.applied.contains(&"sysctl vm.swappiness: 10".to_owned()), "{:#?}", status.applied);
+    assert!(status.applied.iter().any(|l| l.starts_with("irq * affinity: 0,32 (x")), "{:#?}", status.applied);
+    assert!(status.unchangeable.iter().any(|l| l.starts_with("irq * affinity: kernel-managed IRQ")), "{:#?}", status.unchangeable);
+    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "10");
+    assert!(status.congestion.is_none(), "the first pass has no interval to measure");
+
+    let stored = Api::<TunedNode>::all(setup.client.clone()).get(NODE).await.unwrap();
+    assert_eq!(stored.spec.node_name, NODE);
+    assert_eq!(stored.status.as_ref(), Some(&status));
+
+    let steady = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(steady.drift_corrections, 0);
+    assert_eq!(steady.congestion.as_ref().map(|c| c.source.as_str()), Some("psi"));
+
+    setup.fs.tamper("proc/sys/vm/swappiness", "60").unwrap();
+    let drifted = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(drifted.drift_corrections, 1);
+    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "10");
+
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
+    nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+    let released = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(released.profile, None);
+    assert_eq!(condition(&released, "Applied"), ("False", "NoProfile"));
+    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), swappiness_before);
+    assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/transparent_hugepage/enabled").unwrap(), "[always] madvise never");
+    assert!(released.applied.is_empty(), "{:#?}", released.applied);
+}
+
+#[tokio::test]
+async fn a_conflict_applies_nothing_and_says_so() {
+    let setup = setup(vec![profile("a", 5), profile("b", 5)]).await;
+    let status = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(condition(&status, "Degraded"), ("True", "ProfileConflict"));
+    let message = &status.conditions.iter().find(|c| c.type_ == "Applied").unwrap().message;
+    assert!(message.contains("profiles a, b select this node"), "{message}");
+    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "60");
+}
+
+#[tokio::test]
+async fn a_refused_profile_is_degraded_and_changes_nothing() {
+    let mut too_big = profile("huge", 0);
+    too_big.spec.hugepages[0].count = 60_000;
+    let setup = setup(vec![too_big]).await;
+    let status = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(condition(&status, "Degraded"), ("True", "ProfileRefused"));
+    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "60");
+}
+
+#[tokio::test]
+async fn ksm_is_left_alone_when_kubevirt_manages_it() {
+    let mut with_ksm = profile("ksm", 0);
+    with_ksm.spec.ksm = Some(serde_yaml::from_str("{enabled: true}").unwrap());
+    let setup = setup(vec![with_ksm]).await;
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let annotate = json!({"metadata": {"annotations": {"kubevirt.io/ksm-handler-managed": "true"}}});
+    nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/ksm/run").unwrap(), "0");
+}
