@@ -73,10 +73,3 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "fastvirt.pluginDir" -}}
 {{- printf "%s/plugins/%s" (include "fastvirt.kubeletDir" .) (include "fastvirt.driverName" .) }}
 {{- end }}
-
-{{- define "fastvirt.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end }}
