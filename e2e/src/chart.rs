@@ -46,10 +46,11 @@ pub const NODE_SIDECARS: &[Permission] = &[
         &["get", "list", "watch"],
     ),
     Permission::cluster("", "nodes", &["get", "list", "watch"]),
+    // external-provisioner: the VolumeSnapshots it restores from.
     Permission::cluster(
         "snapshot.storage.k8s.io",
         "volumesnapshots",
-        &["get", "list"],
+        &["get", "list", "watch", "update"],
     ),
     // external-provisioner reads contents (restore); external-snapshotter binds and updates them.
     Permission::cluster(
