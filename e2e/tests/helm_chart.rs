@@ -504,13 +504,8 @@ fn socket_paths_agree_between_plugin_sidecars_and_kubelet() {
 fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
     let manifest = defaults();
     let pod = pod_spec(&manifest, "DaemonSet", NODE_DAEMONSET);
-    for (name, _) in pod["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap(), ()))
-    {
-        let c = container(pod, name).unwrap();
+    for c in pod["containers"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
         assert!(
             !has_flag(c, "--leader-election"),
             "{name}: one instance per node, no leader election"
