@@ -3,6 +3,9 @@
 //! [`hostfs::HostFs`], so the same engine runs on a real node and on a fixture tree.
 
 pub mod apply;
+pub mod bench;
+pub mod cli;
+pub mod commands;
 pub mod congestion;
 pub mod cpumask;
 pub mod fixture;
@@ -16,7 +19,10 @@ pub mod plan;
 pub mod quantity;
 pub mod rbac;
 pub mod reconcile;
+pub mod render;
+pub mod runner;
 pub mod schedstat;
+pub mod server;
 pub mod status_lines;
 pub mod sysctl_files;
 pub mod write_allowlist;
