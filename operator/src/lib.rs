@@ -4,14 +4,18 @@
 //! keeping them free of I/O makes every decision testable with YAML fixtures.
 
 pub mod capacity;
+pub mod check_install;
 pub mod context;
 pub mod foreign;
+pub mod leader;
 pub mod metrics;
 pub mod pool_config;
 pub mod pool_controller;
 pub mod pool_objects;
+pub mod profile_controller;
 pub mod profile_status;
 pub mod rbac;
+pub mod run;
 pub mod storage_class;
 
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the operator writes.

@@ -83,3 +83,11 @@ pub const REQUIRED: &[Permission] = &[
     NODE_DAEMONSET,
     LEASES,
 ];
+
+/// What `fastvirt-operator check-install` (the Helm test hook) reads.
+pub const CHECK_INSTALL: &[Permission] = &[
+    Permission::cluster("fastvirt.io", "blockpools", &["list"]),
+    Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list"]),
+    Permission::cluster("fastvirt.io", "tunednodes", &["list"]),
+    Permission::cluster("storage.k8s.io", "csinodes", &["get", "list"]),
+];
