@@ -1059,6 +1059,15 @@ fn rbac_grants_exactly_what_each_binary_calls() {
 }
 
 #[test]
+fn install_check_account_holds_exactly_its_permissions() {
+    assert_exact_rbac(
+        &defaults(),
+        INSTALL_CHECK,
+        fastvirt_operator::rbac::CHECK_INSTALL,
+    );
+}
+
+#[test]
 fn operator_without_leader_election_holds_no_leases() {
     let manifest = render(
         &[],
@@ -1419,4 +1428,92 @@ fn readme_install_example_is_valid() {
         "{}",
         run.all_output()
     );
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest_file(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let time = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            path.metadata().unwrap().modified().unwrap()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// The arguments the chart gives each fastvirt container are accepted by that binary's real
+/// command line: clap rejects an unknown flag or a bad value before it gets to `--help`.
+///
+/// `cargo test --workspace` (scripts/test.sh, CI) builds the three binaries next to this test;
+/// a run of this test alone may find them missing or older than their sources, and then says so
+/// and checks nothing, except under CI=true, where that is a failure.
+#[test]
+fn chart_arguments_are_accepted_by_the_binaries() {
+    let build_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let root = chart::repo_root();
+    let binaries = [
+        ("fastvirt-csi", "csi-driver"),
+        ("fastvirt-operator", "operator"),
+        ("fastvirt-agent", "agent"),
+    ];
+    let mut stale = Vec::new();
+    for (binary, crate_dir) in binaries {
+        let path = build_dir.join(binary);
+        let sources =
+            newest_file(&root.join(crate_dir).join("src")).max(newest_file(&root.join("api/src")));
+        let fresh = path
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| built >= sources);
+        if !fresh {
+            stale.push(format!("{} (cargo build -p {binary})", path.display()));
+        }
+    }
+    if !stale.is_empty() {
+        let message = format!("missing or older than their sources: {}", stale.join(", "));
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("chart_arguments_are_accepted_by_the_binaries checked nothing: {message}");
+        return;
+    }
+
+    let manifest = render(&production(), &[]);
+    let runs = [
+        ("DaemonSet", NODE_DAEMONSET, "fastvirt-csi", "fastvirt-csi"),
+        ("Deployment", OPERATOR, "operator", "fastvirt-operator"),
+        ("DaemonSet", AGENT_DAEMONSET, "agent", "fastvirt-agent"),
+    ];
+    let mut commands: Vec<(String, &Value)> = runs
+        .iter()
+        .map(|(kind, name, container_name, binary)| {
+            let pod = pod_spec(&manifest, kind, name);
+            (binary.to_string(), container(pod, container_name).unwrap())
+        })
+        .collect();
+    let install_check = &manifest.get("Pod", INSTALL_CHECK).unwrap()["spec"]["containers"][0];
+    commands.push(("fastvirt-operator".to_owned(), install_check));
+    for (binary, c) in commands {
+        // kubelet expands $(NODE_NAME) from the container's environment.
+        let mut args: Vec<String> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().replace("$(NODE_NAME)", "node-1"))
+            .collect();
+        args.push("--help".to_owned());
+        let run = chart::run_program(&build_dir.join(&binary), args.clone()).unwrap();
+        assert!(
+            run.success,
+            "{binary} rejects the chart's arguments {args:?}:\n{}",
+            run.all_output()
+        );
+    }
 }
