@@ -802,7 +802,14 @@ fn pools_reach_the_plugin_at_their_host_paths() {
         .unwrap();
     assert_eq!(
         flag_value(plugin, "--pool-config"),
-        Some(format!("{config_mount}/pools.yaml").as_str())
+        Some(
+            format!(
+                "{config_mount}/{}",
+                fastvirt_api::pool_config::CONFIG_MAP_KEY
+            )
+            .as_str()
+        ),
+        "the plugin reads the key the operator writes"
     );
     let operator = container(pod_spec(&manifest, "Deployment", OPERATOR), "operator").unwrap();
     assert_eq!(flag_value(operator, "--pool-config-map"), Some(config_map));
