@@ -1,23 +1,22 @@
-"""Checks fastvirt custom resources against the generated CRD schemas, the way the API server would.
+"""Keeps values.schema.json's example-resource schemas equal to the CRDs' spec schemas.
 
-The CRDs' openAPIV3Schema is structural OpenAPI, not JSON Schema: `nullable`, int-or-string and
-pruning of unknown fields have no JSON Schema keyword. `to_json_schema` translates them, so that
-jsonschema can check a resource strictly (an unknown field is an error, as with kubectl's strict
-field validation). CEL rules (x-kubernetes-validations) cannot be evaluated here; the operator's
-tests cover them.
+The chart's values.schema.json checks `examples.blockPool.spec` and `examples.nodeTuningProfile.spec`
+against the CRDs, so a wrong field in an example fails `helm lint` before anything reaches a
+cluster. The CRDs' openAPIV3Schema is structural OpenAPI, not JSON Schema: `nullable`,
+int-or-string and pruning of unknown fields have no JSON Schema keyword, and `to_json_schema`
+translates them (unknown fields become errors, as with kubectl's strict field validation). CEL rules
+(x-kubernetes-validations) cannot be expressed; the chart tests check the rendered resources with
+fastvirt-api's validator, which evaluates them.
 
 Commands (run with the venv that scripts/install-chart-tools.sh creates):
-  validate CRD_DIR FILE...       every fastvirt.io object in the YAML files against its CRD
-  values-defs CRD_DIR SCHEMA     check that SCHEMA's $defs hold the translated spec schemas
+  values-defs CRD_DIR SCHEMA           check that SCHEMA's $defs hold the translated spec schemas
   values-defs CRD_DIR SCHEMA --write   rewrite them after the CRDs changed
 """
 
-import copy
 import json
 import pathlib
 import sys
 
-import jsonschema
 import yaml
 
 # values.schema.json $defs entry -> (CRD kind), for the chart's example resources.
@@ -29,7 +28,6 @@ VALUES_DEFS = {
 
 def to_json_schema(schema):
     """Translates one structural OpenAPI v3 schema node (recursively) to JSON Schema."""
-    schema = copy.deepcopy(schema)
     out = {}
     for key, value in schema.items():
         if key.startswith("x-kubernetes-") or key == "nullable":
@@ -60,65 +58,29 @@ def to_json_schema(schema):
     return out
 
 
-def load_crds(crd_dir):
-    """(group, version, kind) -> translated JSON Schema of the whole object."""
-    crds = {}
+def spec_schemas(crd_dir):
+    """Kind -> translated schema of `spec`, from the first served version of each CRD."""
+    schemas = {}
     for path in sorted(pathlib.Path(crd_dir).glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
-        group = crd["spec"]["group"]
         kind = crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
-            if version.get("served", True):
-                schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
-                # Every object has these, whether or not the CRD's schema names them.
-                properties = schema.setdefault("properties", {})
-                properties.setdefault("apiVersion", {"type": "string"})
-                properties.setdefault("kind", {"type": "string"})
-                properties.setdefault("metadata", {"type": "object"})
-                crds[(group, version["name"], kind)] = to_json_schema(schema)
-    if not crds:
+            if version.get("served", True) and kind not in schemas:
+                root = version["schema"]["openAPIV3Schema"]
+                schemas[kind] = to_json_schema(root["properties"]["spec"])
+    if not schemas:
         sys.exit(f"no CRDs in {crd_dir}")
-    return crds
-
-
-def validate(crd_dir, files):
-    crds = load_crds(crd_dir)
-    groups = {group for group, _, _ in crds}
-    checked = 0
-    errors = []
-    for file in files:
-        for document in yaml.safe_load_all(pathlib.Path(file).read_text()):
-            if not document:
-                continue
-            group, _, version = document.get("apiVersion", "").rpartition("/")
-            if group not in groups:
-                continue
-            kind = document.get("kind")
-            name = (document.get("metadata") or {}).get("name")
-            schema = crds.get((group, version, kind))
-            if schema is None:
-                errors.append(f"{file}: {kind}/{name}: no served CRD version {group}/{version}")
-                continue
-            validator = jsonschema.Draft202012Validator(schema)
-            for error in sorted(validator.iter_errors(document), key=lambda e: list(e.path)):
-                where = ".".join(str(p) for p in error.absolute_path) or "(root)"
-                errors.append(f"{file}: {kind}/{name}: {where}: {error.message}")
-            checked += 1
-    for error in errors:
-        print(error)
-    print(f"custom resources checked: {checked}, errors: {len(errors)}")
-    return 1 if errors else 0
+    return schemas
 
 
 def values_defs(crd_dir, schema_file, write):
-    crds = load_crds(crd_dir)
-    by_kind = {kind: schema for (_, _, kind), schema in crds.items()}
+    by_kind = spec_schemas(crd_dir)
     path = pathlib.Path(schema_file)
     values_schema = json.loads(path.read_text())
     defs = values_schema.setdefault("$defs", {})
     stale = []
     for name, kind in VALUES_DEFS.items():
-        expected = by_kind[kind]["properties"]["spec"]
+        expected = by_kind[kind]
         if defs.get(name) != expected:
             stale.append(name)
             defs[name] = expected
@@ -136,8 +98,6 @@ def values_defs(crd_dir, schema_file, write):
 
 
 def main(argv):
-    if len(argv) >= 3 and argv[0] == "validate":
-        return validate(argv[1], argv[2:])
     if argv[:1] == ["values-defs"] and (len(argv) == 3 or argv[3:] == ["--write"]):
         return values_defs(argv[1], argv[2], write=len(argv) == 4)
     print(__doc__, file=sys.stderr)
