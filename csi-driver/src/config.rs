@@ -3,6 +3,7 @@
 
 use crate::ids::PoolName;
 use clap::{Parser, ValueEnum};
+use fastvirt_api::pool_config::PoolConfigFile;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,10 @@ pub struct Cli {
     /// YAML configuration file; flags and environment variables override its values.
     #[arg(long, env = "FASTVIRT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The pool file fastvirt-operator renders from the BlockPools (a mounted ConfigMap); its
+    /// pools that include this node are added to the others. A missing file means no pools yet.
+    #[arg(long, env = "FASTVIRT_POOL_CONFIG")]
+    pub pool_config: Option<PathBuf>,
 }
 
 /// The YAML configuration file.
@@ -85,6 +90,7 @@ pub struct FileConfig {
     pub max_volumes_per_node: Option<i64>,
     pub capacity_reserve_percent: Option<u8>,
     pub log_format: Option<LogFormat>,
+    pub pool_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +171,7 @@ impl Cli {
         };
         validate_node_id(&node_id)?;
         let mode = self.mode.or(file.mode).unwrap_or(Mode::All);
-        let pools = if self.pools.is_empty() {
+        let mut pools = if self.pools.is_empty() {
             file.pools
                 .into_iter()
                 .map(|p| {
@@ -181,6 +187,10 @@ impl Cli {
                 .map(|spec| parse_pool(spec))
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let pool_config = self.pool_config.or(file.pool_config);
+        if let Some(path) = &pool_config {
+            pools.extend(operator_pools(path, &node_id)?);
+        }
         for (i, pool) in pools.iter().enumerate() {
             if !pool.path.is_absolute() {
                 return Err(ConfigError::PoolSyntax(format!(
@@ -193,7 +203,9 @@ impl Cli {
                 return Err(ConfigError::DuplicatePool(pool.name.to_string()));
             }
         }
-        if pools.is_empty() && mode.serves_node() {
+        // With an operator-rendered pool file, no pools is a state that passes: the operator
+        // restarts the node plugins when a BlockPool selects their node.
+        if pools.is_empty() && mode.serves_node() && pool_config.is_none() {
             return Err(ConfigError::NoPools);
         }
         let max_volumes_per_node = self
@@ -238,6 +250,33 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The pools of the operator's pool file that include `node`.
+fn operator_pools(path: &Path, node: &str) -> Result<Vec<PoolConfig>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let file: PoolConfigFile =
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+    file.for_node(node)
+        .map(|entry| {
+            Ok(PoolConfig {
+                name: PoolName::new(&entry.name)?,
+                path: PathBuf::from(&entry.path),
+            })
+        })
+        .collect()
 }
 
 fn parse_pool(spec: &str) -> Result<PoolConfig, ConfigError> {
@@ -307,6 +346,46 @@ mod tests {
         assert_eq!(config.pools.len(), 2);
         assert_eq!(config.pools[1].name.as_str(), "fast");
         assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn the_operator_pool_file_adds_the_pools_of_this_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pools.yaml");
+        std::fs::write(
+            &file,
+            "pools:\n- name: everywhere\n  path: /pools/all\n- name: nvme\n  path: /pools/nvme\n  nodes: [n1, n2]\n- name: elsewhere\n  path: /pools/other\n  nodes: [n3]\n",
+        )
+        .unwrap();
+        let config = cli(&["--node-id", "n1", "--pool-config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap();
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["everywhere", "nvme"]);
+        assert_eq!(config.pools[1].path, Path::new("/pools/nvme"));
+
+        // No file yet (no BlockPool): the node plugin starts with no pools.
+        let missing = dir.path().join("absent.yaml");
+        let config = cli(&[
+            "--node-id",
+            "n1",
+            "--pool-config",
+            missing.to_str().unwrap(),
+        ])
+        .resolve()
+        .unwrap();
+        assert!(config.pools.is_empty());
+
+        std::fs::write(&file, "pools: [{name: x, path: /x, extra: 1}]\n").unwrap();
+        assert!(matches!(
+            cli(&["--node-id", "n1", "--pool-config", file.to_str().unwrap()]).resolve(),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(&file, "pools: [{name: x, path: /x}, {name: x, path: /y}]\n").unwrap();
+        assert!(matches!(
+            cli(&["--node-id", "n1", "--pool-config", file.to_str().unwrap()]).resolve(),
+            Err(ConfigError::DuplicatePool(_))
+        ));
     }
 
     #[test]

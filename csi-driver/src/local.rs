@@ -76,6 +76,7 @@ impl DriverArgs {
                 .arg("--pool")
                 .arg(format!("{name}={}", dir.display()));
         }
+        command.args(&self.extra_args);
         // Only what is set here counts: a stray variable in the caller's environment must not leak in.
         for var in [
             "CSI_ENDPOINT",
@@ -84,6 +85,9 @@ impl DriverArgs {
             "FASTVIRT_POOLS",
             "FASTVIRT_STATE_DIR",
             "FASTVIRT_CONFIG",
+            "FASTVIRT_POOL_CONFIG",
+            "FASTVIRT_CAPACITY_RESERVE_PERCENT",
+            "FASTVIRT_MAX_VOLUMES_PER_NODE",
         ] {
             command.env_remove(var);
         }

@@ -1658,3 +1658,76 @@ async fn restart_in_a_new_mount_namespace_still_finds_attached_volumes() {
     );
     env.clients.controller.delete_volume(delete).await.unwrap();
 }
+
+#[tokio::test]
+async fn pools_come_from_the_operators_pool_file() {
+    require_host!();
+    use fastvirt_api::pool_config::{PoolConfigFile, PoolEntry};
+    let root = common::test_root("operator-pools");
+    let pool_file = root.join("pools.yaml");
+    let mut args = driver_args(&root, Vec::new());
+    args.extra_args = vec!["--pool-config".into(), pool_file.to_str().unwrap().into()];
+
+    // No BlockPool yet: the plugin runs, registers, and says why it cannot provision.
+    let (mut driver, mut clients) = fastvirt_csi::local::DriverProcess::start(args.clone())
+        .await
+        .expect("starts without pools");
+    clients
+        .node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .expect("NodeGetInfo");
+    let status = assert_code(
+        clients
+            .controller
+            .create_volume(create_req("v", MIB, block_cap()))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("no pools"),
+        "{}",
+        status.message()
+    );
+    driver.kill9().unwrap();
+
+    // The operator renders two pools, one for this node; the plugin restarts and serves it only.
+    let file = PoolConfigFile {
+        pools: vec![
+            PoolEntry {
+                name: "mine".into(),
+                path: root.join("mine").to_str().unwrap().into(),
+                nodes: Some(vec![common::NODE.into()]),
+            },
+            PoolEntry {
+                name: "theirs".into(),
+                path: root.join("theirs").to_str().unwrap().into(),
+                nodes: Some(vec!["another-node".into()]),
+            },
+        ],
+    };
+    std::fs::write(&pool_file, file.render()).unwrap();
+    let (mut driver, mut clients) = fastvirt_csi::local::DriverProcess::start(args)
+        .await
+        .expect("restarts");
+    let mut mine = create_req("v", MIB, block_cap());
+    mine.parameters.insert("pool".into(), "mine".into());
+    let volume = clients
+        .controller
+        .create_volume(mine)
+        .await
+        .expect("CreateVolume in the node's pool")
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(volume.volume_id.starts_with("fv.mine."));
+    let mut theirs = create_req("w", MIB, block_cap());
+    theirs.parameters.insert("pool".into(), "theirs".into());
+    assert!(clients.controller.create_volume(theirs).await.is_err());
+    assert!(
+        !root.join("theirs").exists(),
+        "another node's pool is never created here"
+    );
+    driver.kill9().unwrap();
+    common::cleanup_under(&root);
+}

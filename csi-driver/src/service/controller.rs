@@ -81,6 +81,11 @@ pub fn parse_parameters(
     }
     let pool = match pool {
         Some(pool) => pool,
+        None if driver.has_no_pools() => {
+            return Err(Status::failed_precondition(
+                "this node has no pools: no BlockPool selects it yet",
+            ));
+        }
         None => driver.default_pool().cloned().ok_or_else(|| {
             Status::invalid_argument(
                 "parameter pool is required: this node has several pools and none is named default",

@@ -53,6 +53,11 @@ impl Driver {
         self.pools.get(pool)
     }
 
+    /// A node no BlockPool selects yet runs with no pools.
+    pub fn has_no_pools(&self) -> bool {
+        self.pools.is_empty()
+    }
+
     /// The pool a StorageClass means when it names none: `default`, or the only pool there is.
     pub fn default_pool(&self) -> Option<&PoolName> {
         let default = PoolName::new("default").ok()?;
