@@ -2,6 +2,7 @@
 //! node agent (for what to apply) must decide alike, so both call this one function.
 
 use crate::NodeTuningProfile;
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 /// The outcome of matching the profiles against one node.
@@ -19,9 +20,13 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 }
 
 /// The profile for a node with `labels`: the selecting profile of highest priority.
-pub fn assign(profiles: &[NodeTuningProfile], labels: &BTreeMap<String, String>) -> Assignment {
+pub fn assign<P: Borrow<NodeTuningProfile>>(
+    profiles: &[P],
+    labels: &BTreeMap<String, String>,
+) -> Assignment {
     let selecting: Vec<&NodeTuningProfile> = profiles
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| selects(&p.spec.node_selector, labels))
         .collect();
     let Some(top) = selecting.iter().map(|p| p.spec.priority).max() else {

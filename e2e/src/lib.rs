@@ -6,6 +6,7 @@ pub mod datapath;
 pub mod fio;
 pub mod kubelet;
 pub mod lifecycle;
+pub mod operator_bench;
 pub mod report;
 pub mod snapshots;
 pub mod stats;

@@ -2,7 +2,7 @@
 //! way kubelet would, and measures it against the raw file underneath; then measures the control
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
-use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, report, snapshots};
+use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, operator_bench, report, snapshots};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -53,6 +53,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Benchmark {
+    /// The operator: NodeTuningProfile status for a large cluster, and the memory of its caches.
+    /// Needs neither root nor a cluster.
+    Operator {
+        /// Nodes (each with a TunedNode report).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// NodeTuningProfiles.
+        #[arg(long, default_value_t = 50)]
+        profiles: usize,
+        /// Measured rounds (after one warm-up round).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Snapshot, clone and restore times of fully written volumes: an XFS pool with reflink against
     /// the copy fallback on the host disk's filesystem.
     Snapshots {
@@ -110,6 +123,14 @@ fn preflight() -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     cli.apply_quick();
+    if let Some(Benchmark::Operator {
+        nodes,
+        profiles,
+        rounds,
+    }) = &cli.command
+    {
+        return run_operator(&cli, *nodes, *profiles, *rounds).await;
+    }
     preflight()?;
     std::fs::create_dir_all(&cli.work_dir)?;
     let work_dir = cli.work_dir.canonicalize()?;
@@ -175,6 +196,28 @@ fn update_docs(page: &Path, start: &str, end: &str, summary: &str) -> anyhow::Re
     let updated = report::splice_docs(&text, start, end, summary)
         .with_context(|| format!("{} has no {start} … {end} markers", page.display()))?;
     std::fs::write(page, updated)?;
+    Ok(())
+}
+
+async fn run_operator(cli: &Cli, nodes: usize, profiles: usize, rounds: u32) -> anyhow::Result<()> {
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let result = operator_bench::run(nodes, profiles, rounds).await?;
+    std::fs::create_dir_all(&cli.output)?;
+    let summary = operator_bench::markdown(&result, &started_utc, &report::machine(&cli.output));
+    std::fs::write(
+        cli.output.join("operator.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    std::fs::write(cli.output.join("operator.md"), &summary)?;
+    if let Some(page) = &cli.update_docs {
+        update_docs(
+            page,
+            operator_bench::DOCS_START,
+            operator_bench::DOCS_END,
+            &summary,
+        )?;
+    }
+    println!("{summary}");
     Ok(())
 }
 

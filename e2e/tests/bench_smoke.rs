@@ -119,3 +119,56 @@ fn snapshot_benchmark_measures_both_pools() {
         "the XFS pool must be unmounted afterwards"
     );
 }
+
+#[test]
+fn operator_benchmark_reports_every_number_and_updates_only_its_section() {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-bench-smoke");
+    let output = work.join("results");
+    let docs = work.join("benchmarks.md");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        &docs,
+        "# Benchmarks\n<!-- fastvirt-bench:operator:start -->\nold\n<!-- fastvirt-bench:operator:end -->\nkept\n",
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+        .args([
+            "operator",
+            "--nodes",
+            "60",
+            "--profiles",
+            "6",
+            "--rounds",
+            "1",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .arg("--update-docs")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("operator.json")).unwrap()).unwrap();
+    assert_eq!(result["nodes"], 60);
+    assert_eq!(result["profiles"], 6);
+    for key in [
+        "first_round_ms",
+        "cached_round_ms",
+        "uncached_round_ms",
+        "peak_rss_mib",
+    ] {
+        assert!(
+            result[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {result}"
+        );
+    }
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(!page.contains("\nold\n"));
+    assert!(page.contains("60 nodes, 6 NodeTuningProfiles"));
+    assert!(page.ends_with("<!-- fastvirt-bench:operator:end -->\nkept\n"));
+}

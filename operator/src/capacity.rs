@@ -2,6 +2,7 @@
 //! publishes for its StorageClass (one per node in distributed provisioning).
 
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
+use std::borrow::Borrow;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QuantityError {
@@ -60,10 +61,14 @@ pub fn parse_quantity(text: &str) -> Result<i64, QuantityError> {
 /// Free bytes of `class` summed over `capacities`; `None` while no node has reported (which is
 /// not the same as a full pool). Unparseable quantities are skipped: one bad report must not hide
 /// the rest.
-pub fn sum_for_class(capacities: &[CSIStorageCapacity], class: &str) -> Option<i64> {
+pub fn sum_for_class(capacities: &[impl Borrow<CSIStorageCapacity>], class: &str) -> Option<i64> {
     let mut reported = false;
     let mut total: i64 = 0;
-    for capacity in capacities.iter().filter(|c| c.storage_class_name == class) {
+    for capacity in capacities
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|c| c.storage_class_name == class)
+    {
         let Some(quantity) = &capacity.capacity else {
             continue;
         };

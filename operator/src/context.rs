@@ -2,14 +2,13 @@
 //! event recorder, metrics, the informer caches (in the binary) and per-object failure backoff.
 
 use crate::metrics::Metrics;
-use crate::pool_config::NodeLabels;
+use crate::pool_config::NodeMeta;
 
 use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::ListParams;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
@@ -60,7 +59,7 @@ impl OptionalApis {
 pub struct Caches {
     pub pools: Store<BlockPool>,
     pub profiles: Store<NodeTuningProfile>,
-    pub nodes: Store<PartialObjectMeta<Node>>,
+    pub nodes: Store<NodeMeta>,
     pub tuned_nodes: Store<TunedNode>,
     pub capacities: Store<CSIStorageCapacity>,
     pub volumes: Store<PersistentVolume>,
@@ -74,10 +73,6 @@ pub struct Context {
     recorder: Recorder,
     caches: Option<Caches>,
     failures: Mutex<HashMap<String, u32>>,
-}
-
-fn cloned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
-    items.into_iter().map(|k| (*k).clone()).collect()
 }
 
 impl Context {
@@ -108,80 +103,95 @@ impl Context {
         self
     }
 
-    pub async fn pools(&self) -> kube::Result<Vec<BlockPool>> {
+    pub async fn pools(&self) -> kube::Result<Vec<Arc<BlockPool>>> {
         // Permission: rbac::BLOCK_POOLS.
         match &self.caches {
-            Some(c) => Ok(cloned(c.pools.state())),
+            Some(c) => Ok(c.pools.state()),
             None => Ok(Api::<BlockPool>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items),
-        }
-    }
-
-    pub async fn profiles(&self) -> kube::Result<Vec<NodeTuningProfile>> {
-        // Permission: rbac::PROFILES.
-        match &self.caches {
-            Some(c) => Ok(cloned(c.profiles.state())),
-            None => Ok(Api::<NodeTuningProfile>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items),
-        }
-    }
-
-    pub async fn tuned_nodes(&self) -> kube::Result<Vec<TunedNode>> {
-        // Permission: rbac::TUNED_NODES.
-        match &self.caches {
-            Some(c) => Ok(cloned(c.tuned_nodes.state())),
-            None => Ok(Api::<TunedNode>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items),
-        }
-    }
-
-    /// Every node's name and labels.
-    pub async fn nodes(&self) -> kube::Result<Vec<NodeLabels>> {
-        // Permission: rbac::NODES.
-        let metadata: Vec<_> = match &self.caches {
-            Some(c) => c.nodes.state().iter().map(|n| n.metadata.clone()).collect(),
-            None => Api::<Node>::all(self.client.clone())
                 .list(&ListParams::default())
                 .await?
                 .items
                 .into_iter()
-                .map(|n| n.metadata)
-                .collect(),
-        };
-        Ok(metadata
-            .into_iter()
-            .map(|m| (m.name.unwrap_or_default(), m.labels.unwrap_or_default()))
-            .collect())
+                .map(Arc::new)
+                .collect()),
+        }
     }
 
-    pub async fn capacities(&self) -> kube::Result<Vec<CSIStorageCapacity>> {
+    pub async fn profiles(&self) -> kube::Result<Vec<Arc<NodeTuningProfile>>> {
+        // Permission: rbac::PROFILES.
+        match &self.caches {
+            Some(c) => Ok(c.profiles.state()),
+            None => Ok(Api::<NodeTuningProfile>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
+        }
+    }
+
+    pub async fn tuned_nodes(&self) -> kube::Result<Vec<Arc<TunedNode>>> {
+        // Permission: rbac::TUNED_NODES.
+        match &self.caches {
+            Some(c) => Ok(c.tuned_nodes.state()),
+            None => Ok(Api::<TunedNode>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
+        }
+    }
+
+    /// Every node's metadata.
+    pub async fn nodes(&self) -> kube::Result<Vec<Arc<NodeMeta>>> {
+        // Permission: rbac::NODES.
+        match &self.caches {
+            Some(c) => Ok(c.nodes.state()),
+            None => Ok(Api::<Node>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(|n| {
+                    Arc::new(NodeMeta {
+                        types: None,
+                        metadata: n.metadata,
+                        _phantom: Default::default(),
+                    })
+                })
+                .collect()),
+        }
+    }
+
+    pub async fn capacities(&self) -> kube::Result<Vec<Arc<CSIStorageCapacity>>> {
         // Permission: rbac::STORAGE_CAPACITIES.
         match &self.caches {
-            Some(c) => Ok(cloned(c.capacities.state())),
+            Some(c) => Ok(c.capacities.state()),
             None => Ok(Api::<CSIStorageCapacity>::all(self.client.clone())
                 .list(&ListParams::default())
                 .await?
-                .items),
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
         }
     }
 
     /// The driver's persistent volumes whose handles name `pool`.
     pub async fn pool_volumes(&self, pool: &str) -> kube::Result<Vec<String>> {
         // Permission: rbac::PERSISTENT_VOLUMES.
-        let volumes = match &self.caches {
-            Some(c) => cloned(c.volumes.state()),
-            None => {
-                Api::<PersistentVolume>::all(self.client.clone())
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-            }
+        let volumes: Vec<Arc<PersistentVolume>> = match &self.caches {
+            Some(c) => c.volumes.state(),
+            None => Api::<PersistentVolume>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         };
         let prefix = format!("fv.{pool}.");
         let mut names: Vec<String> = volumes
@@ -194,7 +204,7 @@ impl Context {
                         csi.driver == crate::PROVISIONER && csi.volume_handle.starts_with(&prefix)
                     })
             })
-            .filter_map(|pv| pv.metadata.name)
+            .filter_map(|pv| pv.metadata.name.clone())
             .collect();
         names.sort();
         Ok(names)

@@ -4,21 +4,29 @@
 use fastvirt_api::BlockPool;
 use fastvirt_api::assignment::selects;
 use fastvirt_api::pool_config::{CONFIG_MAP_KEY, PoolConfigFile, PoolEntry};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Pod-template annotation of the node DaemonSet carrying the hash of the pool configuration;
 /// changing it makes the DaemonSet restart its pods, which then read the new pools.
 pub const HASH_ANNOTATION: &str = "fastvirt.io/pool-config-hash";
 
-/// A node's name and labels, all the rendering needs of it.
-pub type NodeLabels = (String, BTreeMap<String, String>);
+/// A node as the operator caches it: metadata only.
+pub type NodeMeta = PartialObjectMeta<Node>;
+
+/// A node's labels.
+pub fn labels(node: &NodeMeta) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&NONE)
+}
 
 /// The file for `pools` on `nodes`. A pool whose selector is empty is on every node, including
 /// ones that join later, so it names no nodes; otherwise the matching nodes are listed.
-pub fn render(pools: &[&BlockPool], nodes: &[NodeLabels]) -> PoolConfigFile {
+pub fn render(pools: &[&BlockPool], nodes: &[Arc<NodeMeta>]) -> PoolConfigFile {
     let pools = pools
         .iter()
         .map(|pool| PoolEntry {
@@ -27,8 +35,8 @@ pub fn render(pools: &[&BlockPool], nodes: &[NodeLabels]) -> PoolConfigFile {
             nodes: (!pool.spec.node_selector.is_empty()).then(|| {
                 let mut names: Vec<String> = nodes
                     .iter()
-                    .filter(|(_, labels)| selects(&pool.spec.node_selector, labels))
-                    .map(|(name, _)| name.clone())
+                    .filter(|node| selects(&pool.spec.node_selector, labels(node)))
+                    .filter_map(|node| node.metadata.name.clone())
                     .collect();
                 names.sort();
                 names
@@ -39,10 +47,10 @@ pub fn render(pools: &[&BlockPool], nodes: &[NodeLabels]) -> PoolConfigFile {
 }
 
 /// Nodes `pool` selects.
-pub fn matched_nodes(pool: &BlockPool, nodes: &[NodeLabels]) -> u32 {
+pub fn matched_nodes(pool: &BlockPool, nodes: &[Arc<NodeMeta>]) -> u32 {
     let count = nodes
         .iter()
-        .filter(|(_, labels)| selects(&pool.spec.node_selector, labels))
+        .filter(|node| selects(&pool.spec.node_selector, labels(node)))
         .count();
     u32::try_from(count).unwrap_or(u32::MAX)
 }

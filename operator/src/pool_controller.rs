@@ -334,6 +334,7 @@ async fn publish_pool_config(ctx: &Context, leaving: Option<&str>) -> kube::Resu
     let nodes = ctx.nodes().await?;
     let present: Vec<&BlockPool> = pools
         .iter()
+        .map(AsRef::as_ref)
         .filter(|p| p.metadata.name.as_deref() != leaving)
         .collect();
     let file = pool_config::render(&present, &nodes);

@@ -3,7 +3,7 @@
 //! applies tuning, reboots or drains anything; the node agents do the applying.
 
 use crate::context::Context;
-use crate::pool_config::NodeLabels;
+use crate::pool_config::{NodeMeta, labels};
 use crate::profile_status::aggregate;
 use fastvirt_api::assignment::{Assignment, assign, selects};
 use fastvirt_api::condition::carry_transition_times;
@@ -11,6 +11,7 @@ use fastvirt_api::{Condition, NodeTuningProfile, NodeTuningProfileStatus, TunedN
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +44,13 @@ pub struct Selection {
 /// Matches `profile` against every node, given all profiles (pure).
 pub fn select(
     profile: &NodeTuningProfile,
-    profiles: &[NodeTuningProfile],
-    nodes: &[NodeLabels],
+    profiles: &[impl Borrow<NodeTuningProfile>],
+    nodes: &[Arc<NodeMeta>],
 ) -> Selection {
     let name = profile.name_any();
     let mut selection = Selection::default();
-    for (node, labels) in nodes {
+    for node in nodes {
+        let labels = labels(node);
         if !selects(&profile.spec.node_selector, labels) {
             continue;
         }
@@ -56,7 +58,9 @@ pub fn select(
         if let Assignment::Conflict(names) = assign(profiles, labels)
             && names.contains(&name)
         {
-            selection.conflicting_nodes.push(node.clone());
+            selection
+                .conflicting_nodes
+                .push(node.metadata.name.clone().unwrap_or_default());
             for rival in names.into_iter().filter(|n| *n != name) {
                 if !selection.rivals.contains(&rival) {
                     selection.rivals.push(rival);
@@ -72,9 +76,9 @@ pub fn select(
 /// The status of `profile` (pure): validation first, then selection and the nodes' reports.
 pub fn desired_status(
     profile: &NodeTuningProfile,
-    profiles: &[NodeTuningProfile],
-    nodes: &[NodeLabels],
-    tuned: &[TunedNode],
+    profiles: &[impl Borrow<NodeTuningProfile>],
+    nodes: &[Arc<NodeMeta>],
+    tuned: &[impl Borrow<TunedNode>],
 ) -> (NodeTuningProfileStatus, Selection) {
     let selection = select(profile, profiles, nodes);
     let conflicts = u32::try_from(selection.conflicting_nodes.len()).unwrap_or(u32::MAX);

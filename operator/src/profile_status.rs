@@ -2,6 +2,7 @@
 
 use fastvirt_api::condition::is_true;
 use fastvirt_api::{Condition, NodeTuningProfile, NodeTuningProfileStatus, TunedNode};
+use std::borrow::Borrow;
 
 /// The status of `profile` from the reports of the nodes it applies to (`tuned` may hold every
 /// node's report; only those naming the profile count) and the number of nodes it selects.
@@ -9,13 +10,14 @@ pub fn aggregate(
     profile: &NodeTuningProfile,
     matched_nodes: u32,
     conflicts: u32,
-    tuned: &[TunedNode],
+    tuned: &[impl Borrow<TunedNode>],
 ) -> NodeTuningProfileStatus {
     let name = profile.metadata.name.as_deref().unwrap_or_default();
     let generation = profile.metadata.generation;
     let (mut applied, mut degraded, mut reboot) = (0u32, 0u32, 0u32);
     for node in tuned {
         let Some(status) = node
+            .borrow()
             .status
             .as_ref()
             .filter(|s| s.profile.as_deref() == Some(name))
