@@ -29,6 +29,21 @@ impl Mode {
     }
 }
 
+/// Which RPC grows a volume's backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expansion {
+    /// ControllerExpandVolume grows it, NodeExpandVolume grows the filesystem: the usual split,
+    /// for a single controller.
+    #[default]
+    Controller,
+    /// NodeExpandVolume does both, and the controller service does not offer expansion. For
+    /// distributed deployments, where every node runs an external-resizer: with no controller
+    /// expansion the resizers only record the new size, and kubelet asks the one node that has
+    /// the volume to grow it.
+    Node,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -65,6 +80,9 @@ pub struct Cli {
     /// Share of each pool's filesystem kept free: never offered as capacity nor preallocated (0-50).
     #[arg(long, env = "FASTVIRT_CAPACITY_RESERVE_PERCENT")]
     pub capacity_reserve_percent: Option<u8>,
+    /// Which RPC grows volumes: `node` for one controller per node (distributed provisioning).
+    #[arg(long, env = "FASTVIRT_EXPANSION", value_enum)]
+    pub expansion: Option<Expansion>,
     /// Log format.
     #[arg(long, env = "FASTVIRT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -91,6 +109,7 @@ pub struct FileConfig {
     pub capacity_reserve_percent: Option<u8>,
     pub log_format: Option<LogFormat>,
     pub pool_config: Option<PathBuf>,
+    pub expansion: Option<Expansion>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +136,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub max_volumes_per_node: i64,
     pub capacity_reserve_percent: u8,
+    pub expansion: Expansion,
     pub log_format: LogFormat,
 }
 
@@ -224,6 +244,7 @@ impl Cli {
         }
         Ok(Config {
             capacity_reserve_percent,
+            expansion: self.expansion.or(file.expansion).unwrap_or_default(),
             socket_path: socket_path(&endpoint)?,
             node_id,
             mode,

@@ -736,3 +736,85 @@ async fn reflink_clones_need_no_free_space_for_shared_data() {
     drop(scratch);
     cleanup_under(&root);
 }
+
+#[tokio::test]
+async fn node_side_expansion_for_one_controller_per_node() {
+    require_host!();
+    let root = common::test_root("expand-node-side");
+    let pool = root.join("pool");
+    let mut env = TestEnv::start_with_flags(root, pool, &["--expansion", "node"]).await;
+    let caps = env
+        .clients
+        .controller
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    let offers_expansion = caps.iter().any(|c| {
+        matches!(
+            &c.r#type,
+            Some(controller_service_capability::Type::Rpc(rpc))
+                if rpc.r#type == controller_service_capability::rpc::Type::ExpandVolume as i32
+        )
+    });
+    assert!(
+        !offers_expansion,
+        "external-resizers must fall back to recording the size only"
+    );
+
+    let vol = env
+        .create(create_req("pvc-node-grow", 16 * MIB, block_cap()))
+        .await;
+    let (staging, target) = (env.path("staging"), env.path("target"));
+    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
+        .await;
+    env.publish(publish_req(
+        &vol.volume_id,
+        &staging,
+        &target,
+        block_cap(),
+        false,
+    ))
+    .await;
+    let mut grow = node_expand_req(&vol.volume_id, &target);
+    grow.capacity_range = Some(CapacityRange {
+        required_bytes: 40 * MIB,
+        limit_bytes: 0,
+    });
+    let grown = env
+        .clients
+        .node
+        .node_expand_volume(grow.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 40 * MIB);
+    let mut device = std::fs::File::open(&target).unwrap();
+    assert_eq!(device.seek(SeekFrom::End(0)).unwrap(), 40 << 20);
+    drop(device);
+    // The same request again answers the same.
+    let again = env
+        .clients
+        .node
+        .node_expand_volume(grow)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.capacity_bytes, 40 * MIB);
+    let listed = env
+        .clients
+        .controller
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = listed
+        .entries
+        .iter()
+        .find(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == vol.volume_id))
+        .unwrap();
+    assert_eq!(entry.volume.as_ref().unwrap().capacity_bytes, 40 * MIB);
+    env.unpublish(unpublish_req(&vol.volume_id, &target)).await;
+    env.unstage(unstage_req(&vol.volume_id, &staging)).await;
+}

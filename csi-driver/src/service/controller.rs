@@ -342,6 +342,21 @@ fn expand_volume(
         None => true,
     };
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    let grown = grow(&id, backend.as_ref(), &record, &range)?;
+    Ok(ControllerExpandVolumeResponse {
+        capacity_bytes: i64::try_from(grown.capacity_bytes).unwrap_or(i64::MAX),
+        node_expansion_required,
+    })
+}
+
+/// Grows the volume's backing file (and its attached loop device) to what `range` asks for;
+/// never shrinks it. The caller holds the volume's lock.
+pub(crate) fn grow(
+    id: &VolumeId,
+    backend: &dyn Backend,
+    record: &VolumeRecord,
+    range: &CapacityRange,
+) -> Result<VolumeRecord, Status> {
     let max = backend.max_volume_bytes().map_err(backend_status)?;
     let size =
         capacity::resolve(range.required_bytes, range.limit_bytes, max).map_err(capacity_status)?;
@@ -357,14 +372,11 @@ fn expand_volume(
             record.capacity_bytes
         )));
     }
-    let grown = backend.expand(&record, size).map_err(backend_status)?;
+    let grown = backend.expand(record, size).map_err(backend_status)?;
     if grown.capacity_bytes != record.capacity_bytes {
         tracing::info!(volume = %id, from = record.capacity_bytes, to = grown.capacity_bytes, "expanded");
     }
-    Ok(ControllerExpandVolumeResponse {
-        capacity_bytes: i64::try_from(grown.capacity_bytes).unwrap_or(i64::MAX),
-        node_expansion_required,
-    })
+    Ok(grown)
 }
 
 fn page_status(error: PageError) -> Status {
@@ -719,20 +731,20 @@ impl Controller for ControllerService {
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let mut capabilities = vec![
+            rpc::Type::CreateDeleteVolume,
+            rpc::Type::ListVolumes,
+            rpc::Type::GetCapacity,
+            rpc::Type::SingleNodeMultiWriter,
+            rpc::Type::CreateDeleteSnapshot,
+            rpc::Type::ListSnapshots,
+            rpc::Type::CloneVolume,
+        ];
+        if self.driver.expansion == crate::config::Expansion::Controller {
+            capabilities.push(rpc::Type::ExpandVolume);
+        }
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: [
-                rpc::Type::CreateDeleteVolume,
-                rpc::Type::ListVolumes,
-                rpc::Type::GetCapacity,
-                rpc::Type::SingleNodeMultiWriter,
-                rpc::Type::CreateDeleteSnapshot,
-                rpc::Type::ListSnapshots,
-                rpc::Type::CloneVolume,
-                rpc::Type::ExpandVolume,
-            ]
-            .into_iter()
-            .map(rpc_capability)
-            .collect(),
+            capabilities: capabilities.into_iter().map(rpc_capability).collect(),
         }))
     }
 }

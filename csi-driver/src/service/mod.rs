@@ -29,6 +29,7 @@ pub struct Driver {
     pub locks: OperationLocks,
     pub max_volumes_per_node: i64,
     pub serves_controller: bool,
+    pub expansion: crate::config::Expansion,
 }
 
 impl Driver {
@@ -39,6 +40,7 @@ impl Driver {
             locks: OperationLocks::default(),
             max_volumes_per_node: config.max_volumes_per_node,
             serves_controller: config.mode.serves_controller(),
+            expansion: config.expansion,
         }
     }
 

@@ -2,6 +2,7 @@
 //! them to pods. Every RPC reads the kernel's state (sysfs, mountinfo) instead of remembering its
 //! own, so a restarted driver picks up exactly where the last one stopped.
 
+use crate::config::Expansion;
 use super::request::{self, AccessType, Capability};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::AttachedDevice;
@@ -428,24 +429,27 @@ fn expand(
     parse_volume_id(&req.volume_id)?;
     let path = request::absolute_path("volume_path", &req.volume_path)?;
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
-    if let Some(range) = &req.capacity_range
-        && range.required_bytes > 0
-        && range.required_bytes as u64 > record.capacity_bytes
-    {
-        return Err(Status::out_of_range(format!(
-            "volume {id} has {} bytes; ControllerExpandVolume must grow it to {} first",
-            record.capacity_bytes, range.required_bytes
-        )));
-    }
     let device = backend
         .attached(&id)
         .map_err(backend_status)?
         .ok_or_else(|| {
             Status::failed_precondition(format!("volume {id} is not staged on this node"))
         })?;
-    let record = backend
-        .expand(&record, record.capacity_bytes)
-        .map_err(backend_status)?;
+    let record = match &req.capacity_range {
+        Some(range) if range.required_bytes > 0 && range.required_bytes as u64 > record.capacity_bytes => {
+            if driver.expansion != Expansion::Node {
+                return Err(Status::out_of_range(format!(
+                    "volume {id} has {} bytes; ControllerExpandVolume must grow it to {} first",
+                    record.capacity_bytes, range.required_bytes
+                )));
+            }
+            super::controller::grow(&id, backend.as_ref(), &record, range)?
+        }
+        // Refreshes the loop device's size when the file grew while it was not attached.
+        _ => backend
+            .expand(&record, record.capacity_bytes)
+            .map_err(backend_status)?,
+    };
     let meta = std::fs::metadata(&path)
         .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
     if !meta.file_type().is_block_device() {

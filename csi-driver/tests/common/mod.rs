@@ -70,7 +70,13 @@ impl TestEnv {
     }
 
     pub async fn start_with_pool(root: PathBuf, pool_dir: PathBuf) -> Self {
-        let args = driver_args(&root, vec![("default".into(), pool_dir.clone())]);
+        Self::start_with_flags(root, pool_dir, &[]).await
+    }
+
+    /// A driver on one pool with further command-line flags.
+    pub async fn start_with_flags(root: PathBuf, pool_dir: PathBuf, flags: &[&str]) -> Self {
+        let mut args = driver_args(&root, vec![("default".into(), pool_dir.clone())]);
+        args.extra_args = flags.iter().map(|f| f.to_string()).collect();
         let (driver, clients) = DriverProcess::start(args).await.expect("driver starts");
         Self {
             root,
