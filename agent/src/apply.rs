@@ -3,9 +3,10 @@
 
 use crate::hostfs::{HostFs, HostFsError};
 use crate::journal::{Journal, JournalError};
-use crate::plan::{size_name, Change, Plan, Target, Unchangeable};
+use crate::plan::{Change, Plan, Target, Unchangeable, size_name};
 use fastvirt_api::cpuset::CpuSet;
 use serde::Serialize;
+use std::collections::BTreeSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -36,7 +37,11 @@ pub struct RollbackOutcome {
 impl std::fmt::Display for RollbackOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.failures.is_empty() {
-            write!(f, "rolled back the {} earlier change(s) of this apply", self.restored)
+            write!(
+                f,
+                "rolled back the {} earlier change(s) of this apply",
+                self.restored
+            )
         } else {
             write!(
                 f,
@@ -77,21 +82,27 @@ pub struct ApplyReport {
     pub pending: Vec<String>,
 }
 
-fn write_value(fs: &dyn HostFs, target: Target, path: &str, value: &str) -> Result<(), HostFsError> {
+fn write_value(
+    fs: &dyn HostFs,
+    target: Target,
+    path: &str,
+    value: &str,
+) -> Result<(), HostFsError> {
     match target {
         Target::ConfigFile => fs.replace_file(path, value),
         _ => fs.write(path, value),
     }
 }
 
-fn rollback(fs: &dyn HostFs, journal: &Journal, done: &[&Change]) -> RollbackOutcome {
+/// Undoes `done` in reverse; `absent_before` are the configuration files this apply created.
+fn rollback(
+    fs: &dyn HostFs,
+    absent_before: &BTreeSet<String>,
+    done: &[&Change],
+) -> RollbackOutcome {
     let mut outcome = RollbackOutcome::default();
     for change in done.iter().rev() {
-        let file_was_absent = journal
-            .originals
-            .get(&change.path)
-            .is_some_and(|o| o.value.is_none());
-        let result = if file_was_absent {
+        let result = if absent_before.contains(&change.path) {
             fs.remove_file(&change.path)
         } else {
             write_value(fs, change.target, &change.path, &change.current)
@@ -160,8 +171,14 @@ fn shortfall(
 pub fn apply(fs: &dyn HostFs, plan: &Plan) -> Result<ApplyReport, ApplyError> {
     let mut journal = Journal::load(fs)?;
     let mut grew = false;
+    let mut absent_before = BTreeSet::new();
     for change in &plan.changes {
-        grew |= journal.remember(change, fs.exists(&change.path));
+        // Kernel files exist by construction (the plan read them); only configuration files may not.
+        let exists = change.target != Target::ConfigFile || fs.exists(&change.path);
+        if !exists {
+            absent_before.insert(change.path.clone());
+        }
+        grew |= journal.remember(change, exists);
     }
     if grew {
         journal.save(fs)?;
@@ -181,13 +198,14 @@ pub fn apply(fs: &dyn HostFs, plan: &Plan) -> Result<ApplyReport, ApplyError> {
                 report.unchangeable.push(Unchangeable {
                     setting: change.setting.clone(),
                     reason: format!(
-                        "kernel-managed IRQ: the kernel refused the affinity ({source}); keep it \
-                         off isolated CPUs with isolcpus=managed_irq,..."
+                        "kernel-managed IRQ (or one its interrupt controller cannot move): the \
+                         kernel refused the affinity ({source}); keep it off isolated CPUs with \
+                         isolcpus=managed_irq,..."
                     ),
                 });
                 continue;
             }
-            let rollback = rollback(fs, &journal, &done);
+            let rollback = rollback(fs, &absent_before, &done);
             journal.save(fs)?;
             return Err(ApplyError::Write {
                 setting: change.setting.clone(),
@@ -203,11 +221,13 @@ pub fn apply(fs: &dyn HostFs, plan: &Plan) -> Result<ApplyReport, ApplyError> {
             let wanted: u64 = change.desired.parse().unwrap_or(0);
             if got < wanted {
                 let pool = (size_kb, numa_node);
-                report.shortfalls.push(shortfall(fs, change, pool, got, wanted));
+                report
+                    .shortfalls
+                    .push(shortfall(fs, change, pool, got, wanted));
                 continue;
             }
         } else if read_back != change.desired {
-            let rollback = rollback(fs, &journal, &done);
+            let rollback = rollback(fs, &absent_before, &done);
             journal.save(fs)?;
             return Err(ApplyError::Verify {
                 setting: change.setting.clone(),

@@ -6,9 +6,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "fastvirt-agent", version, about = "Applies, verifies, previews and restores KVM-host tuning; measures CPU congestion")]
+#[command(
+    name = "fastvirt-agent",
+    version,
+    about = "Applies, verifies, previews and restores KVM-host tuning; measures CPU congestion"
+)]
 pub struct Cli {
-    #[arg(long, env = "FASTVIRT_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "FASTVIRT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -110,7 +120,11 @@ pub struct RunArgs {
     #[arg(long, env = "FASTVIRT_RECHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
     /// Where /metrics and /healthz are served.
-    #[arg(long, env = "FASTVIRT_AGENT_METRICS_ADDR", default_value = "0.0.0.0:9810")]
+    #[arg(
+        long,
+        env = "FASTVIRT_AGENT_METRICS_ADDR",
+        default_value = "0.0.0.0:9810"
+    )]
     pub metrics_addr: SocketAddr,
     /// Refuse hugepage pools larger than this share of the host's memory.
     #[arg(long, env = "FASTVIRT_MAX_HUGEPAGE_PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -8,21 +8,23 @@ use crate::hostfs::{HostFs, RealHostFs};
 use crate::journal::Journal;
 use crate::plan::{self, Plan, PlanOptions};
 use crate::render;
-use anyhow::{bail, Context};
-use fastvirt_api::cpuset::CpuSet;
+use anyhow::{Context, bail};
 use fastvirt_api::NodeTuningProfileSpec;
+use fastvirt_api::cpuset::CpuSet;
 use std::path::Path;
 
 /// Reads a NodeTuningProfile manifest or a bare spec.
 pub fn read_profile(path: &Path) -> anyhow::Result<NodeTuningProfileSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML or JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not YAML or JSON", path.display()))?;
     let spec = match value.get("spec") {
         Some(spec) => spec.clone(),
         None => value,
     };
-    serde_yaml::from_value(spec).with_context(|| format!("{}: not a NodeTuningProfile spec", path.display()))
+    serde_yaml::from_value(spec)
+        .with_context(|| format!("{}: not a NodeTuningProfile spec", path.display()))
 }
 
 fn planned(args: &ProfileArgs, fs: &dyn HostFs) -> anyhow::Result<Plan> {
@@ -62,7 +64,10 @@ pub fn apply(args: &ProfileArgs) -> anyhow::Result<()> {
         Output::Table => {
             print!("{}", render::apply(&report));
             // What apply cannot do is in the plan: show it after the result.
-            let rest = Plan { changes: Vec::new(), ..plan };
+            let rest = Plan {
+                changes: Vec::new(),
+                ..plan
+            };
             let text = render::plan(&rest);
             print!("{}", text.split_once('\n').map_or("", |(_, tail)| tail));
             Ok(())
@@ -78,7 +83,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", render::restore(&report)),
     }
     if !report.failed.is_empty() {
-        bail!("{} setting(s) could not be restored; they stay in the journal", report.failed.len());
+        bail!(
+            "{} setting(s) could not be restored; they stay in the journal",
+            report.failed.len()
+        );
     }
     Ok(())
 }

@@ -90,7 +90,10 @@ pub fn monotonic_ns() -> u64 {
 
 /// Which source this host offers.
 pub fn detect(fs: &dyn HostFs) -> Result<Source, CongestionError> {
-    if fs.read("proc/schedstat").is_ok_and(|t| schedstat::parse(&t).is_ok()) {
+    if fs
+        .read("proc/schedstat")
+        .is_ok_and(|t| schedstat::parse(&t).is_ok())
+    {
         Ok(Source::Schedstat)
     } else if fs.exists("proc/self/schedstat") || fs.exists("proc/1/task/1/schedstat") {
         Ok(Source::TaskSchedstat)
@@ -109,7 +112,13 @@ fn proc_stat_busy(text: &str) -> BTreeMap<u32, u64> {
             let cpu: u32 = words.next()?.strip_prefix("cpu")?.parse().ok()?;
             let ticks: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
             // user nice system idle iowait irq softirq steal (guest time is inside user).
-            let busy = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum::<u64>();
+            let busy = ticks
+                .iter()
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .map(|(_, t)| t)
+                .sum::<u64>();
             Some((cpu, busy * NS_PER_TICK))
         })
         .collect()
@@ -147,11 +156,17 @@ fn vm_name(fs: &dyn HostFs, pid: u32) -> String {
             let first = value.split(',').next()?;
             Some(first.strip_prefix("guest=").unwrap_or(first).to_owned())
         })
-        .unwrap_or_else(|| fs.read_trimmed(&format!("proc/{pid}/comm")).unwrap_or_default())
+        .unwrap_or_else(|| {
+            fs.read_trimmed(&format!("proc/{pid}/comm"))
+                .unwrap_or_default()
+        })
 }
 
 fn sample_tasks(fs: &dyn HostFs, sample: &mut Sample) {
-    let pids = fs.list("proc").into_iter().filter_map(|p| p.parse::<u32>().ok());
+    let pids = fs
+        .list("proc")
+        .into_iter()
+        .filter_map(|p| p.parse::<u32>().ok());
     for pid in pids {
         let mut vm = VmSample {
             name: String::new(),
@@ -171,11 +186,24 @@ fn sample_tasks(fs: &dyn HostFs, sample: &mut Sample) {
                 continue;
             };
             if sample.source == Source::TaskSchedstat {
-                if let Some(cpu) = fs.read(&format!("{dir}/stat")).ok().and_then(|s| last_cpu(&s)) {
-                    sample.tasks.insert(tid, TaskSample { cpu, wait_ns: stats.wait_ns });
+                if let Some(cpu) = fs
+                    .read(&format!("{dir}/stat"))
+                    .ok()
+                    .and_then(|s| last_cpu(&s))
+                {
+                    sample.tasks.insert(
+                        tid,
+                        TaskSample {
+                            cpu,
+                            wait_ns: stats.wait_ns,
+                        },
+                    );
                 }
             }
-            if fs.read_trimmed(&format!("{dir}/comm")).is_some_and(|c| is_vcpu_thread(&c)) {
+            if fs
+                .read_trimmed(&format!("{dir}/comm"))
+                .is_some_and(|c| is_vcpu_thread(&c))
+            {
                 vm.vcpus.insert(tid, stats.wait_ns);
             }
         }
@@ -193,23 +221,44 @@ pub fn sample(fs: &dyn HostFs, source: Source, at_ns: u64) -> Result<Sample, Con
         at_ns,
         cpus: BTreeMap::new(),
         tasks: BTreeMap::new(),
-        psi_some_us: fs.read("proc/pressure/cpu").ok().and_then(|t| psi_some_total(&t)),
+        psi_some_us: fs
+            .read("proc/pressure/cpu")
+            .ok()
+            .and_then(|t| psi_some_total(&t)),
         vms: BTreeMap::new(),
     };
     match source {
         Source::Schedstat => {
-            let text = fs.read("proc/schedstat").map_err(|_| CongestionError::NoSource)?;
+            let text = fs
+                .read("proc/schedstat")
+                .map_err(|_| CongestionError::NoSource)?;
             sample.cpus = schedstat::parse(&text)?
                 .cpus
                 .into_iter()
-                .map(|(cpu, s)| (cpu, CpuTimes { busy_ns: s.run_ns, wait_ns: s.wait_ns }))
+                .map(|(cpu, s)| {
+                    (
+                        cpu,
+                        CpuTimes {
+                            busy_ns: s.run_ns,
+                            wait_ns: s.wait_ns,
+                        },
+                    )
+                })
                 .collect();
         }
         Source::TaskSchedstat => {
             let busy = proc_stat_busy(&fs.read("proc/stat").unwrap_or_default());
             sample.cpus = busy
                 .into_iter()
-                .map(|(cpu, busy_ns)| (cpu, CpuTimes { busy_ns, wait_ns: 0 }))
+                .map(|(cpu, busy_ns)| {
+                    (
+                        cpu,
+                        CpuTimes {
+                            busy_ns,
+                            wait_ns: 0,
+                        },
+                    )
+                })
                 .collect();
         }
         Source::Psi if sample.psi_some_us.is_none() => return Err(CongestionError::NoSource),
@@ -258,7 +307,11 @@ fn percent(delta_ns: u64, elapsed_ns: u64) -> f64 {
 }
 
 /// Rates between two samples of the same source; `isolated` marks the CPUs kept for vCPUs.
-pub fn rates(before: &Sample, after: &Sample, isolated: &CpuSet) -> Result<CongestionReport, CongestionError> {
+pub fn rates(
+    before: &Sample,
+    after: &Sample,
+    isolated: &CpuSet,
+) -> Result<CongestionReport, CongestionError> {
     if before.source != after.source {
         return Err(CongestionError::MixedSources);
     }
@@ -277,13 +330,15 @@ pub fn rates(before: &Sample, after: &Sample, isolated: &CpuSet) -> Result<Conge
                 Source::TaskSchedstat => waits.get(cpu).copied().unwrap_or(0),
                 _ => now.wait_ns.saturating_sub(then.wait_ns),
             };
-            let utilisation_percent = percent(now.busy_ns.saturating_sub(then.busy_ns), elapsed).min(100.0);
+            let utilisation_percent =
+                percent(now.busy_ns.saturating_sub(then.busy_ns), elapsed).min(100.0);
             let wait_percent = percent(wait_ns, elapsed);
             CpuCongestion {
                 cpu: *cpu,
                 utilisation_percent,
                 wait_percent,
-                bursty: utilisation_percent < BURSTY_UTILISATION_PERCENT && wait_percent >= BURSTY_WAIT_PERCENT,
+                bursty: utilisation_percent < BURSTY_UTILISATION_PERCENT
+                    && wait_percent >= BURSTY_WAIT_PERCENT,
                 isolated: isolated.contains(*cpu),
             }
         })
@@ -300,7 +355,11 @@ pub fn rates(before: &Sample, after: &Sample, isolated: &CpuSet) -> Result<Conge
             let waited: u64 = vm
                 .vcpus
                 .iter()
-                .map(|(tid, wait)| wait.saturating_sub(earlier.and_then(|e| e.vcpus.get(tid)).copied().unwrap_or(0)))
+                .map(|(tid, wait)| {
+                    wait.saturating_sub(
+                        earlier.and_then(|e| e.vcpus.get(tid)).copied().unwrap_or(0),
+                    )
+                })
                 .sum();
             VmCongestion {
                 pid: *pid,
@@ -323,8 +382,11 @@ impl CongestionReport {
     /// The TunedNode status summary.
     pub fn summary(&self) -> CongestionSummary {
         let mean = |cpus: Vec<&CpuCongestion>| {
-            (!cpus.is_empty())
-                .then(|| (cpus.iter().map(|c| c.wait_percent).sum::<f64>() / cpus.len() as f64 * 100.0).round() / 100.0)
+            (!cpus.is_empty()).then(|| {
+                (cpus.iter().map(|c| c.wait_percent).sum::<f64>() / cpus.len() as f64 * 100.0)
+                    .round()
+                    / 100.0
+            })
         };
         let wait_percent = match self.source {
             Source::Psi => self.psi_some_percent.unwrap_or(0.0),
@@ -334,7 +396,13 @@ impl CongestionReport {
             source: self.source.name().to_owned(),
             wait_percent,
             isolated_wait_percent: mean(self.cpus.iter().filter(|c| c.isolated).collect()),
-            bursty_cpus: self.cpus.iter().filter(|c| c.bursty).map(|c| c.cpu).collect::<CpuSet>().to_string(),
+            bursty_cpus: self
+                .cpus
+                .iter()
+                .filter(|c| c.bursty)
+                .map(|c| c.cpu)
+                .collect::<CpuSet>()
+                .to_string(),
         }
     }
 }
@@ -350,7 +418,12 @@ mod tests {
         assert!(is_vcpu_thread("CPU 12/KVM"));
         assert!(!is_vcpu_thread("CPU x/KVM"));
         assert!(!is_vcpu_thread("qemu-kvm"));
-        assert_eq!(psi_some_total("some avg10=1.96 avg60=2.30 avg300=5.30 total=442872323\nfull avg10=0.00 total=0\n"), Some(442872323));
+        assert_eq!(
+            psi_some_total(
+                "some avg10=1.96 avg60=2.30 avg300=5.30 total=442872323\nfull avg10=0.00 total=0\n"
+            ),
+            Some(442872323)
+        );
         let busy = proc_stat_busy("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 10 0 5 100 50 1 1 0 0 0\n");
         assert_eq!(busy[&0], 17 * NS_PER_TICK);
         assert!(!busy.contains_key(&u32::MAX));

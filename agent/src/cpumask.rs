@@ -22,8 +22,13 @@ pub fn parse(mask: &str) -> Result<CpuSet, CpuMaskError> {
         }
         let bits =
             u32::from_str_radix(group, 16).map_err(|_| CpuMaskError::Syntax(mask.to_owned()))?;
-        let base = u32::try_from(position * 32).map_err(|_| CpuMaskError::Syntax(mask.to_owned()))?;
-        cpus.extend((0..32).filter(|bit| bits & (1 << bit) != 0).map(|bit| base + bit));
+        let base =
+            u32::try_from(position * 32).map_err(|_| CpuMaskError::Syntax(mask.to_owned()))?;
+        cpus.extend(
+            (0..32)
+                .filter(|bit| bits & (1 << bit) != 0)
+                .map(|bit| base + bit),
+        );
     }
     Ok(cpus.into_iter().collect())
 }

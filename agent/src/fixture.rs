@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -71,7 +72,9 @@ impl FixtureSpec {
     }
 
     pub fn node_cpus(&self, node: u32) -> CpuSet {
-        (0..self.cpu_count()).filter(|c| self.node_of(*c) == node).collect()
+        (0..self.cpu_count())
+            .filter(|c| self.node_of(*c) == node)
+            .collect()
     }
 }
 
@@ -119,7 +122,12 @@ pub fn irqs(spec: &FixtureSpec) -> Vec<FixtureIrq> {
         for _ in 0..spec.nics_per_socket {
             let device = format!("0000:{:02x}:00.{}", 0x10 + socket, nic % 8);
             for queue in 0..spec.nic_queues {
-                push(&mut irqs, format!("mlx5_comp{queue}@pci:{device}"), &device, false);
+                push(
+                    &mut irqs,
+                    format!("mlx5_comp{queue}@pci:{device}"),
+                    &device,
+                    false,
+                );
             }
             nic += 1;
         }
@@ -134,6 +142,14 @@ fn device_node(spec: &FixtureSpec, device: &str) -> u32 {
     } else {
         bus - 0x10
     }
+}
+
+fn create(root: &Path, path: &str) -> io::Result<fs::File> {
+    let full = root.join(path);
+    if let Some(dir) = full.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::File::create(full)
 }
 
 fn put(root: &Path, path: &str, content: &str) -> io::Result<()> {
@@ -166,16 +182,35 @@ pub fn write_host(root: &Path, spec: &FixtureSpec) -> io::Result<()> {
     for cpu in 0..cpus {
         let dir = format!("sys/devices/system/cpu/cpu{cpu}");
         let core = cpu % cores;
-        put(root, &format!("{dir}/topology/thread_siblings_list"), &format!("{core},{}\n", core + cores))?;
-        put(root, &format!("{dir}/cpufreq/scaling_governor"), "powersave\n")?;
-        put(root, &format!("{dir}/cpufreq/scaling_available_governors"), "performance powersave\n")?;
-        put(root, &format!("{dir}/cpufreq/energy_performance_preference"), "balance_performance\n")?;
+        put(
+            root,
+            &format!("{dir}/topology/thread_siblings_list"),
+            &format!("{core},{}\n", core + cores),
+        )?;
+        put(
+            root,
+            &format!("{dir}/cpufreq/scaling_governor"),
+            "powersave\n",
+        )?;
+        put(
+            root,
+            &format!("{dir}/cpufreq/scaling_available_governors"),
+            "performance powersave\n",
+        )?;
+        put(
+            root,
+            &format!("{dir}/cpufreq/energy_performance_preference"),
+            "balance_performance\n",
+        )?;
         put(
             root,
             &format!("{dir}/cpufreq/energy_performance_available_preferences"),
             "default performance balance_performance balance_power power\n",
         )?;
-        for (index, (name, latency)) in [("POLL", 0), ("C1", 2), ("C1E", 10), ("C6", 133)].iter().enumerate() {
+        for (index, (name, latency)) in [("POLL", 0), ("C1", 2), ("C1E", 10), ("C6", 133)]
+            .iter()
+            .enumerate()
+        {
             let state = format!("{dir}/cpuidle/state{index}");
             put(root, &format!("{state}/name"), &format!("{name}\n"))?;
             put(root, &format!("{state}/latency"), &format!("{latency}\n"))?;
@@ -186,18 +221,32 @@ pub fn write_host(root: &Path, spec: &FixtureSpec) -> io::Result<()> {
     let free_kb = node_kb * 9 / 10;
     for node in 0..spec.sockets {
         let dir = format!("sys/devices/system/node/node{node}");
-        put(root, &format!("{dir}/cpulist"), &format!("{}\n", spec.node_cpus(node)))?;
+        put(
+            root,
+            &format!("{dir}/cpulist"),
+            &format!("{}\n", spec.node_cpus(node)),
+        )?;
         put(
             root,
             &format!("{dir}/meminfo"),
-            &format!("Node {node} MemTotal:       {node_kb} kB\nNode {node} MemFree:        {free_kb} kB\n"),
+            &format!(
+                "Node {node} MemTotal:       {node_kb} kB\nNode {node} MemFree:        {free_kb} kB\n"
+            ),
         )?;
         for size in ["2048", "1048576"] {
-            put(root, &format!("{dir}/hugepages/hugepages-{size}kB/nr_hugepages"), "0\n")?;
+            put(
+                root,
+                &format!("{dir}/hugepages/hugepages-{size}kB/nr_hugepages"),
+                "0\n",
+            )?;
         }
     }
     for size in ["2048", "1048576"] {
-        put(root, &format!("sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"), "0\n")?;
+        put(
+            root,
+            &format!("sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"),
+            "0\n",
+        )?;
     }
     put(
         root,
@@ -211,50 +260,92 @@ pub fn write_host(root: &Path, spec: &FixtureSpec) -> io::Result<()> {
     let online: CpuSet = (0..cpus).collect();
     let mask = cpumask::format(&online);
     let irqs = irqs(spec);
-    let mut interrupts = String::new();
+    // Streamed: on the benchmark host the file runs to 11 MB, which would dominate the benchmark's
+    // own peak memory if built in one string.
+    let mut interrupts = io::BufWriter::new(create(root, "proc/interrupts")?);
     for cpu in 0..cpus {
-        let _ = write!(interrupts, "{:>11}", format!("CPU{cpu}"));
+        write!(interrupts, "{:>11}", format!("CPU{cpu}"))?;
     }
-    interrupts.push('\n');
+    writeln!(interrupts)?;
     let mut refused = String::new();
     for irq in &irqs {
-        let _ = write!(interrupts, "{:>4}:", irq.number);
+        write!(interrupts, "{:>4}:", irq.number)?;
         for _ in 0..cpus {
-            interrupts.push_str("          0 ");
+            interrupts.write_all(b"          0 ")?;
         }
         let chip = match &irq.device {
             Some(device) => format!("PCI-MSIX-{device}"),
             None => "IO-APIC".to_owned(),
         };
-        let _ = writeln!(interrupts, " {chip}   0-edge      {}", irq.name);
+        writeln!(interrupts, " {chip}   0-edge      {}", irq.name)?;
         let dir = format!("proc/irq/{}", irq.number);
-        put(root, &format!("{dir}/smp_affinity_list"), &format!("{all}\n"))?;
+        put(
+            root,
+            &format!("{dir}/smp_affinity_list"),
+            &format!("{all}\n"),
+        )?;
         put(root, &format!("{dir}/smp_affinity"), &format!("{mask}\n"))?;
         put(root, &format!("{dir}/effective_affinity_list"), "0\n")?;
         if let Some(device) = &irq.device {
             let device_dir = format!("sys/bus/pci/devices/{device}");
-            put(root, &format!("{device_dir}/msi_irqs/{}", irq.number), "msix\n")?;
-            put(root, &format!("{device_dir}/numa_node"), &format!("{}\n", device_node(spec, device)))?;
+            put(
+                root,
+                &format!("{device_dir}/msi_irqs/{}", irq.number),
+                "msix\n",
+            )?;
+            put(
+                root,
+                &format!("{device_dir}/numa_node"),
+                &format!("{}\n", device_node(spec, device)),
+            )?;
         }
         if irq.managed {
             let _ = writeln!(refused, "{dir}/smp_affinity_list");
         }
     }
-    put(root, "proc/interrupts", &interrupts)?;
+    interrupts.flush()?;
     put(root, REFUSE_WRITES, &refused)?;
     put(root, HUGEPAGE_LIMITS, "")?;
     put(root, "proc/irq/default_smp_affinity", &format!("{mask}\n"))?;
-    put(root, "sys/devices/virtual/workqueue/cpumask", &format!("{mask}\n"))?;
-    put(root, "sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n")?;
-    put(root, "sys/kernel/mm/transparent_hugepage/defrag", "always defer defer+madvise [madvise] never\n")?;
+    put(
+        root,
+        "sys/devices/virtual/workqueue/cpumask",
+        &format!("{mask}\n"),
+    )?;
+    put(
+        root,
+        "sys/kernel/mm/transparent_hugepage/enabled",
+        "[always] madvise never\n",
+    )?;
+    put(
+        root,
+        "sys/kernel/mm/transparent_hugepage/defrag",
+        "always defer defer+madvise [madvise] never\n",
+    )?;
     put(root, "sys/kernel/mm/ksm/run", "0\n")?;
     put(root, "sys/kernel/mm/ksm/pages_to_scan", "100\n")?;
     for name in SYSCTL_ALLOWLIST {
-        put(root, &crate::write_allowlist::sysctl_path(name), &format!("{}\n", sysctl_default(name)))?;
+        put(
+            root,
+            &crate::write_allowlist::sysctl_path(name),
+            &format!("{}\n", sysctl_default(name)),
+        )?;
     }
-    put(root, "usr/lib/sysctl.d/50-default.conf", "kernel.numa_balancing = 1\n")?;
-    put(root, "etc/sysctl.d/99-local.conf", "# site settings\nvm.swappiness = 30\n")?;
-    put(root, "etc/default/irqbalance", "# irqbalance options\nIRQBALANCE_ONESHOT=0\n")?;
+    put(
+        root,
+        "usr/lib/sysctl.d/50-default.conf",
+        "kernel.numa_balancing = 1\n",
+    )?;
+    put(
+        root,
+        "etc/sysctl.d/99-local.conf",
+        "# site settings\nvm.swappiness = 30\n",
+    )?;
+    put(
+        root,
+        "etc/default/irqbalance",
+        "# irqbalance options\nIRQBALANCE_ONESHOT=0\n",
+    )?;
     put(root, "usr/sbin/irqbalance", "")?;
     put(
         root,
@@ -278,6 +369,7 @@ fn kernel_error(errno: Errno) -> io::Error {
 #[derive(Debug)]
 pub struct FixtureFs {
     real: RealHostFs,
+    online: CpuSet,
     refused: Mutex<BTreeSet<String>>,
     hugepage_limits: BTreeMap<String, u64>,
 }
@@ -298,8 +390,13 @@ impl FixtureFs {
                 Some((path.to_owned(), max.trim().parse().ok()?))
             })
             .collect();
+        let online = real
+            .read_trimmed("sys/devices/system/cpu/online")
+            .and_then(|o| CpuSet::parse(&o).ok())
+            .unwrap_or_default();
         Ok(Self {
             real,
+            online,
             refused: Mutex::new(refused),
             hugepage_limits,
         })
@@ -322,32 +419,34 @@ impl FixtureFs {
         fs::write(self.real.full_path(path), format!("{content}\n"))
     }
 
+    /// Like a kernel file: it must exist, and a write replaces its content.
     fn store(&self, path: &str, content: &str) -> Result<(), HostFsError> {
-        fs::write(self.real.full_path(path), format!("{content}\n")).map_err(|source| {
-            HostFsError::Write {
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.real.full_path(path))
+            .and_then(|mut file| io::Write::write_all(&mut file, format!("{content}\n").as_bytes()))
+            .map_err(|source| HostFsError::Write {
                 path: path.to_owned(),
                 value: content.to_owned(),
                 source,
-            }
-        })
+            })
     }
 
     /// The kernel's interpretation of a value written to `path`: what the file reads afterwards.
     fn kernel_semantics(&self, path: &str, value: &str) -> Result<Vec<(String, String)>, Errno> {
         let name = path.rsplit('/').next().unwrap_or_default();
-        let online = self
-            .real
-            .read_trimmed("sys/devices/system/cpu/online")
-            .and_then(|o| CpuSet::parse(&o).ok())
-            .unwrap_or_default();
         match name {
+            // The kernel delivers on one CPU of the new set (x86 picks the first).
             "smp_affinity_list" => {
                 let cpus = CpuSet::parse(value.trim()).map_err(|_| Errno::EINVAL)?;
-                let first = cpus.iter().find(|c| online.contains(*c)).ok_or(Errno::EINVAL)?;
+                let first = cpus
+                    .iter()
+                    .find(|c| self.online.contains(*c))
+                    .ok_or(Errno::EINVAL)?;
                 let dir = path.trim_end_matches("smp_affinity_list");
                 Ok(vec![
                     (path.to_owned(), cpus.to_string()),
-                    (format!("{dir}smp_affinity"), cpumask::format(&cpus)),
                     (format!("{dir}effective_affinity_list"), first.to_string()),
                 ])
             }
@@ -366,14 +465,23 @@ impl FixtureFs {
                 }
                 let text = options
                     .iter()
-                    .map(|o| if o == value.trim() { format!("[{o}]") } else { o.clone() })
+                    .map(|o| {
+                        if o == value.trim() {
+                            format!("[{o}]")
+                        } else {
+                            o.clone()
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(" ");
                 Ok(vec![(path.to_owned(), text)])
             }
             "nr_hugepages" => {
                 let wanted: u64 = value.trim().parse().map_err(|_| Errno::EINVAL)?;
-                let got = self.hugepage_limits.get(path).map_or(wanted, |max| wanted.min(*max));
+                let got = self
+                    .hugepage_limits
+                    .get(path)
+                    .map_or(wanted, |max| wanted.min(*max));
                 Ok(vec![(path.to_owned(), got.to_string())])
             }
             "scaling_governor" => {
@@ -398,6 +506,10 @@ impl HostFs for FixtureFs {
         self.real.read(path)
     }
 
+    fn for_each_line(&self, path: &str, line: &mut dyn FnMut(&str)) -> Result<(), HostFsError> {
+        self.real.for_each_line(path, line)
+    }
+
     fn write(&self, path: &str, value: &str) -> Result<(), HostFsError> {
         crate::write_allowlist::check(path)?;
         let write_error = |errno: Errno| HostFsError::Write {
@@ -405,9 +517,6 @@ impl HostFs for FixtureFs {
             value: value.to_owned(),
             source: kernel_error(errno),
         };
-        if !self.real.exists(path) {
-            return Err(write_error(Errno::ENOENT));
-        }
         if self
             .refused
             .lock()

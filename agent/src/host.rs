@@ -1,11 +1,11 @@
 //! The host model: everything the planner needs, read once from the host root. Reading is the only
 //! I/O here; planning works on this value alone.
 
+use crate::cpumask;
 use crate::hostfs::HostFs;
 use crate::interrupts;
 use crate::kubelet::{self, KubeletConfig};
 use crate::sysctl_files::{self, SysctlFileSetting};
-use crate::cpumask;
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::tuning_profile::SYSCTL_ALLOWLIST;
 use std::collections::BTreeMap;
@@ -21,7 +21,11 @@ pub const WORKQUEUE_CPUMASK: &str = "sys/devices/virtual/workqueue/cpumask";
 pub const PCI_DEVICES_DIR: &str = "sys/bus/pci/devices";
 /// Debian's and RHEL's irqbalance environment files.
 pub const IRQBALANCE_CONFIGS: &[&str] = &["etc/default/irqbalance", "etc/sysconfig/irqbalance"];
-const IRQBALANCE_BINARIES: &[&str] = &["usr/sbin/irqbalance", "usr/bin/irqbalance", "sbin/irqbalance"];
+const IRQBALANCE_BINARIES: &[&str] = &[
+    "usr/sbin/irqbalance",
+    "usr/bin/irqbalance",
+    "sbin/irqbalance",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -50,9 +54,10 @@ pub struct Irq {
     pub number: u32,
     /// The action name from /proc/interrupts, e.g. `nvme0q1`.
     pub name: String,
-    pub affinity: CpuSet,
-    /// Where the kernel really delivers it; absent on kernels without the file.
-    pub effective: Option<CpuSet>,
+    /// The affinity as a canonical CPU list. Kept as text: a host with thousands of IRQs spread
+    /// over hundreds of CPUs would otherwise hold a million set entries for them. (Where the
+    /// kernel really delivers it, `effective_affinity_list`, is checked by apply after a write.)
+    pub affinity: String,
     /// The PCI device whose MSI vectors include this IRQ.
     pub device: Option<String>,
     pub device_numa_node: Option<u32>,
@@ -86,13 +91,15 @@ impl Choice {
         let mut selected = None;
         let options = text
             .split_whitespace()
-            .map(|word| match word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
-                Some(inner) => {
-                    selected = Some(inner.to_owned());
-                    inner.to_owned()
-                }
-                None => word.to_owned(),
-            })
+            .map(
+                |word| match word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
+                    Some(inner) => {
+                        selected = Some(inner.to_owned());
+                        inner.to_owned()
+                    }
+                    None => word.to_owned(),
+                },
+            )
             .collect();
         Some(Self {
             selected: selected?,
@@ -178,33 +185,35 @@ fn meminfo(text: &str) -> (u64, u64) {
 
 /// Page size in kB from a directory name like `hugepages-2048kB`.
 pub fn hugepage_dir_size_kb(name: &str) -> Option<u64> {
-    name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()
+    name.strip_prefix("hugepages-")?
+        .strip_suffix("kB")?
+        .parse()
+        .ok()
 }
 
-fn hugepage_pools(fs: &dyn HostFs, dir: &str) -> BTreeMap<u64, u64> {
+/// Pages per page size (kB) of the pools below `dir`.
+pub fn hugepage_pools(fs: &dyn HostFs, dir: &str) -> BTreeMap<u64, u64> {
     fs.list(dir)
         .into_iter()
         .filter_map(|name| {
             let size = hugepage_dir_size_kb(&name)?;
-            let count = fs.read_trimmed(&format!("{dir}/{name}/nr_hugepages"))?.parse().ok()?;
+            let count = fs
+                .read_trimmed(&format!("{dir}/{name}/nr_hugepages"))?
+                .parse()
+                .ok()?;
             Some((size, count))
         })
         .collect()
 }
 
 fn read_irqs(fs: &dyn HostFs) -> Result<Vec<Irq>, HostError> {
-    let names: BTreeMap<u32, String> = fs
-        .read("proc/interrupts")
-        .ok()
-        .and_then(|text| interrupts::parse(&text).ok())
-        .map(|parsed| {
-            parsed
-                .lines
-                .iter()
-                .map(|l| (l.irq, l.action().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    // A host without /proc/interrupts still has IRQs to place; they just go unnamed.
+    let _ = fs.for_each_line("proc/interrupts", &mut |line| {
+        if let Some((irq, action)) = interrupts::action_of_line(line) {
+            names.insert(irq, action.to_owned());
+        }
+    });
     let mut devices: BTreeMap<u32, (String, Option<u32>)> = BTreeMap::new();
     for device in fs.list(PCI_DEVICES_DIR) {
         let numa = fs
@@ -222,16 +231,14 @@ fn read_irqs(fs: &dyn HostFs) -> Result<Vec<Irq>, HostError> {
         let Some(affinity) = cpu_list(fs, &format!("{dir}/smp_affinity_list"))? else {
             continue;
         };
-        let effective = cpu_list(fs, &format!("{dir}/effective_affinity_list"))?;
         let (device, device_numa_node) = match devices.get(&number) {
             Some((device, numa)) => (Some(device.clone()), *numa),
             None => (None, None),
         };
         irqs.push(Irq {
             number,
-            name: names.get(&number).cloned().unwrap_or_default(),
-            affinity,
-            effective,
+            name: names.remove(&number).unwrap_or_default(),
+            affinity: affinity.to_string(),
             device,
             device_numa_node,
         });
@@ -302,7 +309,8 @@ pub fn read(fs: &dyn HostFs) -> Result<HostModel, HostError> {
     for id in numbered(fs.list(NODE_DIR), "node") {
         let dir = format!("{NODE_DIR}/node{id}");
         let cpus = cpu_list(fs, &format!("{dir}/cpulist"))?.unwrap_or_default();
-        let (mem_total_kb, mem_free_kb) = meminfo(&fs.read(&format!("{dir}/meminfo")).unwrap_or_default());
+        let (mem_total_kb, mem_free_kb) =
+            meminfo(&fs.read(&format!("{dir}/meminfo")).unwrap_or_default());
         numa_nodes.push(NumaNode {
             id,
             cpus,
@@ -338,8 +346,14 @@ pub fn read(fs: &dyn HostFs) -> Result<HostModel, HostError> {
         },
         cpufreq,
         cpuidle,
-        thp_enabled: fs.read(&format!("{THP_DIR}/enabled")).ok().and_then(|t| Choice::parse(&t)),
-        thp_defrag: fs.read(&format!("{THP_DIR}/defrag")).ok().and_then(|t| Choice::parse(&t)),
+        thp_enabled: fs
+            .read(&format!("{THP_DIR}/enabled"))
+            .ok()
+            .and_then(|t| Choice::parse(&t)),
+        thp_defrag: fs
+            .read(&format!("{THP_DIR}/defrag"))
+            .ok()
+            .and_then(|t| Choice::parse(&t)),
         ksm_run: fs.read_trimmed(&format!("{KSM_DIR}/run")),
         ksm_pages_to_scan: fs.read_trimmed(&format!("{KSM_DIR}/pages_to_scan")),
         sysctls,

@@ -4,7 +4,7 @@
 use crate::write_allowlist::{self, WriteAllowlistError};
 use nix::errno::Errno;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,13 @@ pub trait HostFs: Send + Sync {
     fn list(&self, dir: &str) -> Vec<String>;
     fn exists(&self, path: &str) -> bool;
 
+    /// Calls `line` for each line of a file, without holding it whole (/proc/interrupts of a large
+    /// host runs to megabytes).
+    fn for_each_line(&self, path: &str, line: &mut dyn FnMut(&str)) -> Result<(), HostFsError> {
+        self.read(path)?.lines().for_each(line);
+        Ok(())
+    }
+
     /// The file's content without surrounding whitespace, or `None` when absent or unreadable.
     fn read_trimmed(&self, path: &str) -> Option<String> {
         self.read(path).ok().map(|s| s.trim().to_owned())
@@ -90,7 +97,27 @@ fn read_error(path: &str, source: io::Error) -> HostFsError {
 
 impl HostFs for RealHostFs {
     fn read(&self, path: &str) -> Result<String, HostFsError> {
-        fs::read_to_string(self.full_path(path)).map_err(|e| read_error(path, e))
+        // Not fs::read_to_string: its size probe is one more syscall per file, and sysfs and
+        // procfs report sizes that mean nothing anyway.
+        let mut text = String::with_capacity(64);
+        fs::File::open(self.full_path(path))
+            .and_then(|mut file| io::Read::read_to_string(&mut file, &mut text))
+            .map_err(|e| read_error(path, e))?;
+        Ok(text)
+    }
+
+    fn for_each_line(&self, path: &str, line: &mut dyn FnMut(&str)) -> Result<(), HostFsError> {
+        let file = fs::File::open(self.full_path(path)).map_err(|e| read_error(path, e))?;
+        let mut reader = io::BufReader::new(file);
+        let mut buffer = String::new();
+        loop {
+            buffer.clear();
+            match reader.read_line(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(_) => line(buffer.trim_end_matches('\n')),
+                Err(e) => return Err(read_error(path, e)),
+            }
+        }
     }
 
     fn write(&self, path: &str, value: &str) -> Result<(), HostFsError> {
@@ -100,9 +127,11 @@ impl HostFs for RealHostFs {
             value: value.to_owned(),
             source,
         };
-        // No create and no truncate: the file must be the kernel's, and sysfs wants one write.
+        // No create: the file must be the kernel's. Truncate, as `echo value > file` does: sysfs
+        // and procfs ignore it, and a plain file (a host tree copy) then holds just the value.
         let mut file = fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(self.full_path(path))
             .map_err(write_error)?;
         file.write_all(format!("{value}\n").as_bytes())
@@ -126,7 +155,9 @@ impl HostFs for RealHostFs {
             .write_all(content.as_bytes())
             .map_err(write_error)?;
         temporary.as_file().sync_all().map_err(write_error)?;
-        temporary.persist(&target).map_err(|e| write_error(e.error))?;
+        temporary
+            .persist(&target)
+            .map_err(|e| write_error(e.error))?;
         // The rename is durable only once the directory entry is.
         fs::File::open(dir)
             .and_then(|d| d.sync_all())

@@ -16,6 +16,16 @@ impl InterruptLine {
     }
 }
 
+/// The IRQ number and action name of one line, without parsing the per-CPU counts; `None` for
+/// the header and the named counters.
+pub fn action_of_line(line: &str) -> Option<(u32, &str)> {
+    let (label, rest) = line.split_once(':')?;
+    let irq = label.trim().parse().ok()?;
+    let action = rest.split_whitespace().next_back()?;
+    // A line with counts only (no description) has no action name.
+    (action.parse::<u64>().is_err()).then_some((irq, action))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Interrupts {
     /// CPU numbers of the count columns (offline CPUs have no column).
@@ -98,5 +108,14 @@ mod tests {
         assert_eq!(parsed.lines[1].counts, vec![0, 12378918]);
         assert_eq!(parsed.lines[1].action(), "virtio1-req.0");
         assert_eq!(parse(""), Err(InterruptsError::NoHeader));
+        assert_eq!(
+            action_of_line(" 36:   0  12  PCI-MSIX-0000:00:02.0   1-edge   virtio1-req.0"),
+            Some((36, "virtio1-req.0"))
+        );
+        assert_eq!(
+            action_of_line("NMI:   0   0   Non-maskable interrupts"),
+            None
+        );
+        assert_eq!(action_of_line(" 7:   0   0"), None);
     }
 }

@@ -83,8 +83,8 @@ impl Journal {
         if self.originals.contains_key(&change.path) {
             return false;
         }
-        let value = (file_existed || change.target != Target::ConfigFile)
-            .then(|| change.current.clone());
+        let value =
+            (file_existed || change.target != Target::ConfigFile).then(|| change.current.clone());
         self.originals.insert(
             change.path.clone(),
             Original {

@@ -57,19 +57,70 @@ impl Default for Metrics {
             vm_vcpu_wait: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("drift_corrections", "Settings found changed by someone else and set back", metrics.drift_corrections.clone());
-        registry.register("rechecks", "Re-checks of the host against the profile", metrics.rechecks.clone());
-        registry.register("recheck_failures", "Re-checks that failed", metrics.recheck_failures.clone());
-        registry.register("applied_settings", "Settings the last apply wrote and verified", metrics.applied_settings.clone());
-        registry.register("unchangeable_settings", "Settings the kernel will not change at runtime", metrics.unchangeable_settings.clone());
-        registry.register("reboot_required", "1 when kernel arguments of the profile are missing", metrics.reboot_required.clone());
-        registry.register("kubelet_restart_required", "1 when the kubelet must restart to see hugepages or CPU manager settings", metrics.kubelet_restart_required.clone());
-        registry.register("recheck_duration_seconds", "Duration of the last re-check", metrics.recheck_seconds.clone());
-        registry.register("cpu_utilisation_percent", "Share of the last interval the CPU ran tasks", metrics.cpu_utilisation.clone());
-        registry.register("cpu_runqueue_wait_percent", "Run-queue wait accumulated on the CPU per interval time", metrics.cpu_wait.clone());
-        registry.register("cpu_pressure_some_percent", "PSI: share of the interval some task waited for a CPU", metrics.psi_some.clone());
-        registry.register("vm_vcpu_wait_percent", "Average share of the interval a VM's vCPU threads waited for a host CPU", metrics.vm_vcpu_wait.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "drift_corrections",
+            "Settings found changed by someone else and set back",
+            metrics.drift_corrections.clone(),
+        );
+        registry.register(
+            "rechecks",
+            "Re-checks of the host against the profile",
+            metrics.rechecks.clone(),
+        );
+        registry.register(
+            "recheck_failures",
+            "Re-checks that failed",
+            metrics.recheck_failures.clone(),
+        );
+        registry.register(
+            "applied_settings",
+            "Settings the last apply wrote and verified",
+            metrics.applied_settings.clone(),
+        );
+        registry.register(
+            "unchangeable_settings",
+            "Settings the kernel will not change at runtime",
+            metrics.unchangeable_settings.clone(),
+        );
+        registry.register(
+            "reboot_required",
+            "1 when kernel arguments of the profile are missing",
+            metrics.reboot_required.clone(),
+        );
+        registry.register(
+            "kubelet_restart_required",
+            "1 when the kubelet must restart to see hugepages or CPU manager settings",
+            metrics.kubelet_restart_required.clone(),
+        );
+        registry.register(
+            "recheck_duration_seconds",
+            "Duration of the last re-check",
+            metrics.recheck_seconds.clone(),
+        );
+        registry.register(
+            "cpu_utilisation_percent",
+            "Share of the last interval the CPU ran tasks",
+            metrics.cpu_utilisation.clone(),
+        );
+        registry.register(
+            "cpu_runqueue_wait_percent",
+            "Run-queue wait accumulated on the CPU per interval time",
+            metrics.cpu_wait.clone(),
+        );
+        registry.register(
+            "cpu_pressure_some_percent",
+            "PSI: share of the interval some task waited for a CPU",
+            metrics.psi_some.clone(),
+        );
+        registry.register(
+            "vm_vcpu_wait_percent",
+            "Average share of the interval a VM's vCPU threads waited for a host CPU",
+            metrics.vm_vcpu_wait.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 }
 
@@ -90,7 +141,9 @@ impl Metrics {
                 cpu: cpu.cpu.to_string(),
                 isolated: cpu.isolated.to_string(),
             };
-            self.cpu_utilisation.get_or_create(&labels).set(cpu.utilisation_percent);
+            self.cpu_utilisation
+                .get_or_create(&labels)
+                .set(cpu.utilisation_percent);
             self.cpu_wait.get_or_create(&labels).set(cpu.wait_percent);
         }
         if let Some(psi) = report.psi_some_percent {
@@ -101,7 +154,9 @@ impl Metrics {
                 pid: vm.pid.to_string(),
                 vm: vm.name.clone(),
             };
-            self.vm_vcpu_wait.get_or_create(&labels).set(vm.vcpu_wait_percent);
+            self.vm_vcpu_wait
+                .get_or_create(&labels)
+                .set(vm.vcpu_wait_percent);
         }
     }
 }

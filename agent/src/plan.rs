@@ -2,11 +2,11 @@
 //! why. Pure: no I/O, so `plan` prints exactly what `apply` will do.
 
 use crate::cpumask;
-use crate::host::{Choice, HostModel, DEFAULT_SMP_AFFINITY, KSM_DIR, THP_DIR, WORKQUEUE_CPUMASK};
+use crate::host::{Choice, DEFAULT_SMP_AFFINITY, HostModel, KSM_DIR, THP_DIR, WORKQUEUE_CPUMASK};
 use crate::write_allowlist::sysctl_path;
+use fastvirt_api::NodeTuningProfileSpec;
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::tuning_profile::{HugepageSize, ProfileError, ThpMode};
-use fastvirt_api::NodeTuningProfileSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -49,7 +49,9 @@ pub enum Target {
         numa_node: Option<u32>,
     },
     /// An IRQ's affinity: managed IRQs refuse the write.
-    IrqAffinity { irq: u32 },
+    IrqAffinity {
+        irq: u32,
+    },
     /// A regular configuration file, replaced atomically (absent before: `current` is empty).
     ConfigFile,
     Knob,
@@ -165,6 +167,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     /// Records a change unless `current` already matches; `None` means the file is missing.
+    /// Both values must be canonical for `compare` (see [`Compare::canonical`]).
     fn want(
         &mut self,
         setting: String,
@@ -175,12 +178,11 @@ impl Planner<'_> {
         target: Target,
     ) {
         let Some(current) = current else {
-            self.plan
-                .notes
-                .push(format!("{setting}: /{path} does not exist on this host; skipped"));
+            self.plan.notes.push(format!(
+                "{setting}: /{path} does not exist on this host; skipped"
+            ));
             return;
         };
-        let current = compare.canonical(&current).unwrap_or(current);
         if current == desired {
             self.plan.in_place += 1;
         } else {
@@ -196,7 +198,9 @@ impl Planner<'_> {
     }
 
     fn unchangeable(&mut self, setting: String, reason: String) {
-        self.plan.unchangeable.push(Unchangeable { setting, reason });
+        self.plan
+            .unchangeable
+            .push(Unchangeable { setting, reason });
     }
 
     fn note(&mut self, note: String) {
@@ -260,7 +264,9 @@ pub fn plan(
 
 fn plan_smt(planner: &mut Planner, isolated: &CpuSet) {
     for cpu in isolated.iter() {
-        let Some(siblings) = planner.host.siblings.get(&cpu) else { continue };
+        let Some(siblings) = planner.host.siblings.get(&cpu) else {
+            continue;
+        };
         let shared: CpuSet = siblings.iter().filter(|s| !isolated.contains(*s)).collect();
         if !shared.is_empty() {
             planner.note(format!(
@@ -301,15 +307,17 @@ fn plan_hugepages(planner: &mut Planner, profile: &NodeTuningProfileSpec) -> Res
         let dir_name = format!("hugepages-{page_kb}kB");
         let (setting, path, current, free_kb) = match pool.numa_node {
             Some(node) => {
-                let numa = host.numa_node(node).ok_or_else(|| PlanError::NoSuchNumaNode {
-                    node,
-                    nodes: host
-                        .numa_nodes
-                        .iter()
-                        .map(|n| n.id)
-                        .collect::<CpuSet>()
-                        .to_string(),
-                })?;
+                let numa = host
+                    .numa_node(node)
+                    .ok_or_else(|| PlanError::NoSuchNumaNode {
+                        node,
+                        nodes: host
+                            .numa_nodes
+                            .iter()
+                            .map(|n| n.id)
+                            .collect::<CpuSet>()
+                            .to_string(),
+                    })?;
                 (
                     format!("hugepages {size} on NUMA node {node}"),
                     format!("sys/devices/system/node/node{node}/hugepages/{dir_name}/nr_hugepages"),
@@ -394,7 +402,7 @@ fn plan_irqs(planner: &mut Planner, reserved: &CpuSet, options: &PlanOptions) {
         planner.want(
             label,
             format!("proc/irq/{}/smp_affinity_list", irq.number),
-            Some(irq.affinity.to_string()),
+            Some(irq.affinity.clone()),
             desired.to_string(),
             Compare::CpuList,
             Target::IrqAffinity { irq: irq.number },
@@ -417,7 +425,9 @@ pub fn with_ban_list(config: &str, isolated: &CpuSet) -> String {
     let mut lines: Vec<String> = config
         .lines()
         .map(|l| {
-            if l.trim_start().starts_with(&format!("{IRQBALANCE_BAN_KEY}=")) {
+            if l.trim_start()
+                .starts_with(&format!("{IRQBALANCE_BAN_KEY}="))
+            {
                 replaced = true;
                 line.clone()
             } else {
@@ -483,7 +493,8 @@ fn plan_power(planner: &mut Planner, profile: &NodeTuningProfileSpec, isolated: 
     for (cpu, freq) in &host.cpufreq {
         let dir = format!("sys/devices/system/cpu/cpu{cpu}/cpufreq");
         if let Some(governor) = &power.governor {
-            if !freq.available_governors.is_empty() && !freq.available_governors.contains(governor) {
+            if !freq.available_governors.is_empty() && !freq.available_governors.contains(governor)
+            {
                 planner.unchangeable(
                     format!("cpu {cpu} governor"),
                     format!(
@@ -530,7 +541,9 @@ fn plan_power(planner: &mut Planner, profile: &NodeTuningProfileSpec, isolated: 
             }
         }
     }
-    let Some(limit) = power.max_cstate_latency_us else { return };
+    let Some(limit) = power.max_cstate_latency_us else {
+        return;
+    };
     if host.cpuidle.is_empty() {
         planner.note("no cpuidle states on this host: nothing to disable".to_owned());
     }
@@ -573,7 +586,10 @@ fn choice_setting(
         if !choice.options.iter().any(|o| o == desired) {
             planner.unchangeable(
                 setting.to_owned(),
-                format!("the kernel offers no {desired} (options: {})", choice.options.join(" ")),
+                format!(
+                    "the kernel offers no {desired} (options: {})",
+                    choice.options.join(" ")
+                ),
             );
             return;
         }
@@ -589,7 +605,9 @@ fn choice_setting(
 }
 
 fn plan_thp(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
-    let Some(mode) = profile.transparent_hugepages else { return };
+    let Some(mode) = profile.transparent_hugepages else {
+        return;
+    };
     let (enabled, defrag) = match mode {
         ThpMode::Always => ("always", "madvise"),
         ThpMode::Madvise => ("madvise", "madvise"),
@@ -666,7 +684,7 @@ fn plan_sysctls(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
         planner.want(
             format!("sysctl {name}"),
             sysctl_path(&name),
-            Some(current.clone()),
+            Compare::Exact.canonical(current),
             desired,
             Compare::Exact,
             Target::Knob,
@@ -686,11 +704,14 @@ fn plan_kernel_args(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
             .copied()
             .filter(|b| b.split('=').next() == Some(key))
             .collect();
-        planner.plan.missing_kernel_args.push(if differing.is_empty() {
-            arg.clone()
-        } else {
-            format!("{arg} (booted with {})", differing.join(" "))
-        });
+        planner
+            .plan
+            .missing_kernel_args
+            .push(if differing.is_empty() {
+                arg.clone()
+            } else {
+                format!("{arg} (booted with {})", differing.join(" "))
+            });
     }
 }
 

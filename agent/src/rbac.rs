@@ -20,8 +20,7 @@ pub const TUNED_NODES: Permission = Permission::cluster(
 pub const TUNED_NODE_STATUS: Permission =
     Permission::cluster("fastvirt.io", "tunednodes/status", &["get", "patch"]);
 /// Events about the cluster-scoped TunedNode are written to the `default` namespace.
-pub const EVENTS: Permission =
-    Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
+pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
 
 /// All of the above, for the chart's tests.
 pub const REQUIRED: &[Permission] = &[NODES, PROFILES, TUNED_NODES, TUNED_NODE_STATUS, EVENTS];

@@ -8,10 +8,10 @@ use crate::host;
 use crate::hostfs::HostFs;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::plan::{self, Plan, PlanOptions, Target, KSM_HANDLER_ANNOTATION};
+use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions, Target};
 use crate::quantity;
 use crate::status_lines;
-use fastvirt_api::assignment::{assign, Assignment};
+use fastvirt_api::assignment::{Assignment, assign};
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::{Condition, NodeTuningProfile, TunedNode, TunedNodeStatus};
 use k8s_openapi::api::core::v1::Node;
@@ -65,7 +65,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -220,7 +222,11 @@ impl Agent {
             outcome.isolated = cpus.isolated;
         }
         if profile.spec.paused {
-            outcome.applied = (false, "Paused", format!("profile {name} is paused; settings stay as they are"));
+            outcome.applied = (
+                false,
+                "Paused",
+                format!("profile {name} is paused; settings stay as they are"),
+            );
             return Ok(outcome);
         }
         let host = host::read(self.fs.as_ref())?;
@@ -230,7 +236,9 @@ impl Agent {
                 let message = format!("profile {name} cannot apply here: {error}");
                 outcome.applied = (false, "ProfileRefused", message.clone());
                 outcome.degraded = (true, "ProfileRefused", message.clone());
-                outcome.events.push((EventType::Warning, "ProfileRefused", message));
+                outcome
+                    .events
+                    .push((EventType::Warning, "ProfileRefused", message));
                 return Ok(outcome);
             }
         };
@@ -239,13 +247,14 @@ impl Agent {
         if !same_generation {
             state.shortfalls.clear();
         }
-        plan.changes.retain(|change| {
-            state.shortfalls.get(&change.path) != Some(&change.current)
-        });
+        plan.changes
+            .retain(|change| state.shortfalls.get(&change.path) != Some(&change.current));
         if same_generation && !plan.changes.is_empty() {
             outcome.drift = plan.changes.len();
             state.drift_corrections += plan.changes.len() as u64;
-            self.metrics.drift_corrections.inc_by(plan.changes.len() as u64);
+            self.metrics
+                .drift_corrections
+                .inc_by(plan.changes.len() as u64);
             let settings: Vec<&str> = plan.changes.iter().map(|c| c.setting.as_str()).collect();
             outcome.events.push((
                 EventType::Warning,
@@ -260,19 +269,33 @@ impl Agent {
         match apply::apply(self.fs.as_ref(), &plan) {
             Ok(report) => {
                 for shortfall in &report.shortfalls {
-                    state.shortfalls.insert(shortfall.path.clone(), shortfall.got.to_string());
+                    state
+                        .shortfalls
+                        .insert(shortfall.path.clone(), shortfall.got.to_string());
                 }
                 state.applied = Some((name.clone(), generation));
                 let short = !report.shortfalls.is_empty();
                 outcome.applied = (true, "Applied", format!("profile {name} applied"));
                 outcome.degraded = if short {
-                    let message = report.shortfalls.iter().map(|s| s.message.clone()).collect::<Vec<_>>().join("; ");
+                    let message = report
+                        .shortfalls
+                        .iter()
+                        .map(|s| s.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     (true, "HugepageShortfall", message)
                 } else {
                     (false, "AsExpected", String::new())
                 };
                 if !same_generation && !plan.changes.is_empty() {
-                    outcome.events.push((EventType::Normal, "Applied", format!("profile {name}: {} setting(s) changed", report.applied.len())));
+                    outcome.events.push((
+                        EventType::Normal,
+                        "Applied",
+                        format!(
+                            "profile {name}: {} setting(s) changed",
+                            report.applied.len()
+                        ),
+                    ));
                 }
                 outcome.report = Some(report);
             }
@@ -305,20 +328,34 @@ impl Agent {
         drop(state);
         let mut outcome = HostOutcome {
             applied: (false, reason, message.clone()),
-            degraded: (degraded, if degraded { reason } else { "AsExpected" }, if degraded { message } else { String::new() }),
+            degraded: (
+                degraded,
+                if degraded { reason } else { "AsExpected" },
+                if degraded { message } else { String::new() },
+            ),
             ..HostOutcome::default()
         };
         if Journal::load(self.fs.as_ref())?.originals.is_empty() {
             return Ok(outcome);
         }
         let report = apply::restore(self.fs.as_ref())?;
-        let mut note = format!("restored {} setting(s) to their original values", report.restored.len());
+        let mut note = format!(
+            "restored {} setting(s) to their original values",
+            report.restored.len()
+        );
         if !report.failed.is_empty() {
-            note.push_str(&format!("; could not restore: {}", report.failed.join("; ")));
+            note.push_str(&format!(
+                "; could not restore: {}",
+                report.failed.join("; ")
+            ));
             outcome.degraded = (true, "RestoreFailed", note.clone());
         }
         outcome.events.push((
-            if report.failed.is_empty() { EventType::Normal } else { EventType::Warning },
+            if report.failed.is_empty() {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
             "Restored",
             note,
         ));
@@ -327,10 +364,10 @@ impl Agent {
 
     /// Kubelet's hugepage capacity against the host's pools: they differ until it restarts.
     fn hugepage_capacity_mismatches(&self, node: &Node) -> Vec<String> {
-        let Ok(host) = host::read(self.fs.as_ref()) else { return Vec::new() };
+        let pools = host::hugepage_pools(self.fs.as_ref(), host::GLOBAL_HUGEPAGES_DIR);
         let capacity = node.status.as_ref().and_then(|s| s.capacity.as_ref());
         let mut mismatches = Vec::new();
-        for (size_kb, pages) in &host.hugepages {
+        for (size_kb, pages) in &pools {
             let resource = format!("hugepages-{}", plan::size_name(*size_kb));
             let reported = capacity
                 .and_then(|c| c.get(&resource))
@@ -348,7 +385,11 @@ impl Agent {
         mismatches
     }
 
-    fn status(&self, outcome: &HostOutcome, node: &Node) -> Result<TunedNodeStatus, ReconcileError> {
+    fn status(
+        &self,
+        outcome: &HostOutcome,
+        node: &Node,
+    ) -> Result<TunedNodeStatus, ReconcileError> {
         let journal = Journal::load(self.fs.as_ref())?;
         // Every setting the journal holds is one the agent changed and still owns; its value is
         // what the host has now.
@@ -367,13 +408,31 @@ impl Agent {
         let applied = status_lines::fold(current.iter().map(|(s, v)| (s.as_str(), v.as_str())));
         let mut unchangeable_items: Vec<(String, String)> = Vec::new();
         if let Some(report) = &outcome.report {
-            unchangeable_items.extend(report.unchangeable.iter().map(|u| (u.setting.clone(), u.reason.clone())));
-            unchangeable_items.extend(report.shortfalls.iter().map(|s| (s.setting.clone(), s.message.clone())));
+            unchangeable_items.extend(
+                report
+                    .unchangeable
+                    .iter()
+                    .map(|u| (u.setting.clone(), u.reason.clone())),
+            );
+            unchangeable_items.extend(
+                report
+                    .shortfalls
+                    .iter()
+                    .map(|s| (s.setting.clone(), s.message.clone())),
+            );
         }
-        let unchangeable = status_lines::fold(unchangeable_items.iter().map(|(s, r)| (s.as_str(), r.as_str())));
+        let unchangeable = status_lines::fold(
+            unchangeable_items
+                .iter()
+                .map(|(s, r)| (s.as_str(), r.as_str())),
+        );
         let plan = outcome.plan.as_ref();
-        let missing_kernel_args = plan.map(|p| p.missing_kernel_args.clone()).unwrap_or_default();
-        let mut kubelet_reasons: Vec<String> = plan.map(|p| p.kubelet_mismatches.clone()).unwrap_or_default();
+        let missing_kernel_args = plan
+            .map(|p| p.missing_kernel_args.clone())
+            .unwrap_or_default();
+        let mut kubelet_reasons: Vec<String> = plan
+            .map(|p| p.kubelet_mismatches.clone())
+            .unwrap_or_default();
         if outcome.profile.is_some() {
             kubelet_reasons.extend(self.hugepage_capacity_mismatches(node));
         }
@@ -383,28 +442,52 @@ impl Agent {
         let reboot_required = !missing_kernel_args.is_empty();
         let kubelet_restart_required = !kubelet_reasons.is_empty();
         let conditions = vec![
-            condition(&previous, "Applied", outcome.applied.0, outcome.applied.1, outcome.applied.2.clone()),
-            condition(&previous, "Degraded", outcome.degraded.0, outcome.degraded.1, outcome.degraded.2.clone()),
+            condition(
+                &previous,
+                "Applied",
+                outcome.applied.0,
+                outcome.applied.1,
+                outcome.applied.2.clone(),
+            ),
+            condition(
+                &previous,
+                "Degraded",
+                outcome.degraded.0,
+                outcome.degraded.1,
+                outcome.degraded.2.clone(),
+            ),
             condition(
                 &previous,
                 "RebootRequired",
                 reboot_required,
-                if reboot_required { "KernelArgumentsMissing" } else { "KernelArgumentsPresent" },
+                if reboot_required {
+                    "KernelArgumentsMissing"
+                } else {
+                    "KernelArgumentsPresent"
+                },
                 missing_kernel_args.join(" "),
             ),
             condition(
                 &previous,
                 "KubeletRestartRequired",
                 kubelet_restart_required,
-                if kubelet_restart_required { "KubeletOutOfDate" } else { "KubeletUpToDate" },
+                if kubelet_restart_required {
+                    "KubeletOutOfDate"
+                } else {
+                    "KubeletUpToDate"
+                },
                 kubelet_reasons.join("; "),
             ),
         ];
         state.previous_conditions = conditions.clone();
         self.metrics.applied_settings.set(current.len() as i64);
-        self.metrics.unchangeable_settings.set(unchangeable_items.len() as i64);
+        self.metrics
+            .unchangeable_settings
+            .set(unchangeable_items.len() as i64);
         self.metrics.reboot_required.set(i64::from(reboot_required));
-        self.metrics.kubelet_restart_required.set(i64::from(kubelet_restart_required));
+        self.metrics
+            .kubelet_restart_required
+            .set(i64::from(kubelet_restart_required));
         Ok(TunedNodeStatus {
             profile: outcome.profile.clone(),
             profile_generation: outcome.generation,
@@ -420,16 +503,24 @@ impl Agent {
     }
 
     /// Rates since the previous reconcile; `None` on the first one or without a source.
-    fn measure_congestion(&self, isolated: &CpuSet) -> Option<fastvirt_api::tuned_node::CongestionSummary> {
+    fn measure_congestion(
+        &self,
+        isolated: &CpuSet,
+    ) -> Option<fastvirt_api::tuned_node::CongestionSummary> {
         let source: Source = congestion::detect(self.fs.as_ref()).ok()?;
-        let sample = congestion::sample(self.fs.as_ref(), source, congestion::monotonic_ns()).ok()?;
+        let sample =
+            congestion::sample(self.fs.as_ref(), source, congestion::monotonic_ns()).ok()?;
         let previous = self.state().congestion.replace(sample.clone())?;
         let report = congestion::rates(&previous, &sample, isolated).ok()?;
         self.metrics.record_congestion(&report);
         Some(report.summary())
     }
 
-    async fn write_status(&self, node: &Node, status: &mut TunedNodeStatus) -> Result<(), ReconcileError> {
+    async fn write_status(
+        &self,
+        node: &Node,
+        status: &mut TunedNodeStatus,
+    ) -> Result<(), ReconcileError> {
         let name = &self.config.node_name;
         let api = Api::<TunedNode>::all(self.client.clone());
         let params = PatchParams::apply(MANAGER).force();
@@ -451,7 +542,8 @@ impl Agent {
             "status": status,
         });
         // rbac::TUNED_NODE_STATUS
-        api.patch_status(name, &params, &Patch::Apply(&status_patch)).await?;
+        api.patch_status(name, &params, &Patch::Apply(&status_patch))
+            .await?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use crate::apply::{ApplyReport, RestoreReport};
 use crate::congestion::CongestionReport;
-use crate::plan::{Change, Compare, Plan, IRQBALANCE_BAN_KEY};
+use crate::plan::{Change, Compare, IRQBALANCE_BAN_KEY, Plan};
 use std::fmt::Write as _;
 
 /// A configuration file is shown by the line the agent manages, not whole.
@@ -29,11 +29,23 @@ fn table(rows: &[[String; 3]]) -> String {
 pub fn plan(plan: &Plan) -> String {
     let mut out = String::new();
     if plan.changes.is_empty() {
-        let _ = writeln!(out, "No changes: {} setting(s) already as the profile wants.", plan.in_place);
+        let _ = writeln!(
+            out,
+            "No changes: {} setting(s) already as the profile wants.",
+            plan.in_place
+        );
     } else {
-        let mut rows = vec![["SETTING".to_owned(), "CURRENT".to_owned(), "DESIRED".to_owned()]];
+        let mut rows = vec![[
+            "SETTING".to_owned(),
+            "CURRENT".to_owned(),
+            "DESIRED".to_owned(),
+        ]];
         rows.extend(plan.changes.iter().map(|c| {
-            [c.setting.clone(), shown(c, &c.current), shown(c, &c.desired)]
+            [
+                c.setting.clone(),
+                shown(c, &c.current),
+                shown(c, &c.desired),
+            ]
         }));
         out.push_str(&table(&rows));
         let _ = writeln!(
@@ -43,8 +55,18 @@ pub fn plan(plan: &Plan) -> String {
             plan.in_place
         );
     }
-    section(&mut out, "Cannot change at runtime", plan.unchangeable.iter().map(|u| format!("{}: {}", u.setting, u.reason)));
-    section(&mut out, "Reboot required: kernel arguments missing from /proc/cmdline", plan.missing_kernel_args.iter().cloned());
+    section(
+        &mut out,
+        "Cannot change at runtime",
+        plan.unchangeable
+            .iter()
+            .map(|u| format!("{}: {}", u.setting, u.reason)),
+    );
+    section(
+        &mut out,
+        "Reboot required: kernel arguments missing from /proc/cmdline",
+        plan.missing_kernel_args.iter().cloned(),
+    );
     section(&mut out, "Kubelet", plan.kubelet_mismatches.iter().cloned());
     if plan.kubelet_restart_required {
         let _ = writeln!(out, "Kubelet restart required.");
@@ -65,19 +87,51 @@ fn section(out: &mut String, title: &str, lines: impl Iterator<Item = String>) {
 }
 
 pub fn apply(report: &ApplyReport) -> String {
-    let mut out = format!("Applied and verified {} setting(s).\n", report.applied.len());
-    section(&mut out, "Applied", report.applied.iter().map(|a| format!("{}: {}", a.setting, a.value)));
-    section(&mut out, "Unchangeable", report.unchangeable.iter().map(|u| format!("{}: {}", u.setting, u.reason)));
-    section(&mut out, "Hugepage shortfalls", report.shortfalls.iter().map(|s| s.message.clone()));
+    let mut out = format!(
+        "Applied and verified {} setting(s).\n",
+        report.applied.len()
+    );
+    section(
+        &mut out,
+        "Applied",
+        report
+            .applied
+            .iter()
+            .map(|a| format!("{}: {}", a.setting, a.value)),
+    );
+    section(
+        &mut out,
+        "Unchangeable",
+        report
+            .unchangeable
+            .iter()
+            .map(|u| format!("{}: {}", u.setting, u.reason)),
+    );
+    section(
+        &mut out,
+        "Hugepage shortfalls",
+        report.shortfalls.iter().map(|s| s.message.clone()),
+    );
     section(&mut out, "Pending", report.pending.iter().cloned());
     out
 }
 
 pub fn restore(report: &RestoreReport) -> String {
     let mut out = format!("Restored {} setting(s).\n", report.restored.len());
-    section(&mut out, "Restored", report.restored.iter().map(|a| format!("{}: {}", a.setting, a.value)));
+    section(
+        &mut out,
+        "Restored",
+        report
+            .restored
+            .iter()
+            .map(|a| format!("{}: {}", a.setting, a.value)),
+    );
     section(&mut out, "Gone from the host", report.gone.iter().cloned());
-    section(&mut out, "Failed (kept in the journal)", report.failed.iter().cloned());
+    section(
+        &mut out,
+        "Failed (kept in the journal)",
+        report.failed.iter().cloned(),
+    );
     out
 }
 
@@ -111,9 +165,17 @@ pub fn congestion(report: &CongestionReport) -> String {
         }
     }
     if !report.vms.is_empty() {
-        let _ = writeln!(out, "\n{:>8}  {:>5}  {:>14}  VM", "PID", "VCPUS", "VCPU WAIT%");
+        let _ = writeln!(
+            out,
+            "\n{:>8}  {:>5}  {:>14}  VM",
+            "PID", "VCPUS", "VCPU WAIT%"
+        );
         for vm in &report.vms {
-            let _ = writeln!(out, "{:>8}  {:>5}  {:>14.2}  {}", vm.pid, vm.vcpus, vm.vcpu_wait_percent, vm.name);
+            let _ = writeln!(
+                out,
+                "{:>8}  {:>5}  {:>14.2}  {}",
+                vm.pid, vm.vcpus, vm.vcpu_wait_percent, vm.name
+            );
         }
     }
     let summary = report.summary();
@@ -122,7 +184,11 @@ pub fn congestion(report: &CongestionReport) -> String {
         let _ = writeln!(out, "mean wait on isolated CPUs: {isolated:.2} %");
     }
     if !summary.bursty_cpus.is_empty() {
-        let _ = writeln!(out, "bursty congestion (utilisation < 50 %, wait >= 10 %) on CPUs {}", summary.bursty_cpus);
+        let _ = writeln!(
+            out,
+            "bursty congestion (utilisation < 50 %, wait >= 10 %) on CPUs {}",
+            summary.bursty_cpus
+        );
     }
     out
 }

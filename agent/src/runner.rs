@@ -12,8 +12,8 @@ use anyhow::Context;
 use fastvirt_api::NodeTuningProfile;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,11 +31,14 @@ fn watch_profiles(client: kube::Client, wake: Arc<Notify>) {
         let mut generations: BTreeMap<String, Option<i64>> = BTreeMap::new();
         // rbac::PROFILES
         let api = Api::<NodeTuningProfile>::all(client);
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Apply(profile) | Event::InitApply(profile)) => {
-                    let previous = generations.insert(profile.name_any(), profile.metadata.generation);
+                    let previous =
+                        generations.insert(profile.name_any(), profile.metadata.generation);
                     if previous != Some(profile.metadata.generation) {
                         wake.notify_one();
                     }
@@ -58,7 +61,10 @@ fn watch_node(client: kube::Client, node_name: String, wake: Arc<Notify>) {
         // rbac::NODES
         let api = Api::<Node>::all(client);
         let config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
-        let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
+        let mut events = watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(node) => {
@@ -75,10 +81,11 @@ fn watch_node(client: kube::Client, node_name: String, wake: Arc<Notify>) {
 }
 
 async fn shutdown() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -119,6 +119,9 @@ mod tests {
             Err(SchedstatError::UnsupportedVersion(14))
         );
         assert!(parse("version 16\ncpu0 1 2\n").is_err());
-        assert_eq!(parse_task("221636363 22568572 596\n").unwrap().wait_ns, 22568572);
+        assert_eq!(
+            parse_task("221636363 22568572 596\n").unwrap().wait_ns,
+            22568572
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! The agent's HTTP endpoint: `/metrics` for Prometheus and `/healthz` for the kubelet's probe.
 
 use crate::metrics::Metrics;
+use axum::Router;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,10 @@ struct ServerState {
 
 async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -55,7 +58,10 @@ async fn healthz(State(state): State<ServerState>) -> impl IntoResponse {
     if state.health.healthy() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "re-checks have been failing\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "re-checks have been failing\n",
+        )
     }
 }
 

@@ -18,7 +18,9 @@ fn template(setting: &str) -> String {
 pub fn fold<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
     let mut groups: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (setting, detail) in items {
-        *groups.entry((template(setting), detail.to_owned())).or_default() += 1;
+        *groups
+            .entry((template(setting), detail.to_owned()))
+            .or_default() += 1;
     }
     groups
         .into_iter()

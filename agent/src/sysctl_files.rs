@@ -7,7 +7,12 @@ use std::collections::BTreeMap;
 
 /// Directories in increasing precedence: a file name in a later directory hides the same name in
 /// an earlier one (systemd's sysctl.d(5) rules).
-const DIRECTORIES: &[&str] = &["usr/lib/sysctl.d", "lib/sysctl.d", "run/sysctl.d", "etc/sysctl.d"];
+const DIRECTORIES: &[&str] = &[
+    "usr/lib/sysctl.d",
+    "lib/sysctl.d",
+    "run/sysctl.d",
+    "etc/sysctl.d",
+];
 /// Read last, after every sysctl.d file.
 const LEGACY_FILE: &str = "etc/sysctl.conf";
 
@@ -71,7 +76,9 @@ mod tests {
 
     #[test]
     fn parses_both_spellings_and_skips_comments() {
-        let parsed = parse_file("# c\n; c\nvm.swappiness = 10\nkernel/numa_balancing=0\n-net.core.busy_poll = 5\nnet.*.x = 1\n");
+        let parsed = parse_file(
+            "# c\n; c\nvm.swappiness = 10\nkernel/numa_balancing=0\n-net.core.busy_poll = 5\nnet.*.x = 1\n",
+        );
         assert_eq!(
             parsed,
             vec![

@@ -55,7 +55,9 @@ pub fn check(path: &str) -> Result<(), WriteAllowlistError> {
         .all(|c| matches!(c, Component::Normal(_)));
     let allowed = normal
         && (PATTERNS.iter().any(|p| matches(p, path))
-            || SYSCTL_ALLOWLIST.iter().any(|name| sysctl_path(name) == path));
+            || SYSCTL_ALLOWLIST
+                .iter()
+                .any(|name| sysctl_path(name) == path));
     if allowed {
         Ok(())
     } else {

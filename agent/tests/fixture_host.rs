@@ -40,7 +40,11 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
         for entry in std::fs::read_dir(dir).expect("readable fixture dir") {
             let path = entry.expect("dir entry").path();
-            let relative = path.strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+            let relative = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
             if relative.starts_with(".fixture") || relative.starts_with("var/lib/fastvirt") {
                 continue;
             }
@@ -56,7 +60,11 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     files
 }
 
-fn plan_for(fs: &dyn HostFs, spec: &NodeTuningProfileSpec, options: &PlanOptions) -> Result<Plan, PlanError> {
+fn plan_for(
+    fs: &dyn HostFs,
+    spec: &NodeTuningProfileSpec,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
     let host = host::read(fs).expect("fixture host reads");
     plan::plan(&host, spec, options)
 }
@@ -86,8 +94,20 @@ fn host_model_reads_the_fixture() {
     let nvme_queue = host.irqs.iter().find(|i| i.name == "nvme1q3").unwrap();
     assert_eq!(nvme_queue.device_numa_node, Some(1));
     assert_eq!(host.thp_enabled.as_ref().unwrap().selected, "always");
-    assert_eq!(host.sysctl_files["vm.swappiness"].file, "/etc/sysctl.d/99-local.conf");
-    assert_eq!(host.kubelet.as_ref().unwrap().as_ref().unwrap().cpu_manager_policy.as_deref(), Some("none"));
+    assert_eq!(
+        host.sysctl_files["vm.swappiness"].file,
+        "/etc/sysctl.d/99-local.conf"
+    );
+    assert_eq!(
+        host.kubelet
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .cpu_manager_policy
+            .as_deref(),
+        Some("none")
+    );
 }
 
 #[test]
@@ -98,36 +118,87 @@ fn plan_lists_every_change_and_what_needs_a_reboot_or_kubelet_restart() {
     assert_eq!(snapshot(dir.path()), before, "planning writes nothing");
 
     let hugepages = change(&plan, "hugepages 2Mi on NUMA node 0");
-    assert_eq!((hugepages.current.as_str(), hugepages.desired.as_str()), ("0", "1024"));
-    assert!(matches!(hugepages.target, Target::Hugepages { size_kb: 2048, numa_node: Some(0) }));
+    assert_eq!(
+        (hugepages.current.as_str(), hugepages.desired.as_str()),
+        ("0", "1024")
+    );
+    assert!(matches!(
+        hugepages.target,
+        Target::Hugepages {
+            size_kb: 2048,
+            numa_node: Some(0)
+        }
+    ));
     // IRQs go to reserved CPUs of their device's node; legacy IRQs without a device to all of them.
     assert_eq!(change(&plan, "irq 25 (nvme0q1)").desired, "0,32");
     assert_eq!(change(&plan, "irq 41 (nvme1q0)").desired, "16,48");
     assert_eq!(change(&plan, "irq 1 (i8042)").desired, "0,16,32,48");
-    assert_eq!(change(&plan, "default IRQ affinity").desired, "10001,00010001");
+    assert_eq!(
+        change(&plan, "default IRQ affinity").desired,
+        "10001,00010001"
+    );
     assert_eq!(change(&plan, "workqueue cpumask").desired, "10001,00010001");
     let ban = change(&plan, "irqbalance");
-    assert!(ban.desired.contains("IRQBALANCE_BANNED_CPULIST=1-15,17-31,33-47,49-63\n"));
-    assert!(ban.desired.starts_with("# irqbalance options\nIRQBALANCE_ONESHOT=0\n"));
+    assert!(
+        ban.desired
+            .contains("IRQBALANCE_BANNED_CPULIST=1-15,17-31,33-47,49-63\n")
+    );
+    assert!(
+        ban.desired
+            .starts_with("# irqbalance options\nIRQBALANCE_ONESHOT=0\n")
+    );
     assert_eq!(change(&plan, "cpu 63 governor").desired, "performance");
     // Only C6 (133 us) exceeds 10 us, and only on isolated CPUs.
-    assert!(plan.changes.iter().any(|c| c.setting == "cpu 1 idle state3 (C6, 133 us) disabled"));
-    assert!(!plan.changes.iter().any(|c| c.setting.starts_with("cpu 0 idle")));
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.setting == "cpu 1 idle state3 (C6, 133 us) disabled")
+    );
+    assert!(
+        !plan
+            .changes
+            .iter()
+            .any(|c| c.setting.starts_with("cpu 0 idle"))
+    );
     assert!(!plan.changes.iter().any(|c| c.setting.contains("C1E")));
-    assert_eq!(change(&plan, "transparent hugepages enabled").desired, "madvise");
+    assert_eq!(
+        change(&plan, "transparent hugepages enabled").desired,
+        "madvise"
+    );
     assert_eq!(change(&plan, "ksm run").desired, "1");
     assert_eq!(change(&plan, "sysctl vm.swappiness").desired, "10");
     assert_eq!(change(&plan, "sysctl kernel.numa_balancing").desired, "0");
-    assert!(plan.notes.iter().any(|n| n.contains("/etc/sysctl.d/99-local.conf sets 30")), "{:#?}", plan.notes);
-    assert!(plan.notes.iter().any(|n| n.contains("/usr/lib/sysctl.d/50-default.conf sets 1")));
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("/etc/sysctl.d/99-local.conf sets 30")),
+        "{:#?}",
+        plan.notes
+    );
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("/usr/lib/sysctl.d/50-default.conf sets 1"))
+    );
     assert_eq!(
         plan.missing_kernel_args,
-        vec!["isolcpus=managed_irq,domain,1-15 (booted with isolcpus=4-7)", "nohz_full=1-15"]
+        vec![
+            "isolcpus=managed_irq,domain,1-15 (booted with isolcpus=4-7)",
+            "nohz_full=1-15"
+        ]
     );
     assert!(plan.reboot_required());
     assert!(plan.kubelet_restart_required);
-    assert_eq!(plan.kubelet_mismatches.len(), 2, "{:#?}", plan.kubelet_mismatches);
-    assert!(!plan.notes.iter().any(|n| n.contains("shares its core")), "siblings are isolated together");
+    assert_eq!(
+        plan.kubelet_mismatches.len(),
+        2,
+        "{:#?}",
+        plan.kubelet_mismatches
+    );
+    assert!(
+        !plan.notes.iter().any(|n| n.contains("shares its core")),
+        "siblings are isolated together"
+    );
 }
 
 #[test]
@@ -136,21 +207,53 @@ fn apply_reads_back_journals_originals_and_reports_managed_irqs() {
     let spec = profile(PROFILE);
     let plan = plan_for(&fs, &spec, &PlanOptions::default()).unwrap();
     let report = apply::apply(&fs, &plan).unwrap();
-    let managed: Vec<_> = report.unchangeable.iter().filter(|u| u.reason.contains("kernel-managed")).collect();
-    assert_eq!(managed.len(), 16, "8 queue IRQs on each NVMe controller refuse their affinity");
+    let managed: Vec<_> = report
+        .unchangeable
+        .iter()
+        .filter(|u| u.reason.contains("kernel-managed"))
+        .collect();
+    assert_eq!(
+        managed.len(),
+        16,
+        "8 queue IRQs on each NVMe controller refuse their affinity"
+    );
     assert!(report.shortfalls.is_empty());
     assert_eq!(report.applied.len(), plan.changes.len() - 16);
-    assert_eq!(fs.read_trimmed("sys/kernel/mm/transparent_hugepage/enabled").unwrap(), "always [madvise] never");
-    assert_eq!(fs.read_trimmed("proc/irq/41/effective_affinity_list").unwrap(), "16");
+    assert_eq!(
+        fs.read_trimmed("sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap(),
+        "always [madvise] never"
+    );
+    assert_eq!(
+        fs.read_trimmed("proc/irq/41/effective_affinity_list")
+            .unwrap(),
+        "16"
+    );
 
     let journal = Journal::load(&fs).unwrap();
     assert_eq!(journal.managed_irqs.len(), 16);
-    assert_eq!(journal.originals["proc/sys/vm/swappiness"].value.as_deref(), Some("60"));
-    assert!(!journal.originals.contains_key("proc/irq/25/smp_affinity_list"), "refused writes changed nothing");
+    assert_eq!(
+        journal.originals["proc/sys/vm/swappiness"].value.as_deref(),
+        Some("60")
+    );
+    assert!(
+        !journal
+            .originals
+            .contains_key("proc/irq/25/smp_affinity_list"),
+        "refused writes changed nothing"
+    );
 
     let again = plan_for(&fs, &spec, &options_from_journal(&fs)).unwrap();
-    assert!(again.changes.is_empty(), "a second plan finds nothing to do: {:#?}", again.changes);
-    assert_eq!(again.unchangeable.len(), 16, "managed IRQs are known from the journal");
+    assert!(
+        again.changes.is_empty(),
+        "a second plan finds nothing to do: {:#?}",
+        again.changes
+    );
+    assert_eq!(
+        again.unchangeable.len(),
+        16,
+        "managed IRQs are known from the journal"
+    );
 }
 
 #[test]
@@ -162,11 +265,16 @@ fn drift_is_found_and_corrected_and_the_journal_keeps_the_first_original() {
     fs.tamper("proc/irq/40/smp_affinity_list", "0-63").unwrap();
     let drift = plan_for(&fs, &spec, &options_from_journal(&fs)).unwrap();
     let drifted: Vec<&str> = drift.changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(drifted, vec!["proc/irq/40/smp_affinity_list", "proc/sys/vm/swappiness"]);
+    assert_eq!(
+        drifted,
+        vec!["proc/irq/40/smp_affinity_list", "proc/sys/vm/swappiness"]
+    );
     apply::apply(&fs, &drift).unwrap();
     assert_eq!(fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "10");
     assert_eq!(
-        Journal::load(&fs).unwrap().originals["proc/sys/vm/swappiness"].value.as_deref(),
+        Journal::load(&fs).unwrap().originals["proc/sys/vm/swappiness"]
+            .value
+            .as_deref(),
         Some("60"),
         "the drifted value is not the host's original"
     );
@@ -176,33 +284,66 @@ fn drift_is_found_and_corrected_and_the_journal_keeps_the_first_original() {
 fn restore_returns_the_host_exactly_to_where_it_started() {
     let (dir, fs) = fixture();
     let before = snapshot(dir.path());
-    apply::apply(&fs, &plan_for(&fs, &profile(PROFILE), &PlanOptions::default()).unwrap()).unwrap();
+    apply::apply(
+        &fs,
+        &plan_for(&fs, &profile(PROFILE), &PlanOptions::default()).unwrap(),
+    )
+    .unwrap();
     assert_ne!(snapshot(dir.path()), before);
     let report = apply::restore(&fs).unwrap();
     assert!(report.failed.is_empty(), "{:#?}", report.failed);
     assert_eq!(snapshot(dir.path()), before);
     let journal = Journal::load(&fs).unwrap();
-    assert!(journal.originals.is_empty(), "restored values are forgotten");
-    assert_eq!(journal.managed_irqs.len(), 16, "what the kernel refuses stays known");
+    assert!(
+        journal.originals.is_empty(),
+        "restored values are forgotten"
+    );
+    assert_eq!(
+        journal.managed_irqs.len(),
+        16,
+        "what the kernel refuses stays known"
+    );
 }
 
 #[test]
 fn a_failed_write_rolls_back_this_apply_and_nothing_else() {
     let (dir, fs) = fixture();
-    let spec = profile("cpu: {reserved: '0', isolated: '1-3'}\ntransparentHugepages: never\nsysctls: {vm.swappiness: '5', vm.dirty_ratio: '30'}\n");
+    let spec = profile(
+        "cpu: {reserved: '0', isolated: '1-3'}\ntransparentHugepages: never\nsysctls: {vm.swappiness: '5', vm.dirty_ratio: '30'}\n",
+    );
     // An earlier apply changed THP; the failing apply must leave that alone.
     let thp_only = profile("cpu: {reserved: '0'}\ntransparentHugepages: never\n");
-    apply::apply(&fs, &plan_for(&fs, &thp_only, &PlanOptions::default()).unwrap()).unwrap();
+    apply::apply(
+        &fs,
+        &plan_for(&fs, &thp_only, &PlanOptions::default()).unwrap(),
+    )
+    .unwrap();
     let before = snapshot(dir.path());
     fs.refuse_writes("proc/sys/vm/swappiness");
     let plan = plan_for(&fs, &spec, &PlanOptions::default()).unwrap();
     let error = apply::apply(&fs, &plan).unwrap_err();
-    let ApplyError::Write { setting, rollback, .. } = &error else { panic!("{error}") };
+    let ApplyError::Write {
+        setting, rollback, ..
+    } = &error
+    else {
+        panic!("{error}")
+    };
     assert_eq!(setting, "sysctl vm.swappiness");
     assert!(rollback.failures.is_empty());
-    let earlier = plan.changes.iter().take_while(|c| c.setting != "sysctl vm.swappiness").count();
-    assert_eq!(rollback.restored, earlier - 16, "all but the refused NVMe queue IRQs were written: {rollback}");
-    assert!(error.to_string().contains("Operation not permitted"), "{error}");
+    let earlier = plan
+        .changes
+        .iter()
+        .take_while(|c| c.setting != "sysctl vm.swappiness")
+        .count();
+    assert_eq!(
+        rollback.restored,
+        earlier - 16,
+        "all but the refused NVMe queue IRQs were written: {rollback}"
+    );
+    assert!(
+        error.to_string().contains("Operation not permitted"),
+        "{error}"
+    );
     assert_eq!(snapshot(dir.path()), before);
 }
 
@@ -211,19 +352,43 @@ fn refusals_explain_themselves_and_write_nothing() {
     let (dir, fs) = fixture();
     let before = snapshot(dir.path());
     let cases = [
-        ("cpu: {reserved: '0', isolated: '60-70'}", "cpu.isolated names CPUs 64-70 that are not online on this host (online: 0-63)"),
-        ("cpu: {reserved: '0'}\nhugepages: [{size: 1Gi, count: 110}]", "hugepages: the profile asks for 112640 MiB of hugepages, more than 80 % of this host's 131072 MiB of memory (104857 MiB)"),
-        ("cpu: {reserved: '0'}\nhugepages: [{size: 2Mi, count: 8, numaNode: 3}]", "hugepages: NUMA node 3 does not exist on this host (nodes: 0-1)"),
-        ("cpu: {reserved: '0'}\nsysctls: {kernel.panic: '1'}", "invalid profile: sysctl kernel.panic is not on the allowlist"),
-        ("cpu: {reserved: '0-3', isolated: '3-5'}", "invalid profile: cpu.reserved and cpu.isolated overlap on CPUs 3"),
+        (
+            "cpu: {reserved: '0', isolated: '60-70'}",
+            "cpu.isolated names CPUs 64-70 that are not online on this host (online: 0-63)",
+        ),
+        (
+            "cpu: {reserved: '0'}\nhugepages: [{size: 1Gi, count: 110}]",
+            "hugepages: the profile asks for 112640 MiB of hugepages, more than 80 % of this host's 131072 MiB of memory (104857 MiB)",
+        ),
+        (
+            "cpu: {reserved: '0'}\nhugepages: [{size: 2Mi, count: 8, numaNode: 3}]",
+            "hugepages: NUMA node 3 does not exist on this host (nodes: 0-1)",
+        ),
+        (
+            "cpu: {reserved: '0'}\nsysctls: {kernel.panic: '1'}",
+            "invalid profile: sysctl kernel.panic is not on the allowlist",
+        ),
+        (
+            "cpu: {reserved: '0-3', isolated: '3-5'}",
+            "invalid profile: cpu.reserved and cpu.isolated overlap on CPUs 3",
+        ),
     ];
     for (yaml, message) in cases {
-        let error = plan_for(&fs, &profile(yaml), &PlanOptions::default()).unwrap_err().to_string();
+        let error = plan_for(&fs, &profile(yaml), &PlanOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with(message), "{yaml}:\n{error}");
     }
-    let generous = PlanOptions { max_hugepage_percent: 90, ..PlanOptions::default() };
-    plan_for(&fs, &profile("cpu: {reserved: '0'}\nhugepages: [{size: 1Gi, count: 110}]"), &generous)
-        .expect("a larger share is allowed when configured");
+    let generous = PlanOptions {
+        max_hugepage_percent: 90,
+        ..PlanOptions::default()
+    };
+    plan_for(
+        &fs,
+        &profile("cpu: {reserved: '0'}\nhugepages: [{size: 1Gi, count: 110}]"),
+        &generous,
+    )
+    .expect("a larger share is allowed when configured");
     let outside = fs.write("etc/passwd", "x").unwrap_err().to_string();
     assert!(outside.contains("not one of the tuning paths"), "{outside}");
     assert_eq!(snapshot(dir.path()), before);
@@ -240,15 +405,33 @@ fn hugepage_shortfalls_and_unobtainable_1g_pages_are_reported_with_free_memory()
     .unwrap();
     let fs = FixtureFs::open(dir.path()).unwrap();
     // Node 1 has 57.6 GiB free: 60 pages of 1 GiB cannot fit.
-    let spec = profile("cpu: {reserved: '0'}\nhugepages: [{size: 2Mi, count: 1024, numaNode: 0}, {size: 1Gi, count: 60, numaNode: 1}]\n");
+    let spec = profile(
+        "cpu: {reserved: '0'}\nhugepages: [{size: 2Mi, count: 1024, numaNode: 0}, {size: 1Gi, count: 60, numaNode: 1}]\n",
+    );
     let plan = plan_for(&fs, &spec, &PlanOptions::default()).unwrap();
-    let one_gig = plan.unchangeable.iter().find(|u| u.setting == "hugepages 1Gi on NUMA node 1").unwrap();
-    assert!(one_gig.reason.contains("boot with hugepagesz=1G hugepages=60"), "{}", one_gig.reason);
+    let one_gig = plan
+        .unchangeable
+        .iter()
+        .find(|u| u.setting == "hugepages 1Gi on NUMA node 1")
+        .unwrap();
+    assert!(
+        one_gig
+            .reason
+            .contains("boot with hugepagesz=1G hugepages=60"),
+        "{}",
+        one_gig.reason
+    );
     let report = apply::apply(&fs, &plan).unwrap();
     assert_eq!(report.shortfalls.len(), 1);
     let shortfall = &report.shortfalls[0];
     assert_eq!((shortfall.got, shortfall.wanted), (300, 1024));
-    assert!(shortfall.message.contains("free memory there now: 58982 MiB"), "{}", shortfall.message);
+    assert!(
+        shortfall
+            .message
+            .contains("free memory there now: 58982 MiB"),
+        "{}",
+        shortfall.message
+    );
 }
 
 #[test]
@@ -257,13 +440,51 @@ fn ksm_is_left_to_kubevirt_and_missing_facilities_are_noted() {
     std::fs::remove_file(dir.path().join("etc/default/irqbalance")).unwrap();
     std::fs::remove_file(dir.path().join("usr/sbin/irqbalance")).unwrap();
     for cpu in 0..64 {
-        std::fs::remove_dir_all(dir.path().join(format!("sys/devices/system/cpu/cpu{cpu}/cpufreq"))).unwrap();
+        std::fs::remove_dir_all(
+            dir.path()
+                .join(format!("sys/devices/system/cpu/cpu{cpu}/cpufreq")),
+        )
+        .unwrap();
     }
-    let spec = profile("cpu: {reserved: '0', isolated: '1-3'}\nksm: {enabled: true}\npower: {governor: performance}\n");
-    let options = PlanOptions { ksm_handled_by_kubevirt: true, ..PlanOptions::default() };
+    let spec = profile(
+        "cpu: {reserved: '0', isolated: '1-3'}\nksm: {enabled: true}\npower: {governor: performance}\n",
+    );
+    let options = PlanOptions {
+        ksm_handled_by_kubevirt: true,
+        ..PlanOptions::default()
+    };
     let plan = plan_for(&fs, &spec, &options).unwrap();
     assert!(!plan.changes.iter().any(|c| c.path.contains("ksm")));
-    for expected in ["left to KubeVirt's KSM handler", "irqbalance is not installed", "no cpufreq driver"] {
-        assert!(plan.notes.iter().any(|n| n.contains(expected)), "{expected}: {:#?}", plan.notes);
+    for expected in [
+        "left to KubeVirt's KSM handler",
+        "irqbalance is not installed",
+        "no cpufreq driver",
+    ] {
+        assert!(
+            plan.notes.iter().any(|n| n.contains(expected)),
+            "{expected}: {:#?}",
+            plan.notes
+        );
     }
+}
+
+#[test]
+fn an_irqbalance_config_the_agent_created_is_removed_on_restore() {
+    let (dir, fs) = fixture();
+    std::fs::remove_file(dir.path().join("etc/default/irqbalance")).unwrap();
+    let before = snapshot(dir.path());
+    let spec = profile("cpu: {reserved: '0,32', isolated: '1-31,33-63'}\n");
+    let plan = plan_for(&fs, &spec, &PlanOptions::default()).unwrap();
+    assert_eq!(change(&plan, "irqbalance").path, "etc/default/irqbalance");
+    apply::apply(&fs, &plan).unwrap();
+    assert_eq!(
+        fs.read("etc/default/irqbalance").unwrap(),
+        "IRQBALANCE_BANNED_CPULIST=1-31,33-63\n"
+    );
+    apply::restore(&fs).unwrap();
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "the created file is gone again"
+    );
 }

@@ -32,7 +32,11 @@ impl TestHost {
     }
 
     fn route(&self, path: &str) -> &RealHostFs {
-        if path.starts_with("var/lib/fastvirt/") { &self.journal } else { &self.real }
+        if path.starts_with("var/lib/fastvirt/") {
+            &self.journal
+        } else {
+            &self.real
+        }
     }
 }
 
@@ -74,13 +78,18 @@ fn skip_without(test: &str, path: &str) -> bool {
 }
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_owned()
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_owned()
 }
 
 fn all_online_reserved(extra: &str) -> NodeTuningProfileSpec {
     let online = read("/sys/devices/system/cpu/online");
-    serde_yaml::from_str(&format!("cpu: {{reserved: '{online}'}}\nirq: {{moveToReserved: false}}\n{extra}"))
-        .expect("profile parses")
+    serde_yaml::from_str(&format!(
+        "cpu: {{reserved: '{online}'}}\nirq: {{moveToReserved: false}}\n{extra}"
+    ))
+    .expect("profile parses")
 }
 
 /// Plans and applies `spec`, returning the applied settings; restores afterwards in the caller.
@@ -92,27 +101,39 @@ fn apply_profile(fs: &TestHost, spec: &NodeTuningProfileSpec) -> apply::ApplyRep
 
 fn restore(fs: &TestHost) {
     let report = apply::restore(fs).expect("restore");
-    assert!(report.failed.is_empty(), "restore failed: {:#?}", report.failed);
+    assert!(
+        report.failed.is_empty(),
+        "restore failed: {:#?}",
+        report.failed
+    );
 }
 
 #[test]
 fn hugepages_2mib_apply_and_restore() {
     let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let pool = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
-    if skip_unless_root("hugepages_2mib_apply_and_restore") || skip_without("hugepages_2mib_apply_and_restore", pool) {
+    if skip_unless_root("hugepages_2mib_apply_and_restore")
+        || skip_without("hugepages_2mib_apply_and_restore", pool)
+    {
         return;
     }
     let before = read(pool);
     let wanted = before.parse::<u32>().unwrap() + 16;
     let fs = TestHost::new();
-    let report = apply_profile(&fs, &all_online_reserved(&format!("hugepages: [{{size: 2Mi, count: {wanted}}}]\n")));
+    let report = apply_profile(
+        &fs,
+        &all_online_reserved(&format!("hugepages: [{{size: 2Mi, count: {wanted}}}]\n")),
+    );
     let outcome = (report.applied.len(), report.shortfalls.len());
     let after_apply = read(pool);
     restore(&fs);
     assert_eq!(read(pool), before, "the pool is back where it started");
     match outcome {
         (1, 0) => assert_eq!(after_apply, wanted.to_string()),
-        (0, 1) => eprintln!("the kernel could not allocate 16 more pages: {}", report.shortfalls[0].message),
+        (0, 1) => eprintln!(
+            "the kernel could not allocate 16 more pages: {}",
+            report.shortfalls[0].message
+        ),
         other => panic!("unexpected apply outcome {other:?}: {report:#?}"),
     }
 }
@@ -122,31 +143,50 @@ fn thp_mode_apply_and_restore() {
     let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let enabled = "/sys/kernel/mm/transparent_hugepage/enabled";
     let defrag = "/sys/kernel/mm/transparent_hugepage/defrag";
-    if skip_unless_root("thp_mode_apply_and_restore") || skip_without("thp_mode_apply_and_restore", enabled) {
+    if skip_unless_root("thp_mode_apply_and_restore")
+        || skip_without("thp_mode_apply_and_restore", enabled)
+    {
         return;
     }
     let before = (read(enabled), read(defrag));
-    let mode = if before.0.contains("[never]") { "madvise" } else { "never" };
+    let mode = if before.0.contains("[never]") {
+        "madvise"
+    } else {
+        "never"
+    };
     let fs = TestHost::new();
-    let report = apply_profile(&fs, &all_online_reserved(&format!("transparentHugepages: {mode}\n")));
+    let report = apply_profile(
+        &fs,
+        &all_online_reserved(&format!("transparentHugepages: {mode}\n")),
+    );
     let applied = read(enabled);
     restore(&fs);
     assert_eq!((read(enabled), read(defrag)), before);
     assert!(applied.contains(&format!("[{mode}]")), "{applied}");
-    assert!(report.applied.iter().any(|a| a.setting == "transparent hugepages enabled"));
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.setting == "transparent hugepages enabled")
+    );
 }
 
 #[test]
 fn sysctl_apply_and_restore() {
     let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let path = "/proc/sys/vm/swappiness";
-    if skip_unless_root("sysctl_apply_and_restore") || skip_without("sysctl_apply_and_restore", path) {
+    if skip_unless_root("sysctl_apply_and_restore")
+        || skip_without("sysctl_apply_and_restore", path)
+    {
         return;
     }
     let before = read(path);
     let value = if before == "10" { "11" } else { "10" };
     let fs = TestHost::new();
-    apply_profile(&fs, &all_online_reserved(&format!("sysctls: {{vm.swappiness: '{value}'}}\n")));
+    apply_profile(
+        &fs,
+        &all_online_reserved(&format!("sysctls: {{vm.swappiness: '{value}'}}\n")),
+    );
     let applied = read(path);
     restore(&fs);
     assert_eq!(read(path), before);
@@ -167,37 +207,72 @@ fn irq_affinity_moves_movable_irqs_records_managed_ones_and_restores() {
         return;
     }
     let affinities = |host: &host::HostModel| -> Vec<(u32, String)> {
-        host.irqs.iter().map(|i| (i.number, i.affinity.to_string())).collect()
+        host.irqs
+            .iter()
+            .map(|i| (i.number, i.affinity.to_string()))
+            .collect()
     };
     let before = (affinities(&host), read("/proc/irq/default_smp_affinity"));
     let first = host.online.iter().next().unwrap();
-    let spec: NodeTuningProfileSpec = serde_yaml::from_str(&format!("cpu: {{reserved: '{first}'}}\n")).unwrap();
+    let spec: NodeTuningProfileSpec =
+        serde_yaml::from_str(&format!("cpu: {{reserved: '{first}'}}\n")).unwrap();
     let plan = plan::plan(&host, &spec, &PlanOptions::default()).unwrap();
-    let irq_changes = plan.changes.iter().filter(|c| matches!(c.target, Target::IrqAffinity { .. })).count();
+    let irq_changes = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.target, Target::IrqAffinity { .. }))
+        .count();
     let report = apply::apply(&fs, &plan).unwrap();
     let moved = host::read(&fs).unwrap();
     restore(&fs);
     let after = host::read(&fs).unwrap();
-    assert_eq!((affinities(&after), read("/proc/irq/default_smp_affinity")), before, "every IRQ is back");
+    assert_eq!(
+        (affinities(&after), read("/proc/irq/default_smp_affinity")),
+        before,
+        "every IRQ is back"
+    );
 
-    let applied_irqs: Vec<&str> = report.applied.iter().filter(|a| a.setting.starts_with("irq ")).map(|a| a.setting.as_str()).collect();
-    let managed = report.unchangeable.iter().filter(|u| u.reason.contains("kernel-managed")).count();
-    assert_eq!(applied_irqs.len() + managed, irq_changes, "every IRQ was either moved or found managed");
+    let applied_irqs: Vec<&str> = report
+        .applied
+        .iter()
+        .filter(|a| a.setting.starts_with("irq "))
+        .map(|a| a.setting.as_str())
+        .collect();
+    let managed = report
+        .unchangeable
+        .iter()
+        .filter(|u| u.reason.contains("kernel-managed"))
+        .count();
+    assert_eq!(
+        applied_irqs.len() + managed,
+        irq_changes,
+        "every IRQ was either moved or found managed"
+    );
     assert!(!applied_irqs.is_empty(), "this machine has movable IRQs");
     for irq in &moved.irqs {
         let label = format!("irq {} ", irq.number);
         if applied_irqs.iter().any(|s| s.starts_with(&label)) {
-            assert_eq!(irq.affinity.to_string(), first.to_string(), "irq {}", irq.number);
+            assert_eq!(
+                irq.affinity.to_string(),
+                first.to_string(),
+                "irq {}",
+                irq.number
+            );
         }
     }
-    eprintln!("{} IRQs moved and verified, {managed} kernel-managed IRQs refused their affinity", applied_irqs.len());
+    eprintln!(
+        "{} IRQs moved and verified, {managed} kernel-managed IRQs refused their affinity",
+        applied_irqs.len()
+    );
 }
 
 #[test]
 fn congestion_uses_the_best_source_this_kernel_has() {
     let fs = RealHostFs::new("/");
     let Ok(source) = congestion::detect(&fs) else {
-        eprintln!("skipping congestion_uses_the_best_source_this_kernel_has: no schedstat, per-task schedstat or PSI");
+        eprintln!(
+            "skipping congestion_uses_the_best_source_this_kernel_has: no schedstat, per-task schedstat or PSI"
+        );
         return;
     };
     let expected = if Path::new("/proc/schedstat").exists() {
@@ -221,7 +296,15 @@ fn congestion_uses_the_best_source_this_kernel_has() {
     let online = host::read(&fs).unwrap().online;
     if source != Source::Psi {
         assert_eq!(report.cpus.len(), online.len());
-        assert!(report.cpus.iter().all(|c| (0.0..=100.0).contains(&c.utilisation_percent)));
-        assert!(report.cpus.iter().any(|c| c.utilisation_percent > 0.0), "{report:#?}");
+        assert!(
+            report
+                .cpus
+                .iter()
+                .all(|c| (0.0..=100.0).contains(&c.utilisation_percent))
+        );
+        assert!(
+            report.cpus.iter().any(|c| c.utilisation_percent > 0.0),
+            "{report:#?}"
+        );
     }
 }

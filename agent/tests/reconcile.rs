@@ -18,9 +18,15 @@ const NODE: &str = "node-a";
 fn node() -> Node {
     let mut node = Node::default();
     node.metadata.name = Some(NODE.to_owned());
-    node.metadata.labels = Some(BTreeMap::from([("fastvirt.io/vm-host".to_owned(), "true".to_owned())]));
+    node.metadata.labels = Some(BTreeMap::from([(
+        "fastvirt.io/vm-host".to_owned(),
+        "true".to_owned(),
+    )]));
     node.status = Some(NodeStatus {
-        capacity: Some(BTreeMap::from([("hugepages-2Mi".to_owned(), Quantity("0".to_owned()))])),
+        capacity: Some(BTreeMap::from([(
+            "hugepages-2Mi".to_owned(),
+            Quantity("0".to_owned()),
+        )])),
         ..NodeStatus::default()
     });
     node
@@ -48,7 +54,11 @@ fn cluster_scoped_tuned_nodes(inner: kube::Client) -> kube::Client {
         async move {
             let uri = request.uri().to_string();
             if uri.contains(COLLECTION) {
-                let moved = uri.replacen(COLLECTION, "/apis/fastvirt.io/v1alpha1/namespaces/cluster/tunednodes", 1);
+                let moved = uri.replacen(
+                    COLLECTION,
+                    "/apis/fastvirt.io/v1alpha1/namespaces/cluster/tunednodes",
+                    1,
+                );
                 *request.uri_mut() = moved.parse().expect("rewritten URI parses");
             }
             inner.send(request).await
@@ -68,7 +78,11 @@ async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     fixture::write_host(dir.path(), &FixtureSpec::two_socket_64_cpus()).unwrap();
     std::fs::create_dir_all(dir.path().join("proc/pressure")).unwrap();
-    std::fs::write(dir.path().join("proc/pressure/cpu"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n").unwrap();
+    std::fs::write(
+        dir.path().join("proc/pressure/cpu"),
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n",
+    )
+    .unwrap();
     let fs = Arc::new(FixtureFs::open(dir.path()).unwrap());
     let mut builder = ClientBuilder::new()
         .with_resource::<NodeTuningProfile>()
@@ -79,13 +93,30 @@ async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
         builder = builder.with_object(profile);
     }
     let client = cluster_scoped_tuned_nodes(builder.build().await.expect("fake client"));
-    let config = AgentConfig { node_name: NODE.to_owned(), max_hugepage_percent: 80 };
-    let agent = Agent::new(client.clone(), config, fs.clone(), Arc::new(Metrics::default()));
-    Setup { _dir: dir, fs, client, agent }
+    let config = AgentConfig {
+        node_name: NODE.to_owned(),
+        max_hugepage_percent: 80,
+    };
+    let agent = Agent::new(
+        client.clone(),
+        config,
+        fs.clone(),
+        Arc::new(Metrics::default()),
+    );
+    Setup {
+        _dir: dir,
+        fs,
+        client,
+        agent,
+    }
 }
 
 fn condition<'a>(status: &'a TunedNodeStatus, type_: &str) -> (&'a str, &'a str) {
-    let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"));
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
     (c.status.as_str(), c.reason.as_str())
 }
 
@@ -100,34 +131,84 @@ async fn applies_the_selecting_profile_counts_drift_and_restores_when_unselected
     assert_eq!(condition(&status, "Degraded"), ("False", "AsExpected"));
     assert_eq!(status.missing_kernel_args, vec!["nohz_full=1-15"]);
     assert!(status.reboot_required);
-    assert!(status.kubelet_restart_required, "the kubelet still reports 0 hugepages");
-    assert!(status.applied.contains(&"sysctl vm.swappiness: 10".to_owned()), "{:#?}", status.applied);
-    assert!(status.applied.iter().any(|l| l.starts_with("irq * affinity: 0,32 (x")), "{:#?}", status.applied);
-    assert!(status.unchangeable.iter().any(|l| l.starts_with("irq * affinity: kernel-managed IRQ")), "{:#?}", status.unchangeable);
-    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "10");
-    assert!(status.congestion.is_none(), "the first pass has no interval to measure");
+    assert!(
+        status.kubelet_restart_required,
+        "the kubelet still reports 0 hugepages"
+    );
+    assert!(
+        status
+            .applied
+            .contains(&"sysctl vm.swappiness: 10".to_owned()),
+        "{:#?}",
+        status.applied
+    );
+    assert!(
+        status
+            .applied
+            .iter()
+            .any(|l| l.starts_with("irq * affinity: 0,32 (x")),
+        "{:#?}",
+        status.applied
+    );
+    assert!(
+        status
+            .unchangeable
+            .iter()
+            .any(|l| l.starts_with("irq * affinity: kernel-managed IRQ")),
+        "{:#?}",
+        status.unchangeable
+    );
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "10"
+    );
+    assert!(
+        status.congestion.is_none(),
+        "the first pass has no interval to measure"
+    );
 
-    let stored = Api::<TunedNode>::all(setup.client.clone()).get(NODE).await.unwrap();
+    let stored = Api::<TunedNode>::all(setup.client.clone())
+        .get(NODE)
+        .await
+        .unwrap();
     assert_eq!(stored.spec.node_name, NODE);
     assert_eq!(stored.status.as_ref(), Some(&status));
 
     let steady = setup.agent.reconcile_once().await.unwrap();
     assert_eq!(steady.drift_corrections, 0);
-    assert_eq!(steady.congestion.as_ref().map(|c| c.source.as_str()), Some("psi"));
+    assert_eq!(
+        steady.congestion.as_ref().map(|c| c.source.as_str()),
+        Some("psi")
+    );
 
     setup.fs.tamper("proc/sys/vm/swappiness", "60").unwrap();
     let drifted = setup.agent.reconcile_once().await.unwrap();
     assert_eq!(drifted.drift_corrections, 1);
-    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "10");
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "10"
+    );
 
     let nodes = Api::<Node>::all(setup.client.clone());
     let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
-    nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
     let released = setup.agent.reconcile_once().await.unwrap();
     assert_eq!(released.profile, None);
     assert_eq!(condition(&released, "Applied"), ("False", "NoProfile"));
-    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), swappiness_before);
-    assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/transparent_hugepage/enabled").unwrap(), "[always] madvise never");
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        swappiness_before
+    );
+    assert_eq!(
+        setup
+            .fs
+            .read_trimmed("sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap(),
+        "[always] madvise never"
+    );
     assert!(released.applied.is_empty(), "{:#?}", released.applied);
 }
 
@@ -136,9 +217,20 @@ async fn a_conflict_applies_nothing_and_says_so() {
     let setup = setup(vec![profile("a", 5), profile("b", 5)]).await;
     let status = setup.agent.reconcile_once().await.unwrap();
     assert_eq!(condition(&status, "Degraded"), ("True", "ProfileConflict"));
-    let message = &status.conditions.iter().find(|c| c.type_ == "Applied").unwrap().message;
-    assert!(message.contains("profiles a, b select this node"), "{message}");
-    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "60");
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Applied")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("profiles a, b select this node"),
+        "{message}"
+    );
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "60"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +240,10 @@ async fn a_refused_profile_is_degraded_and_changes_nothing() {
     let setup = setup(vec![too_big]).await;
     let status = setup.agent.reconcile_once().await.unwrap();
     assert_eq!(condition(&status, "Degraded"), ("True", "ProfileRefused"));
-    assert_eq!(setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "60");
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "60"
+    );
 }
 
 #[tokio::test]
@@ -157,8 +252,12 @@ async fn ksm_is_left_alone_when_kubevirt_manages_it() {
     with_ksm.spec.ksm = Some(serde_yaml::from_str("{enabled: true}").unwrap());
     let setup = setup(vec![with_ksm]).await;
     let nodes = Api::<Node>::all(setup.client.clone());
-    let annotate = json!({"metadata": {"annotations": {"kubevirt.io/ksm-handler-managed": "true"}}});
-    nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    let annotate =
+        json!({"metadata": {"annotations": {"kubevirt.io/ksm-handler-managed": "true"}}});
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
     setup.agent.reconcile_once().await.unwrap();
     assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/ksm/run").unwrap(), "0");
 }
