@@ -522,6 +522,11 @@ fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
         flag_value(resizer, "--handle-volume-inuse-error"),
         Some("false")
     );
+    // One resizer per node: only node-side expansion makes them agree (see fastvirt-csi --expansion).
+    assert_eq!(
+        flag_value(container(pod, "fastvirt-csi").unwrap(), "--expansion"),
+        Some("node")
+    );
 
     // The plugin's liveness probe asks the livenessprobe sidecar, which must listen there.
     let plugin = container(pod, "fastvirt-csi").unwrap();
