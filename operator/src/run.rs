@@ -167,7 +167,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    // Ready means doing this replica's job: a standby waiting for the lease is; a new leader is
+    // not until its caches are filled.
+    let ready = Arc::new(AtomicBool::new(options.leader_election));
     let listener = tokio::net::TcpListener::bind(options.metrics_addr)
         .await
         .with_context(|| format!("binding {}", options.metrics_addr))?;
@@ -191,6 +193,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             _ = won_rx => {}
             _ = shutdown_signal() => return Ok(()),
         }
+        ready.store(false, Ordering::Relaxed);
         Some(handle)
     } else {
         metrics.leader.set(1);
