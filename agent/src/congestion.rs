@@ -185,20 +185,19 @@ fn sample_tasks(fs: &dyn HostFs, sample: &mut Sample) {
             else {
                 continue;
             };
-            if sample.source == Source::TaskSchedstat {
-                if let Some(cpu) = fs
+            if sample.source == Source::TaskSchedstat
+                && let Some(cpu) = fs
                     .read(&format!("{dir}/stat"))
                     .ok()
                     .and_then(|s| last_cpu(&s))
-                {
-                    sample.tasks.insert(
-                        tid,
-                        TaskSample {
-                            cpu,
-                            wait_ns: stats.wait_ns,
-                        },
-                    );
-                }
+            {
+                sample.tasks.insert(
+                    tid,
+                    TaskSample {
+                        cpu,
+                        wait_ns: stats.wait_ns,
+                    },
+                );
             }
             if fs
                 .read_trimmed(&format!("{dir}/comm"))

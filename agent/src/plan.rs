@@ -582,17 +582,17 @@ fn choice_setting(
     current: Option<&Choice>,
     desired: &str,
 ) {
-    if let Some(choice) = current {
-        if !choice.options.iter().any(|o| o == desired) {
-            planner.unchangeable(
-                setting.to_owned(),
-                format!(
-                    "the kernel offers no {desired} (options: {})",
-                    choice.options.join(" ")
-                ),
-            );
-            return;
-        }
+    if let Some(choice) = current
+        && !choice.options.iter().any(|o| o == desired)
+    {
+        planner.unchangeable(
+            setting.to_owned(),
+            format!(
+                "the kernel offers no {desired} (options: {})",
+                choice.options.join(" ")
+            ),
+        );
+        return;
     }
     planner.want(
         setting.to_owned(),
@@ -672,14 +672,14 @@ fn plan_sysctls(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
             );
             continue;
         };
-        if let Some(file) = host.sysctl_files.get(&name) {
-            if Compare::Exact.canonical(&file.value).as_deref() != Some(desired.as_str()) {
-                planner.note(format!(
-                    "sysctl {name}: {} sets {}, which overrides {desired} at the next boot or \
-                     `sysctl --system`; remove it from that file",
-                    file.file, file.value
-                ));
-            }
+        if let Some(file) = host.sysctl_files.get(&name)
+            && Compare::Exact.canonical(&file.value).as_deref() != Some(desired.as_str())
+        {
+            planner.note(format!(
+                "sysctl {name}: {} sets {}, which overrides {desired} at the next boot or \
+                 `sysctl --system`; remove it from that file",
+                file.file, file.value
+            ));
         }
         planner.want(
             format!("sysctl {name}"),

@@ -105,7 +105,7 @@ fn per_task_fallback_attributes_waits_to_cpus_and_sums_vcpu_threads_per_vm() {
     put(
         root,
         "proc/4242/cmdline",
-        "/usr/bin/qemu-kvm\0-name\0guest=default_fedora,debug-threads=on\0-m\01024\0",
+        "/usr/bin/qemu-kvm\0-name\0guest=default_fedora,debug-threads=on\0-m\x001024\0",
     );
     put(root, "proc/4242/comm", "qemu-kvm\n");
     task(root, 4242, 4242, "qemu-kvm", 0, 0);
