@@ -217,7 +217,11 @@ pub fn markdown(results: &BenchResults, machine: &str) -> String {
          | peak RSS (VmHWM) of the benchmark process | {rss:.1} MiB | < {TARGET_RSS_MIB:.0} MiB | {v3} |\n\n\
          The re-check is what `run` does every interval without the API calls: read the host model, plan \
          against the journal, apply the (empty) drift and take one congestion sample of the machine's real /proc. \
-         Regenerate with `cargo run --release -p fastvirt-agent -- bench --write-docs docs/benchmarks.md`.\n\
+         The tree lives on tmpfs (/dev/shm), as sysfs and procfs live in memory, and each write includes the \
+         fixture's model of the kernel's answer (FixtureFs); the journal's fsync costs nothing there, on a node it \
+         adds one disk flush to the first apply. The RSS is the whole benchmark process, tree generation \
+         included; `run` adds its Kubernetes client on top. The machine is shared with other builds, so wall \
+         times vary with the load; CPU time varies less. Regenerate with `cargo run --release -p fastvirt-agent -- bench --write-docs docs/benchmarks.md`.\n\
          {DOCS_END}\n",
         cpus = results.cpus,
         load = results.load_average,

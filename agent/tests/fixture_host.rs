@@ -488,3 +488,18 @@ fn an_irqbalance_config_the_agent_created_is_removed_on_restore() {
         "the created file is gone again"
     );
 }
+
+#[test]
+fn the_benchmark_host_applies_and_then_holds_a_steady_state() {
+    let args = fastvirt_agent::cli::BenchArgs {
+        runs: 1,
+        rechecks: 1,
+        interval: std::time::Duration::from_secs(30),
+        write_docs: None,
+    };
+    // bench::run fails if a re-check after the apply still finds changes.
+    let results = fastvirt_agent::bench::run(&args).unwrap();
+    assert_eq!((results.cpus, results.irqs), (256, 4004));
+    assert!(results.changes > 4000, "{} changes", results.changes);
+    assert!(results.rss_peak_mib > 0.0);
+}
