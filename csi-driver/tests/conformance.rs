@@ -1324,17 +1324,7 @@ async fn stats_report_an_abnormal_condition_when_the_backing_file_is_gone() {
     require_host!();
     let mut env = TestEnv::start("condition").await;
     let vol = env.create(create_req("pvc-c", 8 * MIB, block_cap())).await;
-    let (staging, target) = (env.path("staging"), env.path("target"));
-    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await;
-    env.publish(publish_req(
-        &vol.volume_id,
-        &staging,
-        &target,
-        block_cap(),
-        false,
-    ))
-    .await;
+    let (_staging, target) = env.stage_and_publish(&vol.volume_id, block_cap()).await;
     let key = vol.volume_id.rsplit('.').next().unwrap();
     std::fs::remove_file(env.pool_dir.join(format!("{key}.img"))).unwrap();
     let stats = env

@@ -505,17 +505,7 @@ async fn online_expansion_of_block_volumes() {
     let vol = env
         .create(create_req("pvc-grow", 16 * MIB, block_cap()))
         .await;
-    let (staging, target) = (env.path("staging"), env.path("target"));
-    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await;
-    env.publish(publish_req(
-        &vol.volume_id,
-        &staging,
-        &target,
-        block_cap(),
-        false,
-    ))
-    .await;
+    let (staging, target) = env.stage_and_publish(&vol.volume_id, block_cap()).await;
     let grown = env
         .clients
         .controller
@@ -766,17 +756,7 @@ async fn node_side_expansion_for_one_controller_per_node() {
     let vol = env
         .create(create_req("pvc-node-grow", 16 * MIB, block_cap()))
         .await;
-    let (staging, target) = (env.path("staging"), env.path("target"));
-    env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
-        .await;
-    env.publish(publish_req(
-        &vol.volume_id,
-        &staging,
-        &target,
-        block_cap(),
-        false,
-    ))
-    .await;
+    let (staging, target) = env.stage_and_publish(&vol.volume_id, block_cap()).await;
     let mut grow = node_expand_req(&vol.volume_id, &target);
     grow.capacity_range = Some(CapacityRange {
         required_bytes: 40 * MIB,
@@ -812,7 +792,11 @@ async fn node_side_expansion_for_one_controller_per_node() {
     let entry = listed
         .entries
         .iter()
-        .find(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == vol.volume_id))
+        .find(|e| {
+            e.volume
+                .as_ref()
+                .is_some_and(|v| v.volume_id == vol.volume_id)
+        })
         .unwrap();
     assert_eq!(entry.volume.as_ref().unwrap().capacity_bytes, 40 * MIB);
     env.unpublish(unpublish_req(&vol.volume_id, &target)).await;

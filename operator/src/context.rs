@@ -6,13 +6,15 @@ use crate::pool_config::NodeMeta;
 
 use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,11 +105,14 @@ impl Context {
         self
     }
 
-    pub async fn pools(&self) -> kube::Result<Vec<Arc<BlockPool>>> {
-        // Permission: rbac::BLOCK_POOLS.
+    /// Every object of kind `K`: from its cache in the binary, listed through the API otherwise.
+    async fn read<K>(&self, cache: impl FnOnce(&Caches) -> &Store<K>) -> kube::Result<Vec<Arc<K>>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
         match &self.caches {
-            Some(c) => Ok(c.pools.state()),
-            None => Ok(Api::<BlockPool>::all(self.client.clone())
+            Some(caches) => Ok(cache(caches).state()),
+            None => Ok(Api::<K>::all(self.client.clone())
                 .list(&ListParams::default())
                 .await?
                 .items
@@ -115,84 +120,38 @@ impl Context {
                 .map(Arc::new)
                 .collect()),
         }
+    }
+
+    pub async fn pools(&self) -> kube::Result<Vec<Arc<BlockPool>>> {
+        // Permission: rbac::BLOCK_POOLS.
+        self.read(|c| &c.pools).await
     }
 
     pub async fn profiles(&self) -> kube::Result<Vec<Arc<NodeTuningProfile>>> {
         // Permission: rbac::PROFILES.
-        match &self.caches {
-            Some(c) => Ok(c.profiles.state()),
-            None => Ok(Api::<NodeTuningProfile>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect()),
-        }
+        self.read(|c| &c.profiles).await
     }
 
     pub async fn tuned_nodes(&self) -> kube::Result<Vec<Arc<TunedNode>>> {
         // Permission: rbac::TUNED_NODES.
-        match &self.caches {
-            Some(c) => Ok(c.tuned_nodes.state()),
-            None => Ok(Api::<TunedNode>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect()),
-        }
+        self.read(|c| &c.tuned_nodes).await
     }
 
-    /// Every node's metadata.
+    /// Every node's metadata (`Api<PartialObjectMeta<Node>>` lists metadata only).
     pub async fn nodes(&self) -> kube::Result<Vec<Arc<NodeMeta>>> {
         // Permission: rbac::NODES.
-        match &self.caches {
-            Some(c) => Ok(c.nodes.state()),
-            None => Ok(Api::<Node>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(|n| {
-                    Arc::new(NodeMeta {
-                        types: None,
-                        metadata: n.metadata,
-                        _phantom: Default::default(),
-                    })
-                })
-                .collect()),
-        }
+        self.read(|c| &c.nodes).await
     }
 
     pub async fn capacities(&self) -> kube::Result<Vec<Arc<CSIStorageCapacity>>> {
         // Permission: rbac::STORAGE_CAPACITIES.
-        match &self.caches {
-            Some(c) => Ok(c.capacities.state()),
-            None => Ok(Api::<CSIStorageCapacity>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect()),
-        }
+        self.read(|c| &c.capacities).await
     }
 
     /// The driver's persistent volumes whose handles name `pool`.
     pub async fn pool_volumes(&self, pool: &str) -> kube::Result<Vec<String>> {
         // Permission: rbac::PERSISTENT_VOLUMES.
-        let volumes: Vec<Arc<PersistentVolume>> = match &self.caches {
-            Some(c) => c.volumes.state(),
-            None => Api::<PersistentVolume>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
-        };
+        let volumes: Vec<Arc<PersistentVolume>> = self.read(|c| &c.volumes).await?;
         let prefix = format!("fv.{pool}.");
         let mut names: Vec<String> = volumes
             .into_iter()

@@ -95,13 +95,13 @@ pub fn error_policy(pool: Arc<BlockPool>, error: &PoolError, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-async fn ensure_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
-    if pool.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
+/// Writes the pool's finalizers, on the condition that the pool did not change since it was read.
+async fn set_finalizers(
+    pool: &BlockPool,
+    ctx: &Context,
+    finalizers: Vec<&str>,
+) -> kube::Result<()> {
     // Permission: rbac::BLOCK_POOL_FINALIZERS and patch of rbac::BLOCK_POOLS.
-    let mut finalizers = pool.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
     let patch = serde_json::json!({
         "metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}
     });
@@ -115,23 +115,23 @@ async fn ensure_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
     Ok(())
 }
 
+async fn ensure_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
+    if pool.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers: Vec<&str> = pool.finalizers().iter().map(String::as_str).collect();
+    finalizers.push(FINALIZER);
+    set_finalizers(pool, ctx, finalizers).await
+}
+
 async fn remove_finalizer(pool: &BlockPool, ctx: &Context) -> kube::Result<()> {
-    let finalizers: Vec<&String> = pool
+    let finalizers = pool
         .finalizers()
         .iter()
+        .map(String::as_str)
         .filter(|f| *f != FINALIZER)
         .collect();
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}
-    });
-    Api::<BlockPool>::all(ctx.client.clone())
-        .patch(
-            &pool.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    Ok(())
+    set_finalizers(pool, ctx, finalizers).await
 }
 
 async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError> {

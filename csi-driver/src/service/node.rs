@@ -2,10 +2,10 @@
 //! them to pods. Every RPC reads the kernel's state (sysfs, mountinfo) instead of remembering its
 //! own, so a restarted driver picks up exactly where the last one stopped.
 
-use crate::config::Expansion;
 use super::request::{self, AccessType, Capability};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::AttachedDevice;
+use crate::config::Expansion;
 use crate::filesystem::{self, Content};
 use crate::mount_options::MountOptions;
 use crate::mounter::{self, MountError};
@@ -436,7 +436,9 @@ fn expand(
             Status::failed_precondition(format!("volume {id} is not staged on this node"))
         })?;
     let record = match &req.capacity_range {
-        Some(range) if range.required_bytes > 0 && range.required_bytes as u64 > record.capacity_bytes => {
+        Some(range)
+            if range.required_bytes > 0 && range.required_bytes as u64 > record.capacity_bytes =>
+        {
             if driver.expansion != Expansion::Node {
                 return Err(Status::out_of_range(format!(
                     "volume {id} has {} bytes; ControllerExpandVolume must grow it to {} first",

@@ -129,6 +129,21 @@ impl TestEnv {
             .expect("NodePublishVolume");
     }
 
+    /// Stages `volume_id` at `<root>/staging` and publishes it at `<root>/target` with `cap`, as
+    /// kubelet does; returns both paths.
+    pub async fn stage_and_publish(
+        &mut self,
+        volume_id: &str,
+        cap: VolumeCapability,
+    ) -> (PathBuf, PathBuf) {
+        let (staging, target) = (self.path("staging"), self.path("target"));
+        self.stage(stage_req(volume_id, &staging, cap.clone()))
+            .await;
+        self.publish(publish_req(volume_id, &staging, &target, cap, false))
+            .await;
+        (staging, target)
+    }
+
     /// NodeUnpublishVolume that must succeed.
     pub async fn unpublish(&mut self, req: NodeUnpublishVolumeRequest) {
         self.clients
