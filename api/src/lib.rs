@@ -7,6 +7,7 @@ pub mod block_pool;
 pub mod condition;
 pub mod cpuset;
 pub mod pool_config;
+pub mod quantity;
 pub mod rbac;
 pub mod tuned_node;
 pub mod tuning_profile;
