@@ -2,7 +2,7 @@
 //! fails. Restoring puts every journaled original back.
 
 use crate::hostfs::{HostFs, HostFsError};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Original};
 use crate::plan::{Change, Plan, Target, Unchangeable, size_name};
 use fastvirt_api::cpuset::CpuSet;
 use serde::Serialize;
@@ -80,6 +80,10 @@ pub struct ApplyReport {
     /// IRQs whose new affinity the kernel accepted but does not deliver by yet (it moves an IRQ
     /// when it next fires).
     pub pending: Vec<String>,
+    /// Settings an earlier profile changed that this one does not want: put back to the original.
+    pub reverted: Vec<Applied>,
+    /// Reverts that failed; they stay in the journal.
+    pub revert_failures: Vec<String>,
 }
 
 fn write_value(
@@ -256,10 +260,57 @@ pub fn apply(fs: &dyn HostFs, plan: &Plan) -> Result<ApplyReport, ApplyError> {
             value: change.desired.clone(),
         });
     }
-    if journal.managed_irqs.len() != managed_before {
+    let journaled_before = journal.originals.len();
+    journal
+        .originals
+        .retain(|path, _| !plan.hands_off_paths.contains(path));
+    let unwanted: Vec<String> = journal
+        .originals
+        .keys()
+        .filter(|path| !plan.wanted_paths.contains(*path))
+        .cloned()
+        .collect();
+    for path in &unwanted {
+        let Some(original) = journal.originals.get(path) else {
+            continue;
+        };
+        match put_back(fs, path, original) {
+            Ok(value) => {
+                report.reverted.push(Applied {
+                    setting: original.setting.clone(),
+                    value,
+                });
+                journal.originals.remove(path);
+            }
+            Err(error) => report
+                .revert_failures
+                .push(format!("{}: {error}", original.setting)),
+        }
+    }
+    if journal.managed_irqs.len() != managed_before || journal.originals.len() != journaled_before {
         journal.save(fs)?;
     }
     Ok(report)
+}
+
+/// Writes a journaled original back and reads it back; the value shown on success.
+fn put_back(fs: &dyn HostFs, path: &str, original: &Original) -> Result<String, HostFsError> {
+    let Some(value) = &original.value else {
+        fs.remove_file(path)?;
+        return Ok("(file removed)".to_owned());
+    };
+    write_value(fs, original.target, path, value)?;
+    let raw = fs.read(path)?;
+    let read_back = original.compare.canonical(&raw).unwrap_or(raw);
+    if &read_back == value {
+        Ok(value.clone())
+    } else {
+        Err(HostFsError::Write {
+            path: path.to_owned(),
+            value: value.clone(),
+            source: std::io::Error::other(format!("read back {read_back:?}")),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -278,11 +329,14 @@ pub fn restore(fs: &dyn HostFs) -> Result<RestoreReport, JournalError> {
     let mut report = RestoreReport::default();
     let mut settled = Vec::new();
     for (path, original) in &journal.originals {
-        let result = match &original.value {
-            None => fs.remove_file(path),
-            Some(value) => write_value(fs, original.target, path, value),
-        };
-        match result {
+        match put_back(fs, path, original) {
+            Ok(value) => {
+                report.restored.push(Applied {
+                    setting: original.setting.clone(),
+                    value,
+                });
+                settled.push(path.clone());
+            }
             Err(HostFsError::NotFound { .. }) => {
                 report.gone.push(original.setting.clone());
                 settled.push(path.clone());
@@ -292,30 +346,6 @@ pub fn restore(fs: &dyn HostFs) -> Result<RestoreReport, JournalError> {
                 settled.push(path.clone());
             }
             Err(e) => report.failed.push(format!("{}: {e}", original.setting)),
-            Ok(()) => {
-                let Some(value) = &original.value else {
-                    report.restored.push(Applied {
-                        setting: original.setting.clone(),
-                        value: "(file removed)".to_owned(),
-                    });
-                    settled.push(path.clone());
-                    continue;
-                };
-                let raw = fs.read(path).unwrap_or_default();
-                let read_back = original.compare.canonical(&raw).unwrap_or(raw);
-                if &read_back == value {
-                    report.restored.push(Applied {
-                        setting: original.setting.clone(),
-                        value: value.clone(),
-                    });
-                    settled.push(path.clone());
-                } else {
-                    report.failed.push(format!(
-                        "{}: wrote {value:?}, read back {read_back:?}",
-                        original.setting
-                    ));
-                }
-            }
         }
     }
     for path in settled {

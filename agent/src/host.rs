@@ -18,6 +18,8 @@ pub const KSM_DIR: &str = "sys/kernel/mm/ksm";
 pub const IRQ_DIR: &str = "proc/irq";
 pub const DEFAULT_SMP_AFFINITY: &str = "proc/irq/default_smp_affinity";
 pub const WORKQUEUE_CPUMASK: &str = "sys/devices/virtual/workqueue/cpumask";
+/// Per-IRQ state files with the IRQD_AFFINITY_MANAGED flag, where debugfs is mounted.
+pub const IRQ_DEBUGFS_DIR: &str = "sys/kernel/debug/irq/irqs";
 pub const PCI_DEVICES_DIR: &str = "sys/bus/pci/devices";
 /// Debian's and RHEL's irqbalance environment files.
 pub const IRQBALANCE_CONFIGS: &[&str] = &["etc/default/irqbalance", "etc/sysconfig/irqbalance"];
@@ -61,6 +63,9 @@ pub struct Irq {
     /// The PCI device whose MSI vectors include this IRQ.
     pub device: Option<String>,
     pub device_numa_node: Option<u32>,
+    /// The kernel manages its affinity (known only where debugfs shows the IRQ's flags; elsewhere
+    /// the first refused write tells).
+    pub managed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,12 +240,16 @@ fn read_irqs(fs: &dyn HostFs) -> Result<Vec<Irq>, HostError> {
             Some((device, numa)) => (Some(device.clone()), *numa),
             None => (None, None),
         };
+        let managed = fs
+            .read(&format!("{IRQ_DEBUGFS_DIR}/{number}"))
+            .is_ok_and(|flags| flags.contains("AFFINITY_MANAGED"));
         irqs.push(Irq {
             number,
             name: names.remove(&number).unwrap_or_default(),
             affinity: affinity.to_string(),
             device,
             device_numa_node,
+            managed,
         });
     }
     irqs.sort_by_key(|irq| irq.number);

@@ -88,6 +88,14 @@ pub struct Plan {
     pub missing_kernel_args: Vec<String>,
     pub kubelet_mismatches: Vec<String>,
     pub kubelet_restart_required: bool,
+    /// Every path the profile has a value for (changed, in place, or wanted but out of reach).
+    /// A journaled path outside this set is one the profile no longer wants: apply restores it.
+    #[serde(skip)]
+    pub wanted_paths: BTreeSet<String>,
+    /// Paths someone else owns now (KSM under KubeVirt's handler): apply neither writes nor
+    /// restores them, and forgets their journal entries.
+    #[serde(skip)]
+    pub hands_off_paths: BTreeSet<String>,
 }
 
 impl Plan {
@@ -142,6 +150,8 @@ pub enum PlanError {
     NoSuchNumaNode { node: u32, nodes: String },
 }
 
+/// The KSM files the agent may write, below the KSM directory.
+pub const KSM_PATHS: [&str; 2] = ["run", "pages_to_scan"];
 pub const KSM_HANDLER_ANNOTATION: &str = "kubevirt.io/ksm-handler-managed";
 pub const IRQBALANCE_BAN_KEY: &str = "IRQBALANCE_BANNED_CPULIST";
 
@@ -183,6 +193,7 @@ impl Planner<'_> {
             ));
             return;
         };
+        self.plan.wanted_paths.insert(path.clone());
         if current == desired {
             self.plan.in_place += 1;
         } else {
@@ -346,6 +357,8 @@ fn plan_hugepages(planner: &mut Planner, profile: &NodeTuningProfileSpec) -> Res
         if needed_kb > free_kb {
             let (needed_mib, free_mib) = (needed_kb / 1024, free_kb / 1024);
             if page_kb >= 1_048_576 {
+                // Still wanted: pages an earlier apply obtained stay.
+                planner.plan.wanted_paths.insert(path);
                 planner.unchangeable(
                     setting,
                     format!(
@@ -383,7 +396,7 @@ fn plan_irqs(planner: &mut Planner, reserved: &CpuSet, options: &PlanOptions) {
         } else {
             format!("irq {} ({}) affinity", irq.number, irq.name)
         };
-        if options.known_managed_irqs.contains(&irq.number) {
+        if irq.managed || options.known_managed_irqs.contains(&irq.number) {
             planner.unchangeable(
                 label,
                 "kernel-managed IRQ: its driver spreads queue interrupts over CPUs itself and the \
@@ -631,6 +644,12 @@ fn plan_thp(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
 }
 
 fn plan_ksm(planner: &mut Planner, profile: &NodeTuningProfileSpec, options: &PlanOptions) {
+    if options.ksm_handled_by_kubevirt {
+        planner
+            .plan
+            .hands_off_paths
+            .extend(KSM_PATHS.map(|name| format!("{KSM_DIR}/{name}")));
+    }
     let Some(ksm) = &profile.ksm else { return };
     if options.ksm_handled_by_kubevirt {
         planner.note(format!(

@@ -165,6 +165,7 @@ impl Agent {
                 match profiles.iter().find(|p| p.name_any() == profile_name) {
                     Some(profile) => self.tune(profile, ksm_handled)?,
                     None => self.release(
+                        ksm_handled,
                         false,
                         "NoProfile",
                         format!("profile {profile_name} disappeared while reading"),
@@ -172,11 +173,13 @@ impl Agent {
                 }
             }
             Assignment::None => self.release(
+                ksm_handled,
                 false,
                 "NoProfile",
                 "no NodeTuningProfile selects this node".to_owned(),
             )?,
             Assignment::Conflict(names) => self.release(
+                ksm_handled,
                 true,
                 "ProfileConflict",
                 format!(
@@ -318,6 +321,7 @@ impl Agent {
     /// No profile (or a conflict): put back everything the journal holds.
     fn release(
         &self,
+        ksm_handled: bool,
         degraded: bool,
         reason: &'static str,
         message: String,
@@ -335,7 +339,18 @@ impl Agent {
             ),
             ..HostOutcome::default()
         };
-        if Journal::load(self.fs.as_ref())?.originals.is_empty() {
+        let mut journal = Journal::load(self.fs.as_ref())?;
+        if ksm_handled {
+            // KubeVirt's handler owns KSM now: putting our original back would fight it.
+            let before = journal.originals.len();
+            journal
+                .originals
+                .retain(|path, _| !path.starts_with(host::KSM_DIR));
+            if journal.originals.len() != before {
+                journal.save(self.fs.as_ref())?;
+            }
+        }
+        if journal.originals.is_empty() {
             return Ok(outcome);
         }
         let report = apply::restore(self.fs.as_ref())?;

@@ -113,6 +113,19 @@ pub fn apply(report: &ApplyReport) -> String {
         report.shortfalls.iter().map(|s| s.message.clone()),
     );
     section(&mut out, "Pending", report.pending.iter().cloned());
+    section(
+        &mut out,
+        "Reverted (no longer in the profile)",
+        report
+            .reverted
+            .iter()
+            .map(|a| format!("{}: {}", a.setting, a.value)),
+    );
+    section(
+        &mut out,
+        "Could not revert",
+        report.revert_failures.iter().cloned(),
+    );
     out
 }
 

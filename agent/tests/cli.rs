@@ -97,7 +97,7 @@ fn apply_then_restore_round_trips() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(swappiness(&root), "10");
+    assert_eq!(swappiness(&root), "10", "{}", text(&out.stdout));
     assert!(
         Path::new(&root)
             .join("var/lib/fastvirt/agent/journal.json")

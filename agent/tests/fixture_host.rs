@@ -503,3 +503,71 @@ fn the_benchmark_host_applies_and_then_holds_a_steady_state() {
     assert!(results.changes > 4000, "{} changes", results.changes);
     assert!(results.rss_peak_mib > 0.0);
 }
+
+#[test]
+fn settings_a_new_profile_no_longer_wants_are_reverted() {
+    let (_dir, fs) = fixture();
+    let first = profile(
+        "cpu: {reserved: '0'}\ntransparentHugepages: never\nsysctls: {vm.swappiness: '10'}\n",
+    );
+    apply::apply(
+        &fs,
+        &plan_for(&fs, &first, &PlanOptions::default()).unwrap(),
+    )
+    .unwrap();
+    let second = profile("cpu: {reserved: '0'}\ntransparentHugepages: never\n");
+    let report = apply::apply(
+        &fs,
+        &plan_for(&fs, &second, &PlanOptions::default()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report.reverted.len(), 1, "{:#?}", report.reverted);
+    assert_eq!(report.reverted[0].setting, "sysctl vm.swappiness");
+    assert_eq!(fs.read_trimmed("proc/sys/vm/swappiness").unwrap(), "60");
+    let journal = Journal::load(&fs).unwrap();
+    assert!(!journal.originals.contains_key("proc/sys/vm/swappiness"));
+    assert!(
+        journal
+            .originals
+            .contains_key("sys/kernel/mm/transparent_hugepage/enabled")
+    );
+}
+
+#[test]
+fn debugfs_flags_mark_managed_irqs_before_any_write() {
+    let (dir, fs) = fixture();
+    let flags = dir.path().join("sys/kernel/debug/irq/irqs");
+    std::fs::create_dir_all(&flags).unwrap();
+    std::fs::write(
+        flags.join("25"),
+        "handler:  handle_edge_irq\ndstate:   0x3540a200\n            IRQD_AFFINITY_MANAGED\n",
+    )
+    .unwrap();
+    std::fs::write(
+        flags.join("24"),
+        "handler:  handle_edge_irq\ndstate:   0x00400200\n",
+    )
+    .unwrap();
+    let plan = plan_for(
+        &fs,
+        &profile("cpu: {reserved: '0'}\n"),
+        &PlanOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        plan.unchangeable
+            .iter()
+            .any(|u| u.setting == "irq 25 (nvme0q1) affinity")
+    );
+    assert!(
+        !plan
+            .changes
+            .iter()
+            .any(|c| c.path == "proc/irq/25/smp_affinity_list")
+    );
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.path == "proc/irq/24/smp_affinity_list")
+    );
+}

@@ -261,3 +261,36 @@ async fn ksm_is_left_alone_when_kubevirt_manages_it() {
     setup.agent.reconcile_once().await.unwrap();
     assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/ksm/run").unwrap(), "0");
 }
+
+#[tokio::test]
+async fn ksm_taken_over_by_kubevirt_is_forgotten_not_restored() {
+    let mut with_ksm = profile("ksm", 0);
+    with_ksm.spec.ksm = Some(serde_yaml::from_str("{enabled: true}").unwrap());
+    let setup = setup(vec![with_ksm]).await;
+    setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(setup.fs.read_trimmed("sys/kernel/mm/ksm/run").unwrap(), "1");
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let annotate =
+        json!({"metadata": {"annotations": {"kubevirt.io/ksm-handler-managed": "true"}}});
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    setup.agent.reconcile_once().await.unwrap();
+    let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(
+        setup.fs.read_trimmed("sys/kernel/mm/ksm/run").unwrap(),
+        "1",
+        "KSM stays as KubeVirt's handler has it"
+    );
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "60",
+        "everything else is restored"
+    );
+}

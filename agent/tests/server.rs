@@ -26,7 +26,10 @@ async fn serves_metrics_and_health() {
 
     let body = get(addr, "/metrics").await;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(body.contains("fastvirt_agent_drift_corrections_total 3"), "{body}");
+    assert!(
+        body.contains("fastvirt_agent_drift_corrections_total 3"),
+        "{body}"
+    );
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
