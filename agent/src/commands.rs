@@ -95,14 +95,18 @@ pub async fn congestion(args: &CongestionArgs) -> anyhow::Result<()> {
     let fs = RealHostFs::new(&args.host.host_root);
     let isolated = CpuSet::parse(&args.isolated).context("--isolated")?;
     let source = congestion::detect(&fs)?;
-    let mut previous = congestion::sample(&fs, source, congestion::monotonic_ns())?;
+    let sample = || {
+        congestion::sample(&fs, source, congestion::monotonic_ns())
+            .map(|s| s.with_device_interrupts(&fs))
+    };
+    let mut previous = sample()?;
     let mut done = 0;
     while args.count == 0 || done < args.count {
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
-        let current = congestion::sample(&fs, source, congestion::monotonic_ns())?;
+        let current = sample()?;
         let report = congestion::rates(&previous, &current, &isolated)?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string(&report)?),

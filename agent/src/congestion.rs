@@ -8,6 +8,7 @@
 //! node-wide share of time in which some task waited).
 
 use crate::hostfs::HostFs;
+use crate::interrupts;
 use crate::schedstat::{self, SchedstatError};
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::tuned_node::CongestionSummary;
@@ -79,6 +80,29 @@ pub struct Sample {
     tasks: BTreeMap<u32, TaskSample>,
     psi_some_us: Option<u64>,
     vms: BTreeMap<u32, VmSample>,
+    /// Device interrupts taken per CPU since boot, when asked for.
+    device_interrupts: Option<BTreeMap<u32, u64>>,
+}
+
+impl Sample {
+    /// Adds per-CPU device interrupt counts from /proc/interrupts, to show whether isolated CPUs
+    /// are kept quiet. Left out of `run`'s re-check: on large hosts the file runs to megabytes.
+    pub fn with_device_interrupts(mut self, fs: &dyn HostFs) -> Self {
+        self.device_interrupts = fs
+            .read("proc/interrupts")
+            .ok()
+            .and_then(|text| interrupts::parse(&text).ok())
+            .map(|parsed| {
+                let mut per_cpu: BTreeMap<u32, u64> = BTreeMap::new();
+                for line in &parsed.lines {
+                    for (cpu, count) in parsed.cpus.iter().zip(&line.counts) {
+                        *per_cpu.entry(*cpu).or_default() += count;
+                    }
+                }
+                per_cpu
+            });
+        self
+    }
 }
 
 /// Nanoseconds on a monotonic clock, counted from the first call in this process.
@@ -225,6 +249,7 @@ pub fn sample(fs: &dyn HostFs, source: Source, at_ns: u64) -> Result<Sample, Con
             .ok()
             .and_then(|t| psi_some_total(&t)),
         vms: BTreeMap::new(),
+        device_interrupts: None,
     };
     match source {
         Source::Schedstat => {
@@ -277,6 +302,9 @@ pub struct CpuCongestion {
     pub wait_percent: f64,
     pub bursty: bool,
     pub isolated: bool,
+    /// Device interrupts per second on this CPU, when measured; near zero on a quiet isolated CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_interrupts_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -339,6 +367,20 @@ pub fn rates(
                 bursty: utilisation_percent < BURSTY_UTILISATION_PERCENT
                     && wait_percent >= BURSTY_WAIT_PERCENT,
                 isolated: isolated.contains(*cpu),
+                device_interrupts_per_second: match (
+                    &before.device_interrupts,
+                    &after.device_interrupts,
+                ) {
+                    (Some(then), Some(now)) => {
+                        let delta = now
+                            .get(cpu)
+                            .copied()
+                            .unwrap_or(0)
+                            .saturating_sub(then.get(cpu).copied().unwrap_or(0));
+                        Some((delta as f64 / (elapsed as f64 / 1e9) * 10.0).round() / 10.0)
+                    }
+                    _ => None,
+                },
             }
         })
         .collect();

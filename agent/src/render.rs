@@ -158,7 +158,11 @@ pub fn congestion(report: &CongestionReport) -> String {
         let _ = writeln!(out, "cpu pressure (some): {psi:.2} % of the interval");
     }
     if !report.cpus.is_empty() {
-        let _ = writeln!(out, "{:>5}  {:>7}  {:>7}  FLAGS", "CPU", "UTIL%", "WAIT%");
+        let _ = writeln!(
+            out,
+            "{:>5}  {:>7}  {:>7}  {:>8}  FLAGS",
+            "CPU", "UTIL%", "WAIT%", "DEVIRQ/s"
+        );
         for cpu in &report.cpus {
             let mut flags = Vec::new();
             if cpu.isolated {
@@ -167,12 +171,16 @@ pub fn congestion(report: &CongestionReport) -> String {
             if cpu.bursty {
                 flags.push("bursty");
             }
+            let interrupts = cpu
+                .device_interrupts_per_second
+                .map_or_else(|| "-".to_owned(), |rate| format!("{rate:.1}"));
             let _ = writeln!(
                 out,
-                "{:>5}  {:>7.2}  {:>7.2}  {}",
+                "{:>5}  {:>7.2}  {:>7.2}  {:>8}  {}",
                 cpu.cpu,
                 cpu.utilisation_percent,
                 cpu.wait_percent,
+                interrupts,
                 flags.join(",")
             );
         }

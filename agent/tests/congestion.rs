@@ -184,3 +184,41 @@ fn psi_only_hosts_report_a_node_wide_share_and_no_source_is_an_error() {
     assert_eq!(report.summary().wait_percent, 5.0);
     assert_eq!(report.summary().source, "psi");
 }
+
+#[test]
+fn device_interrupt_rates_show_whether_isolated_cpus_are_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RealHostFs::new(dir.path());
+    let interrupts = |on_cpu0: u64, on_cpu1: u64| {
+        format!(
+            "           CPU0       CPU1\n 36: {on_cpu0:>10} {on_cpu1:>10}  PCI-MSIX-0000:00:02.0  1-edge  virtio1-req.0\n\
+             LOC:    5000000    5000000   Local timer interrupts\n"
+        )
+    };
+    put(dir.path(), "proc/schedstat", &schedstat(&[(0, 0), (0, 0)]));
+    put(dir.path(), "proc/interrupts", &interrupts(100, 7));
+    let before = congestion::sample(&fs, Source::Schedstat, 0)
+        .unwrap()
+        .with_device_interrupts(&fs);
+    put(dir.path(), "proc/interrupts", &interrupts(2100, 7));
+    let after = congestion::sample(&fs, Source::Schedstat, 2 * SECOND)
+        .unwrap()
+        .with_device_interrupts(&fs);
+    let report = congestion::rates(&before, &after, &CpuSet::parse("1").unwrap()).unwrap();
+    assert_eq!(report.cpus[0].device_interrupts_per_second, Some(1000.0));
+    assert_eq!(
+        report.cpus[1].device_interrupts_per_second,
+        Some(0.0),
+        "the timer (LOC) is not a device"
+    );
+    let plain = congestion::rates(
+        &congestion::sample(&fs, Source::Schedstat, 0).unwrap(),
+        &after,
+        &CpuSet::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        plain.cpus[0].device_interrupts_per_second, None,
+        "only measured when both samples have it"
+    );
+}
