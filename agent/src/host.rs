@@ -166,6 +166,48 @@ fn cpu_list(fs: &dyn HostFs, path: &str) -> Result<Option<CpuSet>, HostError> {
         })
 }
 
+/// Whether `list` is already in the kernel's canonical form (ascending, ranges folded), which is
+/// how the kernel prints every affinity list. Checking that is much cheaper than building the set
+/// for thousands of IRQs; anything else goes through [`CpuSet::parse`].
+pub fn is_canonical_cpu_list(list: &str) -> bool {
+    let mut previous_end: Option<u32> = None;
+    for part in list.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>(), b.parse::<u32>()),
+            None => (part.parse::<u32>(), part.parse::<u32>()),
+        };
+        let (Ok(first), Ok(last)) = (first, last) else {
+            return false;
+        };
+        let ordered = !part.contains('-') || first < last;
+        let separated = previous_end.is_none_or(|end| first > end.saturating_add(1));
+        // A two-CPU range prints as "4-5"; the canonical form never has leading zeros.
+        let plain = !part.split('-').any(|n| n.len() > 1 && n.starts_with('0'));
+        if !(ordered && separated && plain && last < 8192) {
+            return false;
+        }
+        previous_end = Some(last);
+    }
+    !list.is_empty()
+}
+
+/// An affinity list in canonical form, without building the set when it already is.
+fn canonical_cpu_list(fs: &dyn HostFs, path: &str) -> Result<Option<String>, HostError> {
+    let Some(value) = fs.read_trimmed(path) else {
+        return Ok(None);
+    };
+    if is_canonical_cpu_list(&value) {
+        return Ok(Some(value));
+    }
+    CpuSet::parse(&value)
+        .map(|set| Some(set.to_string()))
+        .map_err(|e| HostError::CpuList {
+            path: path.to_owned(),
+            value,
+            reason: e.to_string(),
+        })
+}
+
 fn numbered(names: Vec<String>, prefix: &str) -> Vec<u32> {
     names
         .iter()
@@ -229,24 +271,27 @@ fn read_irqs(fs: &dyn HostFs) -> Result<Vec<Irq>, HostError> {
             devices.insert(irq, (device.clone(), numa));
         }
     }
+    // One look for debugfs instead of a failed open per IRQ where it is not mounted.
+    let debugfs = fs.exists(IRQ_DEBUGFS_DIR);
     let mut irqs = Vec::new();
     for number in numbered(fs.list(IRQ_DIR), "") {
         let dir = format!("{IRQ_DIR}/{number}");
         // IRQs without an affinity file (legacy ones with no handler) cannot be placed at all.
-        let Some(affinity) = cpu_list(fs, &format!("{dir}/smp_affinity_list"))? else {
+        let Some(affinity) = canonical_cpu_list(fs, &format!("{dir}/smp_affinity_list"))? else {
             continue;
         };
         let (device, device_numa_node) = match devices.get(&number) {
             Some((device, numa)) => (Some(device.clone()), *numa),
             None => (None, None),
         };
-        let managed = fs
-            .read(&format!("{IRQ_DEBUGFS_DIR}/{number}"))
-            .is_ok_and(|flags| flags.contains("AFFINITY_MANAGED"));
+        let managed = debugfs
+            && fs
+                .read(&format!("{IRQ_DEBUGFS_DIR}/{number}"))
+                .is_ok_and(|flags| flags.contains("AFFINITY_MANAGED"));
         irqs.push(Irq {
             number,
             name: names.remove(&number).unwrap_or_default(),
-            affinity: affinity.to_string(),
+            affinity,
             device,
             device_numa_node,
             managed,
@@ -388,5 +433,13 @@ mod tests {
             (1000, 400)
         );
         assert_eq!(hugepage_dir_size_kb("hugepages-1048576kB"), Some(1048576));
+        for canonical in ["0", "0-255", "0,2,4-7,9", "1,3"] {
+            assert!(is_canonical_cpu_list(canonical), "{canonical}");
+        }
+        for other in [
+            "", "3,1", "0-1,2", "4-4", "5-3", "01", "0,,1", "a", "0-9000",
+        ] {
+            assert!(!is_canonical_cpu_list(other), "{other}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Property tests of the parsers: kernel CPU lists and masks, /proc/interrupts and schedstat
 //! round-trip what the kernel would print, and never panic on arbitrary input.
 
-use fastvirt_agent::{cpumask, interrupts, schedstat, sysctl_files};
+use fastvirt_agent::{cpumask, host, interrupts, schedstat, sysctl_files};
 use fastvirt_api::cpuset::CpuSet;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -28,6 +28,15 @@ proptest! {
         // The kernel pads every group to eight digits; those parse the same.
         let padded = mask.split(',').map(|g| format!("{g:0>8}")).collect::<Vec<_>>().join(",");
         prop_assert_eq!(cpumask::parse(&padded).unwrap(), set);
+    }
+
+    #[test]
+    fn the_canonical_fast_path_agrees_with_the_parser(text in "[0-9,-]{0,14}", cpus in cpu_sets()) {
+        if host::is_canonical_cpu_list(&text) {
+            prop_assert_eq!(CpuSet::parse(&text).unwrap().to_string(), text);
+        }
+        let printed = cpus.iter().copied().collect::<CpuSet>().to_string();
+        prop_assert_eq!(host::is_canonical_cpu_list(&printed), !cpus.is_empty());
     }
 
     #[test]
