@@ -62,7 +62,7 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// One reserved core (both threads) per NUMA node; every other CPU isolated.
-fn bench_profile(spec: &FixtureSpec) -> NodeTuningProfileSpec {
+fn bench_profile(spec: &FixtureSpec) -> anyhow::Result<NodeTuningProfileSpec> {
     let cores = spec.sockets * spec.cores_per_socket;
     let reserved: CpuSet = (0..spec.sockets)
         .flat_map(|node| {
@@ -86,7 +86,7 @@ fn bench_profile(spec: &FixtureSpec) -> NodeTuningProfileSpec {
          sysctls: {{kernel.numa_balancing: '0'}}\n",
         hugepages.join(", ")
     );
-    serde_yaml::from_str(&yaml).unwrap_or_default()
+    serde_yaml::from_str(&yaml).context("the benchmark profile")
 }
 
 /// sysfs and procfs live in memory; a tmpfs tree is the closer model when the machine has one.
@@ -124,7 +124,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchResults> {
         bail!("--runs and --rechecks must be at least 1");
     }
     let spec = FixtureSpec::bench_256_cpus();
-    let profile = bench_profile(&spec);
+    let profile = bench_profile(&spec)?;
     let mut plan_apply_ms = Vec::with_capacity(args.runs);
     let mut plan_apply_cpu_ms = Vec::with_capacity(args.runs);
     let mut changes = 0;
