@@ -78,8 +78,7 @@ struct HostOutcome {
     generation: Option<i64>,
     plan: Option<Plan>,
     report: Option<ApplyReport>,
-    drift: usize,
-    /// (type, status, reason, message) of the Applied and Degraded conditions.
+    /// (status, reason, message) of the Applied and Degraded conditions.
     applied: (bool, &'static str, String),
     degraded: (bool, &'static str, String),
     events: Vec<(EventType, &'static str, String)>,
@@ -253,7 +252,6 @@ impl Agent {
         plan.changes
             .retain(|change| state.shortfalls.get(&change.path) != Some(&change.current));
         if same_generation && !plan.changes.is_empty() {
-            outcome.drift = plan.changes.len();
             state.drift_corrections += plan.changes.len() as u64;
             self.metrics
                 .drift_corrections
