@@ -16,7 +16,6 @@ pub mod journal;
 pub mod kubelet;
 pub mod metrics;
 pub mod plan;
-pub mod quantity;
 pub mod rbac;
 pub mod reconcile;
 pub mod render;
