@@ -11,6 +11,7 @@ use crate::host;
 use crate::hostfs::RealHostFs;
 use crate::journal::Journal;
 use crate::plan::{self, PlanOptions};
+use crate::status_lines;
 use anyhow::{Context, bail};
 use fastvirt_api::NodeTuningProfileSpec;
 use fastvirt_api::cpuset::CpuSet;
@@ -145,7 +146,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchResults> {
     }
     let (_dir, fs) = last_tree.context("no run")?;
     // The re-check of `run`: read the host, plan against the journal, apply what drifted (nothing
-    // here), and take a congestion sample of this machine's real /proc.
+    // here), read back what the status lists as applied, and take a congestion sample of this
+    // machine's real /proc.
     let proc_root = RealHostFs::new("/");
     let source = congestion::detect(&proc_root).ok();
     let before = cpu_time()?;
@@ -163,6 +165,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchResults> {
             );
         }
         apply::apply(&fs, &plan)?;
+        let applied = Journal::load(&fs)?.current_values(&fs);
+        status_lines::fold(applied.iter().map(|(s, v)| (s.as_str(), v.as_str())));
         if let Some(source) = source {
             congestion::sample(&proc_root, source, congestion::monotonic_ns())?;
         }
@@ -216,7 +220,8 @@ pub fn markdown(results: &BenchResults, machine: &str) -> String {
          | re-check cost at a {interval} s interval | {core:.4} % of one core | < {TARGET_CORE_PERCENT} % | {v2} |\n\
          | peak RSS (VmHWM) of the benchmark process | {rss:.1} MiB | < {TARGET_RSS_MIB:.0} MiB | {v3} |\n\n\
          The re-check is what `run` does every interval without the API calls: read the host model, plan \
-         against the journal, apply the (empty) drift and take one congestion sample of the machine's real /proc. \
+         against the journal, apply the (empty) drift, read the applied settings for the status and take one \
+         congestion sample of the machine's real /proc. \
          The tree lives on tmpfs (/dev/shm), as sysfs and procfs live in memory, and each write includes the \
          fixture's model of the kernel's answer (FixtureFs); the journal's fsync costs nothing there, on a node it \
          adds one disk flush to the first apply. The RSS is the whole benchmark process, tree generation \

@@ -134,10 +134,10 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Plan + apply runs (each on a fresh tree); the median is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 11)]
     pub runs: usize,
     /// Steady-state re-checks to measure CPU time over.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     pub rechecks: u32,
     /// Re-check interval the CPU share is computed for.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -77,6 +77,24 @@ impl Journal {
             .map_err(JournalError::Write)
     }
 
+    /// `(setting, value now)` of every journaled path: each is a setting the agent changed and
+    /// still owns, so this is what it has applied. Configuration files show as `set`.
+    pub fn current_values(&self, fs: &dyn HostFs) -> Vec<(String, String)> {
+        self.originals
+            .iter()
+            .map(|(path, original)| {
+                let value = match original.target {
+                    Target::ConfigFile => "set".to_owned(),
+                    _ => {
+                        let raw = fs.read(path).unwrap_or_default();
+                        original.compare.canonical(&raw).unwrap_or(raw)
+                    }
+                };
+                (original.setting.clone(), value)
+            })
+            .collect()
+    }
+
     /// Records `change.current` as the original unless an earlier apply already recorded one:
     /// the first value seen is the host's own. Returns whether the journal grew.
     pub fn remember(&mut self, change: &Change, file_existed: bool) -> bool {

@@ -8,7 +8,7 @@ use crate::host;
 use crate::hostfs::HostFs;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions, Target};
+use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions};
 use crate::status_lines;
 use fastvirt_api::assignment::{Assignment, assign};
 use fastvirt_api::cpuset::CpuSet;
@@ -403,21 +403,7 @@ impl Agent {
         outcome: &HostOutcome,
         node: &Node,
     ) -> Result<TunedNodeStatus, ReconcileError> {
-        let journal = Journal::load(self.fs.as_ref())?;
-        // Every setting the journal holds is one the agent changed and still owns; its value is
-        // what the host has now.
-        let current: Vec<(String, String)> = journal
-            .originals
-            .iter()
-            .map(|(path, original)| {
-                let raw = self.fs.read(path).unwrap_or_default();
-                let value = match original.target {
-                    Target::ConfigFile => "set".to_owned(),
-                    _ => original.compare.canonical(&raw).unwrap_or(raw),
-                };
-                (original.setting.clone(), value)
-            })
-            .collect();
+        let current = Journal::load(self.fs.as_ref())?.current_values(self.fs.as_ref());
         let applied = status_lines::fold(current.iter().map(|(s, v)| (s.as_str(), v.as_str())));
         let mut unchangeable_items: Vec<(String, String)> = Vec::new();
         if let Some(report) = &outcome.report {
