@@ -6,19 +6,13 @@ use fastvirt_api::rbac::Permission;
 /// The agent's own Node: its labels select a profile, and the
 /// `kubevirt.io/ksm-handler-managed` annotation tells it to leave KSM to KubeVirt.
 pub const NODES: Permission = Permission::cluster("", "nodes", &["get", "list", "watch"]);
-pub const PROFILES: Permission = Permission::cluster(
-    "fastvirt.io",
-    "nodetuningprofiles",
-    &["get", "list", "watch"],
-);
+pub const PROFILES: Permission =
+    Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list", "watch"]);
 /// The agent creates the TunedNode named after its node with a server-side apply patch.
-pub const TUNED_NODES: Permission = Permission::cluster(
-    "fastvirt.io",
-    "tunednodes",
-    &["get", "list", "watch", "create", "patch"],
-);
+pub const TUNED_NODES: Permission =
+    Permission::cluster("fastvirt.io", "tunednodes", &["create", "patch"]);
 pub const TUNED_NODE_STATUS: Permission =
-    Permission::cluster("fastvirt.io", "tunednodes/status", &["get", "patch"]);
+    Permission::cluster("fastvirt.io", "tunednodes/status", &["patch"]);
 /// Events about the cluster-scoped TunedNode are written to the `default` namespace.
 pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
 

@@ -45,28 +45,6 @@ fn profile(name: &str, priority: i32) -> NodeTuningProfile {
     profile
 }
 
-/// kube-fake-client 0.3 registers every custom resource as namespaced, while TunedNode is
-/// cluster-scoped: requests for it are moved into one namespace on their way to the fake.
-fn cluster_scoped_tuned_nodes(inner: kube::Client) -> kube::Client {
-    const COLLECTION: &str = "/apis/fastvirt.io/v1alpha1/tunednodes";
-    let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
-        let inner = inner.clone();
-        async move {
-            let uri = request.uri().to_string();
-            if uri.contains(COLLECTION) {
-                let moved = uri.replacen(
-                    COLLECTION,
-                    "/apis/fastvirt.io/v1alpha1/namespaces/cluster/tunednodes",
-                    1,
-                );
-                *request.uri_mut() = moved.parse().expect("rewritten URI parses");
-            }
-            inner.send(request).await
-        }
-    });
-    kube::Client::new(service, "default")
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     fs: Arc<FixtureFs>,
@@ -92,7 +70,8 @@ async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
     for profile in profiles {
         builder = builder.with_object(profile);
     }
-    let client = cluster_scoped_tuned_nodes(builder.build().await.expect("fake client"));
+    let client =
+        fastvirt_test_support::client(builder, &["nodetuningprofiles", "tunednodes"]).await;
     let config = AgentConfig {
         node_name: NODE.to_owned(),
         max_hugepage_percent: 80,

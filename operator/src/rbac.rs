@@ -1,32 +1,29 @@
 //! Every API permission the operator uses. Each client call in the operator names its entry here;
-//! the Helm chart's tests check that the operator's ClusterRole and Role grant all of them.
+//! the Helm chart's tests check that the operator's ClusterRole and Role grant exactly these.
 
 use fastvirt_api::rbac::Permission;
 
-pub const BLOCK_POOLS: Permission = Permission::cluster(
-    "fastvirt.io",
-    "blockpools",
-    &["get", "list", "watch", "patch", "update"],
-);
+/// Watched, and patched to add and remove the pool finalizer.
+pub const BLOCK_POOLS: Permission =
+    Permission::cluster("fastvirt.io", "blockpools", &["list", "watch", "patch"]);
 pub const BLOCK_POOL_STATUS: Permission =
-    Permission::cluster("fastvirt.io", "blockpools/status", &["get", "patch"]);
+    Permission::cluster("fastvirt.io", "blockpools/status", &["patch"]);
+/// The objects a pool owns carry `blockOwnerDeletion`, which the OwnerReferencesPermissionEnforcement
+/// admission plugin allows only to whoever may update the owner's finalizers.
 pub const BLOCK_POOL_FINALIZERS: Permission =
     Permission::cluster("fastvirt.io", "blockpools/finalizers", &["update"]);
-pub const PROFILES: Permission = Permission::cluster(
-    "fastvirt.io",
-    "nodetuningprofiles",
-    &["get", "list", "watch"],
-);
-pub const PROFILE_STATUS: Permission = Permission::cluster(
-    "fastvirt.io",
-    "nodetuningprofiles/status",
-    &["get", "patch"],
-);
+pub const PROFILES: Permission =
+    Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list", "watch"]);
+pub const PROFILE_STATUS: Permission =
+    Permission::cluster("fastvirt.io", "nodetuningprofiles/status", &["patch"]);
 pub const TUNED_NODES: Permission =
-    Permission::cluster("fastvirt.io", "tunednodes", &["get", "list", "watch"]);
-pub const NODES: Permission = Permission::cluster("", "nodes", &["get", "list", "watch"]);
+    Permission::cluster("fastvirt.io", "tunednodes", &["list", "watch"]);
+/// Metadata only: labels select pools and profiles.
+pub const NODES: Permission = Permission::cluster("", "nodes", &["list", "watch"]);
+/// A pool being deleted waits for its volumes.
 pub const PERSISTENT_VOLUMES: Permission =
-    Permission::cluster("", "persistentvolumes", &["get", "list", "watch"]);
+    Permission::cluster("", "persistentvolumes", &["list", "watch"]);
+/// Read before replacing, listed by pool label, created again on replacement, applied, deleted.
 pub const STORAGE_CLASSES: Permission = Permission::cluster(
     "storage.k8s.io",
     "storageclasses",
@@ -34,34 +31,30 @@ pub const STORAGE_CLASSES: Permission = Permission::cluster(
 );
 /// CSIStorageCapacity objects live in the namespace of each external-provisioner; the operator
 /// reads them in every namespace.
-pub const STORAGE_CAPACITIES: Permission = Permission::cluster(
-    "storage.k8s.io",
-    "csistoragecapacities",
-    &["get", "list", "watch"],
-);
+pub const STORAGE_CAPACITIES: Permission =
+    Permission::cluster("storage.k8s.io", "csistoragecapacities", &["list", "watch"]);
+/// Server-side apply creates the class when it is absent.
 pub const SNAPSHOT_CLASSES: Permission = Permission::cluster(
     "snapshot.storage.k8s.io",
     "volumesnapshotclasses",
-    &["get", "list", "watch", "create", "patch", "delete"],
+    &["list", "watch", "create", "patch", "delete"],
 );
 pub const STORAGE_PROFILES: Permission = Permission::cluster(
     "cdi.kubevirt.io",
     "storageprofiles",
-    &["get", "list", "watch", "patch"],
+    &["list", "watch", "patch"],
 );
 /// Events about cluster-scoped objects are written to the `default` namespace.
 pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
-pub const POOL_CONFIG_MAP: Permission = Permission::namespaced(
-    "",
-    "configmaps",
-    &["get", "list", "watch", "create", "patch"],
-);
+/// Server-side apply creates the ConfigMap when it is absent.
+pub const POOL_CONFIG_MAP: Permission =
+    Permission::namespaced("", "configmaps", &["create", "patch"]);
 pub const NODE_DAEMONSET: Permission =
     Permission::namespaced("apps", "daemonsets", &["get", "patch"]);
 pub const LEASES: Permission = Permission::namespaced(
     "coordination.k8s.io",
     "leases",
-    &["get", "create", "update", "patch"],
+    &["get", "create", "update"],
 );
 
 /// All of the above, for the chart's tests.
@@ -89,5 +82,5 @@ pub const CHECK_INSTALL: &[Permission] = &[
     Permission::cluster("fastvirt.io", "blockpools", &["list"]),
     Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list"]),
     Permission::cluster("fastvirt.io", "tunednodes", &["list"]),
-    Permission::cluster("storage.k8s.io", "csinodes", &["get", "list"]),
+    Permission::cluster("storage.k8s.io", "csinodes", &["list"]),
 ];
