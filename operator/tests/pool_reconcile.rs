@@ -24,6 +24,33 @@ async fn reconcile_named(ctx: &Arc<fastvirt_operator::context::Context>, name: &
     reconcile(Arc::new(pool), ctx.clone()).await.unwrap();
 }
 
+/// Merges `patch` into the pool, as `kubectl patch --type merge` would, then reconciles it.
+async fn change_pool(
+    ctx: &Arc<fastvirt_operator::context::Context>,
+    name: &str,
+    patch: serde_json::Value,
+) {
+    Api::<BlockPool>::all(ctx.client.clone())
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    reconcile_named(ctx, name).await;
+}
+
+/// The cluster-scoped object `name` of kind `K`, if it exists.
+async fn find<K>(ctx: &fastvirt_operator::context::Context, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
 fn pool_config(config_map: &ConfigMap) -> PoolConfigFile {
     serde_yaml::from_str(&config_map.data.as_ref().unwrap()["pools.yaml"]).unwrap()
 }
@@ -45,10 +72,7 @@ async fn a_new_pool_gets_its_classes_profile_config_and_status() {
     .await;
     reconcile_named(&ctx, "fast").await;
 
-    let class = Api::<StorageClass>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    let class = find::<StorageClass>(&ctx, "fast").await.unwrap();
     assert_eq!(class.provisioner, "block.fastvirt.io");
     assert_eq!(class.parameters.as_ref().unwrap()["pool"], "fast");
     assert_eq!(
@@ -57,17 +81,11 @@ async fn a_new_pool_gets_its_classes_profile_config_and_status() {
     );
     assert_eq!(class.owner_references()[0].name, "fast");
 
-    let snapshot = Api::<VolumeSnapshotClass>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    let snapshot = find::<VolumeSnapshotClass>(&ctx, "fast").await.unwrap();
     assert_eq!(snapshot.driver, "block.fastvirt.io");
     assert_eq!(snapshot.deletion_policy, "Delete");
 
-    let profile = Api::<StorageProfile>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    let profile = find::<StorageProfile>(&ctx, "fast").await.unwrap();
     assert_eq!(profile.spec.clone_strategy.as_deref(), Some("csi-clone"));
     assert_eq!(profile.spec.claim_property_sets[0].volume_mode, "Block");
 
@@ -140,20 +158,8 @@ async fn a_changed_parameter_replaces_the_class_and_says_so() {
     )
     .await;
     reconcile_named(&ctx, "fast").await;
-    let pools = Api::<BlockPool>::all(ctx.client.clone());
-    pools
-        .patch(
-            "fast",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"storageClass": {"reclaimPolicy": "Retain", "allowVolumeExpansion": false}}})),
-        )
-        .await
-        .unwrap();
-    reconcile_named(&ctx, "fast").await;
-    let class = Api::<StorageClass>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    change_pool(&ctx, "fast", serde_json::json!({"spec": {"storageClass": {"reclaimPolicy": "Retain", "allowVolumeExpansion": false}}})).await;
+    let class = find::<StorageClass>(&ctx, "fast").await.unwrap();
     assert_eq!(class.reclaim_policy.as_deref(), Some("Retain"));
     assert_eq!(class.allow_volume_expansion, Some(false));
     assert!(
@@ -164,21 +170,13 @@ async fn a_changed_parameter_replaces_the_class_and_says_so() {
 
     // Only a mutable field changes: applied in place, no replacement.
     let before = event_reasons(&ctx).await.len();
-    pools
-        .patch(
-            "fast",
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"spec": {"storageClass": {"allowVolumeExpansion": true}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    reconcile_named(&ctx, "fast").await;
-    let class = Api::<StorageClass>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    change_pool(
+        &ctx,
+        "fast",
+        serde_json::json!({"spec": {"storageClass": {"allowVolumeExpansion": true}}}),
+    )
+    .await;
+    let class = find::<StorageClass>(&ctx, "fast").await.unwrap();
     assert_eq!(class.allow_volume_expansion, Some(true));
     assert_eq!(event_reasons(&ctx).await.len(), before);
 }
@@ -187,15 +185,12 @@ async fn a_changed_parameter_replaces_the_class_and_says_so() {
 async fn renaming_the_class_removes_the_old_one() {
     let ctx = context(vec![object(pool_yaml("fast", "/p", ""))], false, false).await;
     reconcile_named(&ctx, "fast").await;
-    Api::<BlockPool>::all(ctx.client.clone())
-        .patch(
-            "fast",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"storageClass": {"name": "vm-disks"}}})),
-        )
-        .await
-        .unwrap();
-    reconcile_named(&ctx, "fast").await;
+    change_pool(
+        &ctx,
+        "fast",
+        serde_json::json!({"spec": {"storageClass": {"name": "vm-disks"}}}),
+    )
+    .await;
     let classes = Api::<StorageClass>::all(ctx.client.clone());
     assert!(classes.get_opt("vm-disks").await.unwrap().is_some());
     assert!(classes.get_opt("fast").await.unwrap().is_none());
@@ -219,10 +214,7 @@ async fn a_class_of_someone_else_is_never_taken_over() {
         .unwrap();
     let error = reconcile(Arc::new(pool), ctx.clone()).await.unwrap_err();
     assert!(matches!(error, PoolError::ForeignStorageClass(ref n) if n == "fast"));
-    let class = Api::<StorageClass>::all(ctx.client.clone())
-        .get("fast")
-        .await
-        .unwrap();
+    let class = find::<StorageClass>(&ctx, "fast").await.unwrap();
     assert_eq!(class.provisioner, "other.example.com");
     assert!(
         event_reasons(&ctx)
@@ -244,13 +236,7 @@ async fn an_invalid_spec_is_reported_not_applied() {
     )
     .await;
     reconcile_named(&ctx, "fast").await;
-    assert!(
-        Api::<StorageClass>::all(ctx.client.clone())
-            .get_opt("fast")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(find::<StorageClass>(&ctx, "fast").await.is_none());
     let status = Api::<BlockPool>::all(ctx.client.clone())
         .get("fast")
         .await
@@ -360,20 +346,10 @@ async fn deletion_waits_for_the_volumes_then_cleans_up() {
         .await
         .unwrap();
     assert!(
-        Api::<StorageClass>::all(ctx.client.clone())
-            .get_opt("fast")
-            .await
-            .unwrap()
-            .is_none(),
+        find::<StorageClass>(&ctx, "fast").await.is_none(),
         "no new volumes once deletion starts"
     );
-    assert!(
-        Api::<VolumeSnapshotClass>::all(ctx.client.clone())
-            .get_opt("fast")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(find::<VolumeSnapshotClass>(&ctx, "fast").await.is_none());
     assert_eq!(
         config(ctx.clone()).await.pools.len(),
         2,
