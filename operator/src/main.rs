@@ -93,6 +93,9 @@ fn hostname() -> String {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // One crypto provider for the API client's TLS, chosen here: builds that also enable another
+    // leave rustls unable to choose, and it would panic on the first connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Run(args) => {
             let options = RunOptions {

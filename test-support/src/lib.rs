@@ -97,6 +97,59 @@ fn is_storage_namespace(namespace: Option<&Value>) -> bool {
     namespace.and_then(Value::as_str) == Some(STORAGE_NAMESPACE)
 }
 
+/// A kubeconfig for an API server that refuses connections (a closed loopback port), for
+/// starting the binaries without a cluster.
+pub fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("its address").port()
+    };
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster: {{server: \"https://127.0.0.1:{closed_port}\"}}\n\
+contexts:\n- name: none\n  context: {{cluster: none, user: none}}\ncurrent-context: none\n\
+users:\n- name: none\n  user: {{token: test}}\n"
+    );
+    std::fs::write(&path, text).expect("writing the kubeconfig");
+    path
+}
+
+/// A free loopback port for a server under test.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET path` on a loopback port: the status code and body, or `None` while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls `check` every 100 ms for up to `seconds`.
+pub fn wait_for(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
