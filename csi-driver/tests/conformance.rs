@@ -57,47 +57,19 @@ async fn identity_and_capabilities() {
         .into_inner();
     assert_eq!(probe.ready, Some(true));
 
-    let ctrl = env
-        .clients
-        .controller
-        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let ctrl: Vec<i32> = ctrl
-        .capabilities
-        .iter()
-        .filter_map(|c| {
-            c.r#type
-                .as_ref()
-                .map(|controller_service_capability::Type::Rpc(r)| r.r#type)
-        })
-        .collect();
+    let ctrl = env.controller_capabilities().await;
     for want in [
         CtrlCap::CreateDeleteVolume,
         CtrlCap::ListVolumes,
         CtrlCap::GetCapacity,
         CtrlCap::SingleNodeMultiWriter,
+        // The default, `--expansion controller`.
+        CtrlCap::ExpandVolume,
     ] {
         assert!(ctrl.contains(&(want as i32)), "{want:?}");
     }
 
-    let node = env
-        .clients
-        .node
-        .node_get_capabilities(NodeGetCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let node: Vec<i32> = node
-        .capabilities
-        .iter()
-        .filter_map(|c| {
-            c.r#type
-                .as_ref()
-                .map(|node_service_capability::Type::Rpc(r)| r.r#type)
-        })
-        .collect();
+    let node = env.node_capabilities().await;
     for want in [
         NodeCap::StageUnstageVolume,
         NodeCap::GetVolumeStats,

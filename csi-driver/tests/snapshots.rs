@@ -426,17 +426,7 @@ async fn snapshot_of_a_mounted_filesystem_is_frozen_and_restorable() {
     let vol = env
         .create(create_req("pvc-fs", 32 * MIB, cap.clone()))
         .await;
-    let (staging, target) = (env.path("staging"), env.path("target"));
-    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await;
-    env.publish(publish_req(
-        &vol.volume_id,
-        &staging,
-        &target,
-        cap.clone(),
-        false,
-    ))
-    .await;
+    let (staging, target) = env.stage_and_publish(&vol.volume_id, cap.clone()).await;
     std::fs::write(target.join("state.txt"), b"before snapshot").unwrap();
     let snap = env
         .clients
@@ -599,17 +589,7 @@ async fn grow_filesystem(fs: &str, from: i64, to: i64) {
     let vol = env
         .create(create_req(&format!("pvc-{fs}"), from, cap.clone()))
         .await;
-    let (staging, target) = (env.path("staging"), env.path("target"));
-    env.stage(stage_req(&vol.volume_id, &staging, cap.clone()))
-        .await;
-    env.publish(publish_req(
-        &vol.volume_id,
-        &staging,
-        &target,
-        cap.clone(),
-        false,
-    ))
-    .await;
+    let (staging, target) = env.stage_and_publish(&vol.volume_id, cap.clone()).await;
     std::fs::write(target.join("kept.txt"), b"data").unwrap();
     let total = |path: &Path| {
         let stat = nix::sys::statvfs::statvfs(path).unwrap();
@@ -733,21 +713,10 @@ async fn node_side_expansion_for_one_controller_per_node() {
     let root = common::test_root("expand-node-side");
     let pool = root.join("pool");
     let mut env = TestEnv::start_with_flags(root, pool, &["--expansion", "node"]).await;
-    let caps = env
-        .clients
-        .controller
-        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+    let offers_expansion = env
+        .controller_capabilities()
         .await
-        .unwrap()
-        .into_inner()
-        .capabilities;
-    let offers_expansion = caps.iter().any(|c| {
-        matches!(
-            &c.r#type,
-            Some(controller_service_capability::Type::Rpc(rpc))
-                if rpc.r#type == controller_service_capability::rpc::Type::ExpandVolume as i32
-        )
-    });
+        .contains(&(controller_service_capability::rpc::Type::ExpandVolume as i32));
     assert!(
         !offers_expansion,
         "external-resizers must fall back to recording the size only"

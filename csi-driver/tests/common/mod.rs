@@ -144,6 +144,42 @@ impl TestEnv {
         (staging, target)
     }
 
+    /// The RPC capabilities the controller service offers.
+    pub async fn controller_capabilities(&mut self) -> Vec<i32> {
+        self.clients
+            .controller
+            .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+            .await
+            .expect("ControllerGetCapabilities")
+            .into_inner()
+            .capabilities
+            .iter()
+            .filter_map(|c| {
+                c.r#type
+                    .as_ref()
+                    .map(|controller_service_capability::Type::Rpc(r)| r.r#type)
+            })
+            .collect()
+    }
+
+    /// The RPC capabilities the node service offers.
+    pub async fn node_capabilities(&mut self) -> Vec<i32> {
+        self.clients
+            .node
+            .node_get_capabilities(NodeGetCapabilitiesRequest {})
+            .await
+            .expect("NodeGetCapabilities")
+            .into_inner()
+            .capabilities
+            .iter()
+            .filter_map(|c| {
+                c.r#type
+                    .as_ref()
+                    .map(|node_service_capability::Type::Rpc(r)| r.r#type)
+            })
+            .collect()
+    }
+
     /// NodeUnpublishVolume that must succeed.
     pub async fn unpublish(&mut self, req: NodeUnpublishVolumeRequest) {
         self.clients
