@@ -4,8 +4,36 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A fresh scratch directory for a run, its output directory, and a docs page whose `section`
+/// (the name between `fastvirt-bench:` and `:start`) holds "old" followed by "kept".
+fn run_dirs(name: &str, section: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let docs = work.join("benchmarks.md");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        &docs,
+        format!(
+            "# Benchmarks\n<!-- fastvirt-bench:{section}:start -->\nold\n<!-- fastvirt-bench:{section}:end -->\nkept\n"
+        ),
+    )
+    .unwrap();
+    (work.clone(), work.join("results"), docs)
+}
+
+/// Runs `fastvirt-bench` with `args`, requires success, and returns the JSON report `report` it
+/// wrote into `output`.
+fn run_bench(args: &mut Command, output: &Path, report: &str) -> serde_json::Value {
+    let run = args.arg("--output").arg(output).output().unwrap();
+    assert!(
+        run.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(output.join(report)).unwrap()).unwrap()
+}
 
 #[test]
 fn quick_benchmark_produces_a_complete_report() {
@@ -13,31 +41,19 @@ fn quick_benchmark_produces_a_complete_report() {
         eprintln!("SKIP quick_benchmark_produces_a_complete_report: {reason}");
         return;
     }
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
-    let output = work.join("results");
-    let docs = work.join("benchmarks.md");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(&docs, "# Benchmarks\n<!-- fastvirt-bench:csi:start -->\nold\n<!-- fastvirt-bench:csi:end -->\nkept\n").unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
-        .arg("--quick")
-        .arg("--driver")
-        .arg(common::driver_binary())
-        .arg("--work-dir")
-        .arg(work.join("scratch"))
-        .arg("--output")
-        .arg(&output)
-        .arg("--update-docs")
-        .arg(&docs)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&run.stderr)
+    let (work, output, docs) = run_dirs("bench-smoke", "csi");
+    let report = run_bench(
+        Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+            .arg("--quick")
+            .arg("--driver")
+            .arg(common::driver_binary())
+            .arg("--work-dir")
+            .arg(work.join("scratch"))
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "benchmark.json",
     );
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(output.join("benchmark.json")).unwrap()).unwrap();
     let data_path = report["data_path"].as_array().unwrap();
     assert_eq!(data_path.len(), 6);
     for row in data_path {
@@ -80,26 +96,17 @@ fn snapshot_benchmark_measures_both_pools() {
         eprintln!("SKIP snapshot_benchmark_measures_both_pools: {reason}");
         return;
     }
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-snapshots");
-    let output = work.join("results");
-    std::fs::create_dir_all(&work).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
-        .arg("--driver")
-        .arg(common::driver_binary())
-        .arg("--work-dir")
-        .arg(work.join("scratch"))
-        .arg("--output")
-        .arg(&output)
-        .args(["snapshots", "--sizes-gib", "1", "--rounds", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&run.stderr)
+    let (work, output, _) = run_dirs("bench-snapshots", "snapshots");
+    let results = run_bench(
+        Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+            .arg("--driver")
+            .arg(common::driver_binary())
+            .arg("--work-dir")
+            .arg(work.join("scratch"))
+            .args(["snapshots", "--sizes-gib", "1", "--rounds", "2"]),
+        &output,
+        "snapshots.json",
     );
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(output.join("snapshots.json")).unwrap()).unwrap();
     let row = &results[0];
     assert_eq!(row["size_gib"], 1);
     for pool in ["reflink", "copy"] {
@@ -122,38 +129,23 @@ fn snapshot_benchmark_measures_both_pools() {
 
 #[test]
 fn operator_benchmark_reports_every_number_and_updates_only_its_section() {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-bench-smoke");
-    let output = work.join("results");
-    let docs = work.join("benchmarks.md");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(
-        &docs,
-        "# Benchmarks\n<!-- fastvirt-bench:operator:start -->\nold\n<!-- fastvirt-bench:operator:end -->\nkept\n",
-    )
-    .unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
-        .args([
-            "operator",
-            "--nodes",
-            "60",
-            "--profiles",
-            "6",
-            "--rounds",
-            "1",
-        ])
-        .arg("--output")
-        .arg(&output)
-        .arg("--update-docs")
-        .arg(&docs)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (_, output, docs) = run_dirs("operator-bench-smoke", "operator");
+    let result = run_bench(
+        Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
+            .args([
+                "operator",
+                "--nodes",
+                "60",
+                "--profiles",
+                "6",
+                "--rounds",
+                "1",
+            ])
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "operator.json",
     );
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(output.join("operator.json")).unwrap()).unwrap();
     assert_eq!(result["nodes"], 60);
     assert_eq!(result["profiles"], 6);
     for key in [
