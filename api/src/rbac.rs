@@ -38,16 +38,15 @@ impl Permission {
         }
     }
 
+    /// The same permission, granted in the release namespace only.
     pub const fn namespaced(
         api_group: &'static str,
         resource: &'static str,
         verbs: &'static [&'static str],
     ) -> Self {
         Permission {
-            api_group,
-            resource,
-            verbs,
             scope: Scope::Namespace,
+            ..Permission::cluster(api_group, resource, verbs)
         }
     }
 }
