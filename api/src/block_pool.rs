@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message("a pool name is a DNS label: at most 63 characters"))]
+// Volume IDs are `fv.<pool>.<key>` and the node plugins refuse other pool names, so a dot here
+// would stop every node plugin that reads the pool.
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a pool name is a DNS label: at most 63 lowercase letters, digits and '-', no dots"))]
 #[serde(rename_all = "camelCase")]
 pub struct BlockPoolSpec {
     /// Where volumes live on each node.

@@ -126,7 +126,15 @@ fn cel_rules_refuse_with_their_messages() {
                 p["metadata"]["name"] = json!("p".repeat(64));
                 p
             },
-            "a pool name is a DNS label: at most 63 characters",
+            "a pool name is a DNS label",
+        ),
+        (
+            {
+                let mut p = pool();
+                p["metadata"]["name"] = json!("fast.nvme");
+                p
+            },
+            "a pool name is a DNS label",
         ),
         (
             {
