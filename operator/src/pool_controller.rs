@@ -16,6 +16,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +166,34 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
             return Ok(Action::await_change());
         }
     };
+    let conflicts = publish_pool_config(ctx, None).await?;
+    if let Some(older) = conflicts.get(&pool.name_any()) {
+        let message = format!(
+            "directory {} is, contains or lies inside the directory of the older pool {older} on a node both have; no node serves this pool until one of them moves",
+            pool.spec.backend.file.path
+        );
+        ctx.event(
+            &reference,
+            true,
+            "PathConflict",
+            "Validate",
+            message.clone(),
+        )
+        .await;
+        let outcome = Outcome {
+            conditions: vec![Condition::new(
+                "Ready",
+                false,
+                "PathConflict",
+                message,
+                generation,
+            )],
+            storage_class: None,
+        };
+        write_status(pool, ctx, outcome).await?;
+        // The other pool may move or go without an event on this one.
+        return Ok(Action::requeue(WAIT_FOR_VOLUMES));
+    }
     let mut conditions = Vec::new();
     let class = apply_storage_class(pool, ctx, &desired).await?;
     remove_stale::<StorageClass>(pool, ctx, &class).await?;
@@ -176,8 +205,6 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
         // Permission: rbac::STORAGE_PROFILES.
         apply::<StorageProfile>(ctx, &profile).await?;
     }
-
-    publish_pool_config(ctx, None).await?;
 
     conditions.insert(
         0,
@@ -328,8 +355,11 @@ async fn apply_snapshot_class(
 }
 
 /// Renders the pool ConfigMap from every pool except `leaving`, and rolls the node plugins when it
-/// changed.
-async fn publish_pool_config(ctx: &Context, leaving: Option<&str>) -> kube::Result<()> {
+/// changed. Returns the pools left out because their directories collide with older pools'.
+async fn publish_pool_config(
+    ctx: &Context,
+    leaving: Option<&str>,
+) -> kube::Result<BTreeMap<String, String>> {
     let pools = ctx.pools().await?;
     let nodes = ctx.nodes().await?;
     let present: Vec<&BlockPool> = pools
@@ -337,7 +367,7 @@ async fn publish_pool_config(ctx: &Context, leaving: Option<&str>) -> kube::Resu
         .map(AsRef::as_ref)
         .filter(|p| p.metadata.name.as_deref() != leaving)
         .collect();
-    let file = pool_config::render(&present, &nodes);
+    let pool_config::Rendered { file, conflicts } = pool_config::render(&present, &nodes);
     let settings = &ctx.settings;
     let config_map = pool_config::config_map(&settings.pool_config_map, &settings.namespace, &file);
     // Permission: rbac::POOL_CONFIG_MAP.
@@ -354,7 +384,7 @@ async fn publish_pool_config(ctx: &Context, leaving: Option<&str>) -> kube::Resu
     if let Some(daemonset) = &settings.node_daemonset {
         roll_node_plugins(ctx, daemonset, &pool_config::hash(&file)).await?;
     }
-    Ok(())
+    Ok(conflicts)
 }
 
 async fn roll_node_plugins(ctx: &Context, daemonset: &str, hash: &str) -> kube::Result<()> {

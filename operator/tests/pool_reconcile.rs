@@ -425,3 +425,41 @@ async fn the_node_plugins_roll_only_when_the_pool_config_changes() {
     };
     assert_ne!(hash(&first), hash(&third));
 }
+
+#[tokio::test]
+async fn a_pool_on_an_older_pools_directory_is_refused_and_not_served() {
+    let mut older = object(pool_yaml("older", "/pools/nvme", ""));
+    older["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z".into();
+    let mut newer = object(pool_yaml("newer", "/pools/nvme/", ""));
+    newer["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z".into();
+    let ctx = context(vec![newer, older], false, false).await;
+    reconcile_named(&ctx, "newer").await;
+    reconcile_named(&ctx, "older").await;
+
+    assert!(find::<StorageClass>(&ctx, "newer").await.is_none());
+    assert!(find::<StorageClass>(&ctx, "older").await.is_some());
+    let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), NAMESPACE)
+        .get("fastvirt-pools")
+        .await
+        .unwrap();
+    let served: Vec<String> = pool_config(&config)
+        .pools
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(served, ["older"]);
+    let status = Api::<BlockPool>::all(ctx.client.clone())
+        .get("newer")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let ready = condition(&status.conditions, "Ready");
+    assert_eq!(ready.reason, "PathConflict");
+    assert!(ready.message.contains("older"), "{}", ready.message);
+    assert!(
+        event_reasons(&ctx)
+            .await
+            .contains(&"PathConflict".to_owned())
+    );
+}
