@@ -1556,7 +1556,7 @@ async fn restart_in_a_new_mount_namespace_still_finds_attached_volumes() {
         .unwrap()
     };
     bind(&real, &view);
-    let mut env = TestEnv::start_with_pool(root.clone(), view.clone()).await;
+    let mut env = TestEnv::start_with_flags(root.clone(), view.clone(), ON_THE_HOST_DISK).await;
     let vol = env.create(create_req("pvc-ns", 8 * MIB, block_cap())).await;
     let (staging, target) = (root.join("staging"), root.join("target"));
     env.stage(stage_req(&vol.volume_id, &staging, block_cap()))
@@ -1629,6 +1629,8 @@ async fn pools_come_from_the_operators_pool_file() {
     let pool_file = root.join("pools.yaml");
     let mut args = driver_args(&root, Vec::new());
     args.extra_args = vec!["--pool-config".into(), pool_file.to_str().unwrap().into()];
+    args.extra_args
+        .extend(common::ON_THE_HOST_DISK.iter().map(|f| f.to_string()));
 
     // No BlockPool yet: the plugin runs, registers, and says why it cannot provision.
     let (mut driver, mut clients) = fastvirt_csi::local::DriverProcess::start(args.clone())

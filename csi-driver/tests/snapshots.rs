@@ -712,7 +712,12 @@ async fn node_side_expansion_for_one_controller_per_node() {
     require_host!();
     let root = common::test_root("expand-node-side");
     let pool = root.join("pool");
-    let mut env = TestEnv::start_with_flags(root, pool, &["--expansion", "node"]).await;
+    let mut env = TestEnv::start_with_flags(
+        root,
+        pool,
+        &["--expansion", "node", "--capacity-reserve-percent", "0"],
+    )
+    .await;
     let offers_expansion = env
         .controller_capabilities()
         .await

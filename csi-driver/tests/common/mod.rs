@@ -62,11 +62,16 @@ pub fn test_root(name: &str) -> PathBuf {
     root
 }
 
+/// Flags for a pool on the disk that runs the tests: no reserve, so that a build directory filling
+/// that disk to within 5 % of full does not fail tests about other things. The reserve itself is
+/// tested on a pool of its own (`out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool`).
+pub const ON_THE_HOST_DISK: &[&str] = &["--capacity-reserve-percent", "0"];
+
 impl TestEnv {
     pub async fn start(name: &str) -> Self {
         let root = test_root(name);
         let pool_dir = root.join("pool");
-        Self::start_with_pool(root, pool_dir).await
+        Self::start_with_flags(root, pool_dir, ON_THE_HOST_DISK).await
     }
 
     pub async fn start_with_pool(root: PathBuf, pool_dir: PathBuf) -> Self {
