@@ -93,6 +93,17 @@ pub struct Cli {
     /// pools that include this node are added to the others. A missing file means no pools yet.
     #[arg(long, env = "FASTVIRT_POOL_CONFIG")]
     pub pool_config: Option<PathBuf>,
+    /// Register with kubelet directly (no node-driver-registrar sidecar): the CSI socket's path
+    /// as kubelet sees it on the host.
+    #[arg(long, env = "FASTVIRT_KUBELET_REGISTRATION_PATH")]
+    pub kubelet_registration_path: Option<PathBuf>,
+    /// kubelet's plugin registration directory as mounted in this process (with
+    /// `--kubelet-registration-path`).
+    #[arg(long, env = "FASTVIRT_REGISTRATION_DIR")]
+    pub registration_dir: Option<PathBuf>,
+    /// Serve `/healthz` on this port (no livenessprobe sidecar needed).
+    #[arg(long, env = "FASTVIRT_HEALTH_PORT")]
+    pub health_port: Option<u16>,
 }
 
 /// The YAML configuration file.
@@ -110,6 +121,9 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub pool_config: Option<PathBuf>,
     pub expansion: Option<Expansion>,
+    pub kubelet_registration_path: Option<PathBuf>,
+    pub registration_dir: Option<PathBuf>,
+    pub health_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +152,23 @@ pub struct Config {
     pub capacity_reserve_percent: u8,
     pub expansion: Expansion,
     pub log_format: LogFormat,
+    /// The built-in kubelet registrar, when asked for.
+    pub registration: Option<Registration>,
+    /// Port of the built-in `/healthz`, when asked for.
+    pub health_port: Option<u16>,
 }
+
+/// Where the built-in registrar announces the plugin to kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The CSI socket's host path, which kubelet dials.
+    pub kubelet_endpoint: PathBuf,
+    /// kubelet's `plugins_registry` directory as this process sees it.
+    pub registration_dir: PathBuf,
+}
+
+/// Where kubelet's plugin registration directory is mounted in the node plugin's container.
+pub const DEFAULT_REGISTRATION_DIR: &str = "/registration";
 
 /// Default share of a pool kept free, so thin volumes never meet a full filesystem.
 pub const DEFAULT_CAPACITY_RESERVE_PERCENT: u8 = 5;
@@ -171,6 +201,8 @@ pub enum ConfigError {
     MaxVolumes,
     #[error("capacity reserve must be 0-50 percent, got {0}")]
     Reserve(u8),
+    #[error("kubelet registration path {0:?} must be an absolute socket path")]
+    RegistrationPath(PathBuf),
 }
 
 impl Cli {
@@ -242,7 +274,25 @@ impl Cli {
         if capacity_reserve_percent > 50 {
             return Err(ConfigError::Reserve(capacity_reserve_percent));
         }
+        let registration = match self
+            .kubelet_registration_path
+            .or(file.kubelet_registration_path)
+        {
+            Some(path) if !path.is_absolute() || path.file_name().is_none() => {
+                return Err(ConfigError::RegistrationPath(path));
+            }
+            Some(kubelet_endpoint) => Some(Registration {
+                kubelet_endpoint,
+                registration_dir: self
+                    .registration_dir
+                    .or(file.registration_dir)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_REGISTRATION_DIR)),
+            }),
+            None => None,
+        };
         Ok(Config {
+            registration,
+            health_port: self.health_port.or(file.health_port),
             capacity_reserve_percent,
             expansion: self.expansion.or(file.expansion).unwrap_or_default(),
             socket_path: socket_path(&endpoint)?,

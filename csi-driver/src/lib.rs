@@ -13,6 +13,7 @@ pub mod mount_options;
 pub mod mounter;
 pub mod mountinfo;
 pub mod pagination;
+pub mod registration;
 pub mod server;
 pub mod service;
 pub mod tools;
@@ -21,6 +22,12 @@ pub mod tools;
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("csi.v1");
+}
+
+/// Code generated from `proto/pluginregistration.proto` (kubelet's plugin registration API).
+pub mod pluginregistration {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("pluginregistration");
 }
 
 /// The CSI plugin name.

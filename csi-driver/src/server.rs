@@ -7,6 +7,7 @@ use crate::ids::PoolName;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
+use crate::registration::{Registrar, serve_health, serve_registration};
 use crate::service::{ControllerService, Driver, IdentityService, NodeService};
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
@@ -126,17 +127,44 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .mode
         .serves_node()
         .then(|| NodeServer::new(NodeService::new(driver.clone())));
+    let health_driver = driver.clone();
     let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
         .add_optional_service(node)
         .serve_with_incoming(UnixListenerStream::new(listener));
+    // The built-in registrar and health endpoint live exactly as long as the CSI server.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut helpers = tokio::task::JoinSet::new();
+    if let Some(registration) = &config.registration {
+        helpers.spawn(serve_registration(
+            Registrar::new(registration.kubelet_endpoint.clone()),
+            registration.registration_dir.clone(),
+            until_stopped(),
+        ));
+    }
+    if let Some(port) = config.health_port {
+        helpers.spawn(serve_health(health_driver, port, until_stopped()));
+    }
     // Stop accepting at once on shutdown, but let running operations finish: a mkfs or mount cut
     // short leaves work for the next start. Idle client connections are not waited for.
     let result = tokio::select! {
-        result = server => result,
+        result = server => result.map_err(ServeError::from),
         () = shutdown => Ok(()),
+        Some(helper) = helpers.join_next() => Err(match helper {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => ServeError::Setup("the registrar or health endpoint stopped".into()),
+            Err(join) => ServeError::Setup(format!("the registrar or health endpoint failed: {join}")),
+        }),
     };
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), helpers.join_all()).await;
     let _ = std::fs::remove_file(&config.socket_path);
     let unfinished = crate::service::drain_in_flight(SHUTDOWN_GRACE).await;
     if unfinished > 0 {
@@ -146,5 +174,5 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         );
     }
     tracing::info!("stopped");
-    Ok(result?)
+    result
 }

@@ -1135,10 +1135,13 @@ async fn bad_input_gets_spec_codes_and_touches_nothing_outside_the_pool() {
             n.node_unstage_volume(unstage_req(id, p)).await,
             Code::InvalidArgument,
         );
-        assert_code(
-            n.node_get_volume_stats(stats_req(id, p)).await,
-            Code::InvalidArgument,
-        );
+        // A path that cannot hold the volume is where the volume is not (csi-sanity checks this).
+        let stats_code = if path.is_empty() {
+            Code::InvalidArgument
+        } else {
+            Code::NotFound
+        };
+        assert_code(n.node_get_volume_stats(stats_req(id, p)).await, stats_code);
     }
     assert_code(
         n.node_stage_volume(NodeStageVolumeRequest {
@@ -1520,7 +1523,7 @@ async fn unpublish_leaves_what_is_not_the_volumes_alone() {
         Code::FailedPrecondition,
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
-    // Publishing needs a staging path, and says so with the spec's code.
+    // Publishing needs a staging path (the driver stages), a required field: INVALID_ARGUMENT.
     let mut no_staging = publish_req(
         &vol.volume_id,
         &env.path("s"),
@@ -1531,7 +1534,7 @@ async fn unpublish_leaves_what_is_not_the_volumes_alone() {
     no_staging.staging_target_path.clear();
     assert_code(
         env.clients.node.node_publish_volume(no_staging).await,
-        Code::FailedPrecondition,
+        Code::InvalidArgument,
     );
 }
 
@@ -1694,4 +1697,98 @@ async fn pools_come_from_the_operators_pool_file() {
     );
     driver.kill9().unwrap();
     common::cleanup_under(&root);
+}
+
+/// Argument errors come before existence (CSI "Error Scheme"): a request that lacks a required
+/// field is INVALID_ARGUMENT even when its volume is unknown, as csi-sanity checks with made-up IDs.
+#[tokio::test]
+async fn missing_fields_are_invalid_before_unknown_volumes_are_not_found() {
+    require_host!();
+    let mut env = TestEnv::start("argument-order").await;
+    let unknown = "no-such-volume";
+    let staging = env.path("staging");
+    let target = env.path("target");
+    let node = &mut env.clients.node;
+
+    let mut no_staging = stage_req(unknown, &staging, block_cap());
+    no_staging.staging_target_path.clear();
+    assert_code(
+        node.node_stage_volume(no_staging).await,
+        Code::InvalidArgument,
+    );
+    let mut no_cap = stage_req(unknown, &staging, block_cap());
+    no_cap.volume_capability = None;
+    assert_code(node.node_stage_volume(no_cap).await, Code::InvalidArgument);
+    assert_code(
+        node.node_stage_volume(stage_req(unknown, &staging, block_cap()))
+            .await,
+        Code::NotFound,
+    );
+
+    assert_code(
+        node.node_unstage_volume(unstage_req(unknown, Path::new("")))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        node.node_unstage_volume(unstage_req(unknown, &staging))
+            .await,
+        Code::NotFound,
+    );
+
+    for strip in ["target", "staging", "capability"] {
+        let mut req = publish_req(unknown, &staging, &target, block_cap(), false);
+        match strip {
+            "target" => req.target_path.clear(),
+            "staging" => req.staging_target_path.clear(),
+            _ => req.volume_capability = None,
+        }
+        let status = assert_code(node.node_publish_volume(req).await, Code::InvalidArgument);
+        assert!(!status.message().is_empty());
+    }
+    assert_code(
+        node.node_publish_volume(publish_req(unknown, &staging, &target, block_cap(), false))
+            .await,
+        Code::NotFound,
+    );
+
+    assert_code(
+        node.node_unpublish_volume(unpublish_req(unknown, Path::new("")))
+            .await,
+        Code::InvalidArgument,
+    );
+
+    assert_code(
+        node.node_get_volume_stats(stats_req(unknown, Path::new("")))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        node.node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: unknown.into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+}
+
+/// NodeGetVolumeStats on a path where the (existing) volume is not answers NOT_FOUND, whatever
+/// the path looks like.
+#[tokio::test]
+async fn volume_stats_on_a_path_without_the_volume_is_not_found() {
+    require_host!();
+    let mut env = TestEnv::start("stats-path").await;
+    let volume = env
+        .create(create_req("stats-path", 16 << 20, block_cap()))
+        .await;
+    for path in ["some/relative/path", "/path/does/not/exist"] {
+        assert_code(
+            env.clients
+                .node
+                .node_get_volume_stats(stats_req(&volume.volume_id, Path::new(path)))
+                .await,
+            Code::NotFound,
+        );
+    }
 }

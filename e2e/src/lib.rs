@@ -2,6 +2,7 @@
 //! proves the data path the way KubeVirt uses it.
 
 pub mod chart;
+pub mod cluster;
 pub mod datapath;
 pub mod fio;
 pub mod kubelet;

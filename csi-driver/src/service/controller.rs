@@ -17,6 +17,9 @@ use tonic::{Request, Response, Status};
 pub const PARAM_POOL: &str = "pool";
 /// StorageClass parameter that makes volumes sparse instead of preallocated.
 pub const PARAM_THIN: &str = "thin";
+/// StorageClass parameter (and volume context key): the filesystem of a mount volume whose
+/// capability names none. Kubernetes always names one; other CSI clients may not.
+pub const PARAM_FS_TYPE: &str = "fsType";
 /// mkfs.xfs refuses smaller devices.
 const XFS_MIN_SIZE: u64 = 300 << 20;
 /// Parameters Kubernetes sidecars add on their own; they carry no meaning for the driver.
@@ -38,6 +41,8 @@ impl ControllerService {
 pub struct VolumeParameters {
     pub pool: PoolName,
     pub thin: bool,
+    /// The filesystem for mount capabilities that name none.
+    pub fs_type: Option<FsType>,
 }
 
 /// Parses StorageClass parameters; unknown keys are refused so a typo never goes unnoticed.
@@ -47,6 +52,7 @@ pub fn parse_parameters(
 ) -> Result<VolumeParameters, Status> {
     let mut pool = None;
     let mut thin = false;
+    let mut fs_type = None;
     for (key, value) in parameters {
         match key.as_str() {
             PARAM_POOL => {
@@ -68,12 +74,16 @@ pub fn parse_parameters(
                 }
             }
             key if key.starts_with(SIDECAR_PARAM_PREFIX) => {}
-            // The legacy StorageClass key; external-provisioner passes it through and the
-            // capability carries the same value.
-            key if key.eq_ignore_ascii_case("fstype") => {}
+            // Also the legacy StorageClass key, which external-provisioner passes through (the
+            // capability then carries the same value).
+            key if key.eq_ignore_ascii_case(PARAM_FS_TYPE) => {
+                fs_type = Some(FsType::parse(value).map_err(|e| {
+                    Status::invalid_argument(format!("parameter {PARAM_FS_TYPE}: {e}"))
+                })?);
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown parameter {:?}; supported: pool, thin",
+                    "unknown parameter {:?}; supported: pool, thin, fsType",
                     crate::ids::truncate_for_message(other)
                 )));
             }
@@ -92,7 +102,11 @@ pub fn parse_parameters(
             )
         })?,
     };
-    Ok(VolumeParameters { pool, thin })
+    Ok(VolumeParameters {
+        pool,
+        thin,
+        fs_type,
+    })
 }
 
 fn capacity_status(error: CapacityError) -> Status {
@@ -114,16 +128,25 @@ fn is_this_node(driver: &Driver, topology: &Topology) -> bool {
 /// Volume context key saying whether snapshots and clones of the volume are instant (reflink).
 pub const CONTEXT_INSTANT_CLONES: &str = "instantClones";
 
-fn csi_volume(driver: &Driver, record: &VolumeRecord, pool: &PoolName) -> Volume {
+fn csi_volume(
+    driver: &Driver,
+    record: &VolumeRecord,
+    pool: &PoolName,
+    fs_type: Option<FsType>,
+) -> Volume {
     let instant = driver.backend(pool).is_some_and(|b| b.instant_clones());
+    let mut volume_context = HashMap::from([
+        (PARAM_POOL.to_owned(), pool.to_string()),
+        (PARAM_THIN.to_owned(), record.thin.to_string()),
+        (CONTEXT_INSTANT_CLONES.to_owned(), instant.to_string()),
+    ]);
+    if let Some(fs) = fs_type {
+        volume_context.insert(PARAM_FS_TYPE.to_owned(), fs.as_str().to_owned());
+    }
     Volume {
         capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
         volume_id: record.id.clone(),
-        volume_context: HashMap::from([
-            (PARAM_POOL.to_owned(), pool.to_string()),
-            (PARAM_THIN.to_owned(), record.thin.to_string()),
-            (CONTEXT_INSTANT_CLONES.to_owned(), instant.to_string()),
-        ]),
+        volume_context,
         content_source: record.source.as_deref().and_then(csi_content_source),
         accessible_topology: vec![driver.topology()],
     }
@@ -395,8 +418,12 @@ fn create_volume(
     }
     crate::ids::validate_volume_name(&req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let capabilities = request::capabilities(&req.volume_capabilities)?;
     let params = parse_parameters(driver, &req.parameters)?;
+    let mut volume_capabilities = req.volume_capabilities.clone();
+    for cap in &mut volume_capabilities {
+        request::default_fs_type(cap, params.fs_type);
+    }
+    let capabilities = request::capabilities(&volume_capabilities)?;
     let requisite = req
         .accessibility_requirements
         .as_ref()
@@ -441,7 +468,7 @@ fn create_volume(
             )));
         }
         return Ok(CreateVolumeResponse {
-            volume: Some(csi_volume(driver, &existing, &params.pool)),
+            volume: Some(csi_volume(driver, &existing, &params.pool, params.fs_type)),
         });
     }
     // The source is held too, so it cannot be deleted or changed halfway through the copy.
@@ -486,7 +513,7 @@ fn create_volume(
     let record = backend.create(&spec).map_err(backend_status)?;
     tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, "created");
     Ok(CreateVolumeResponse {
-        volume: Some(csi_volume(driver, &record, &params.pool)),
+        volume: Some(csi_volume(driver, &record, &params.pool, params.fs_type)),
     })
 }
 
@@ -560,7 +587,7 @@ fn list_volumes(driver: &Driver, req: ListVolumesRequest) -> Result<ListVolumesR
     let mut volumes = Vec::new();
     for (pool, backend) in driver.pools.iter() {
         for record in backend.list().map_err(backend_status)? {
-            volumes.push(csi_volume(driver, &record, pool));
+            volumes.push(csi_volume(driver, &record, pool, None));
         }
     }
     volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));

@@ -69,14 +69,7 @@ impl Identity for IdentityService {
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
         let driver = self.driver.clone();
         blocking("Probe", move || {
-            for backend in driver.pools.values() {
-                backend.check_ready().map_err(|e| {
-                    Status::failed_precondition(format!(
-                        "pool {} is not ready: {e}",
-                        backend.pool()
-                    ))
-                })?;
-            }
+            driver.check_ready().map_err(Status::failed_precondition)?;
             Ok(ProbeResponse { ready: Some(true) })
         })
         .await

@@ -70,6 +70,16 @@ impl Driver {
         }
     }
 
+    /// Whether every pool is usable: the Identity Probe and the built-in `/healthz` both ask this.
+    pub fn check_ready(&self) -> Result<(), String> {
+        for backend in self.pools.values() {
+            backend
+                .check_ready()
+                .map_err(|e| format!("pool {} is not ready: {e}", backend.pool()))?;
+        }
+        Ok(())
+    }
+
     /// Takes the operation lock of a volume, or answers ABORTED.
     pub fn lock(&self, key: &str) -> Result<OperationGuard, Status> {
         self.locks.try_lock(key).ok_or_else(|| {
@@ -114,11 +124,10 @@ impl Driver {
     }
 }
 
-/// Parses a volume ID field: empty is INVALID_ARGUMENT, malformed is NOT_FOUND.
+/// Parses a volume ID field: empty is INVALID_ARGUMENT, malformed is NOT_FOUND. An RPC checks its
+/// other fields (`request::required`) before it parses the ID.
 pub fn parse_volume_id(volume_id: &str) -> Result<VolumeId, Status> {
-    if volume_id.is_empty() {
-        return Err(Status::invalid_argument("volume_id is required"));
-    }
+    request::required("volume_id", volume_id)?;
     VolumeId::parse(volume_id).map_err(|e| Status::not_found(e.to_string()))
 }
 

@@ -116,12 +116,17 @@ fn stage_mount(
 }
 
 fn stage(driver: &Driver, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse, Status> {
-    parse_volume_id(&req.volume_id)?;
+    request::required("volume_id", &req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
+    let mut volume_capability = req.volume_capability.clone();
+    if let Some(cap) = &mut volume_capability {
+        request::default_fs_type(cap, request::context_fs_type(&req.volume_context)?);
+    }
     let Capability {
         access,
         reader_only,
-    } = request::capability(req.volume_capability.as_ref())?;
+        ..
+    } = request::capability(volume_capability.as_ref())?;
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
     let was_attached = backend.attached(&id).map_err(backend_status)?.is_some();
     let device = backend
@@ -151,7 +156,7 @@ fn unstage(
     driver: &Driver,
     req: NodeUnstageVolumeRequest,
 ) -> Result<NodeUnstageVolumeResponse, Status> {
-    parse_volume_id(&req.volume_id)?;
+    request::required("volume_id", &req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
     let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
     if let Some(device) = backend.attached(&id).map_err(backend_status)? {
@@ -196,17 +201,14 @@ fn publish(
     driver: &Driver,
     req: NodePublishVolumeRequest,
 ) -> Result<NodePublishVolumeResponse, Status> {
-    parse_volume_id(&req.volume_id)?;
+    request::required("volume_id", &req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
-    if req.staging_target_path.is_empty() {
-        return Err(Status::failed_precondition(
-            "staging_target_path is not set: this driver stages volumes, NodeStageVolume must run first",
-        ));
-    }
+    // Required: this driver offers STAGE_UNSTAGE_VOLUME, so publishing always follows a stage.
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
     let Capability {
         access,
         reader_only,
+        single_writer,
     } = request::capability(req.volume_capability.as_ref())?;
     let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
     let device = backend
@@ -235,6 +237,20 @@ fn publish(
             (staging.clone(), options.clone())
         }
     };
+    if single_writer {
+        let elsewhere = table.iter().find(|e| {
+            e.mount_point != target
+                && e.mount_point != staging
+                && (is_device_node(&e.mount_point, device.rdev)
+                    || (is_device_mount(e, device.rdev) && !matches!(access, AccessType::Block)))
+        });
+        if let Some(entry) = elsewhere {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is single-writer (ReadWriteOncePod) and already published at {}",
+                entry.mount_point.display()
+            )));
+        }
+    }
     if let Some(entry) = mountinfo::mounted_at(&table, &target) {
         let same_volume = match access {
             AccessType::Block => is_device_node(&target, device.rdev),
@@ -283,8 +299,9 @@ fn unpublish(
     driver: &Driver,
     req: NodeUnpublishVolumeRequest,
 ) -> Result<NodeUnpublishVolumeResponse, Status> {
-    let id = parse_volume_id(&req.volume_id)?;
+    request::required("volume_id", &req.volume_id)?;
     let target = request::absolute_path("target_path", &req.target_path)?;
+    let id = parse_volume_id(&req.volume_id)?;
     let _guard = driver.lock(&id.to_string())?;
     let device = match driver.backend(id.pool()) {
         Some(backend) => backend.attached(&id).map_err(backend_status)?,
@@ -342,9 +359,10 @@ fn volume_stats(
     driver: &Driver,
     req: NodeGetVolumeStatsRequest,
 ) -> Result<NodeGetVolumeStatsResponse, Status> {
-    parse_volume_id(&req.volume_id)?;
-    let path = request::absolute_path("volume_path", &req.volume_path)?;
+    request::required("volume_id", &req.volume_id)?;
+    request::required("volume_path", &req.volume_path)?;
     let (id, backend, record) = driver.volume(&req.volume_id)?;
+    let path = request::path_of_volume(&req.volume_path)?;
     let meta = std::fs::metadata(&path)
         .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
     let device = backend.attached(&id).map_err(backend_status)?;
@@ -426,9 +444,10 @@ fn expand(
     driver: &Driver,
     req: NodeExpandVolumeRequest,
 ) -> Result<NodeExpandVolumeResponse, Status> {
-    parse_volume_id(&req.volume_id)?;
-    let path = request::absolute_path("volume_path", &req.volume_path)?;
+    request::required("volume_id", &req.volume_id)?;
+    request::required("volume_path", &req.volume_path)?;
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    let path = request::path_of_volume(&req.volume_path)?;
     let device = backend
         .attached(&id)
         .map_err(backend_status)?

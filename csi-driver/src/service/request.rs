@@ -21,6 +21,8 @@ pub struct Capability {
     pub access: AccessType,
     /// The access mode only allows reading.
     pub reader_only: bool,
+    /// SINGLE_NODE_SINGLE_WRITER (Kubernetes' ReadWriteOncePod): one published target at a time.
+    pub single_writer: bool,
 }
 
 /// Parses a capability, refusing what this node-local driver cannot honour.
@@ -52,6 +54,7 @@ pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, Status> 
             )));
         }
     };
+    let single_writer = mode.mode == AccessMode::SingleNodeSingleWriter as i32;
     let access = match &cap.access_type {
         Some(ProtoAccessType::Block(_)) => AccessType::Block,
         Some(ProtoAccessType::Mount(mount)) => AccessType::Mount {
@@ -69,7 +72,28 @@ pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, Status> 
     Ok(Capability {
         access,
         reader_only,
+        single_writer,
     })
+}
+
+/// Gives a mount capability that names no filesystem the volume's default (its `fsType`
+/// parameter, carried to the node in the volume context).
+pub fn default_fs_type(cap: &mut VolumeCapability, default: Option<FsType>) {
+    if let (Some(ProtoAccessType::Mount(mount)), Some(fs)) = (&mut cap.access_type, default) {
+        if mount.fs_type.is_empty() {
+            mount.fs_type = fs.as_str().to_owned();
+        }
+    }
+}
+
+/// The default filesystem a volume context names, if any.
+pub fn context_fs_type(
+    context: &std::collections::HashMap<String, String>,
+) -> Result<Option<FsType>, Status> {
+    context
+        .get(super::controller::PARAM_FS_TYPE)
+        .map(|value| FsType::parse(value).map_err(|e| Status::invalid_argument(e.to_string())))
+        .transpose()
 }
 
 /// Parses every capability of a request; at least one is required.
@@ -82,11 +106,21 @@ pub fn capabilities(caps: &[VolumeCapability]) -> Result<Vec<Capability>, Status
     caps.iter().map(|c| capability(Some(c))).collect()
 }
 
-/// A path field that must be absolute and free of `..`, NUL and absurd lengths.
-pub fn absolute_path(field: &str, value: &str) -> Result<PathBuf, Status> {
+/// A required field: empty is INVALID_ARGUMENT.
+///
+/// Every RPC checks all of its fields' presence and shape first and only then looks anything up,
+/// so a request that lacks a field is INVALID_ARGUMENT whether or not its volume exists (CSI spec,
+/// "Error Scheme": argument errors come before NOT_FOUND).
+pub fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(Status::invalid_argument(format!("{field} is required")));
     }
+    Ok(())
+}
+
+/// A path field that must be absolute and free of `..`, NUL and absurd lengths.
+pub fn absolute_path(field: &str, value: &str) -> Result<PathBuf, Status> {
+    required(field, value)?;
     let path = Path::new(value);
     let shown = crate::ids::truncate_for_message(value);
     if value.len() > 4096 || value.contains('\0') {
@@ -100,6 +134,13 @@ pub fn absolute_path(field: &str, value: &str) -> Result<PathBuf, Status> {
         )));
     }
     Ok(path.to_owned())
+}
+
+/// The `volume_path` of NodeGetVolumeStats and NodeExpandVolume, checked once the volume is
+/// known to exist: a path that cannot hold it (relative, unusable) is where the volume is not,
+/// so NOT_FOUND, as for a missing path. Presence is checked first, with the other fields.
+pub fn path_of_volume(value: &str) -> Result<PathBuf, Status> {
+    absolute_path("volume_path", value).map_err(|status| Status::not_found(status.message()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,567 @@
+//! `fastvirt-cluster up`.
+
+use super::components::{self, Layout};
+use super::host;
+use super::images::{self, ImageSpec};
+use super::network::KUBERNETES_SERVICE_IP;
+use super::pki::{self, Client};
+use super::process::{self, Component, run};
+use super::{IMAGE_TAG, NAMESPACE, PAUSE_IMAGE, RELEASE, State, TOOLBOX_IMAGE};
+use anyhow::{Context, Result, bail, ensure};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How `up` builds the cluster.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub workdir: PathBuf,
+    /// The fastvirt checkout whose chart and binaries are installed.
+    pub repo: PathBuf,
+    /// A directory with fastvirt-csi, fastvirt-operator and fastvirt-agent already built (tests
+    /// pass `target/debug`); without it `up` runs `cargo build --release` in the repository.
+    pub binaries: Option<PathBuf>,
+    /// The reference components' directory; without it `scripts/install-kube.sh` is asked.
+    pub kube_bin: Option<PathBuf>,
+    /// More values files for the chart, after the cluster's own.
+    pub values: Vec<PathBuf>,
+    /// Install the chart (off: a bare cluster).
+    pub install_chart: bool,
+}
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Starts the cluster described by `options`; the cluster keeps running when this returns.
+pub fn up(options: &UpOptions) -> Result<State> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "fastvirt-cluster needs root: it creates a network namespace, mounts and loop devices"
+    );
+    std::fs::create_dir_all(&options.workdir)
+        .with_context(|| format!("creating {}", options.workdir.display()))?;
+    let workdir = options.workdir.canonicalize()?;
+    if let Some(old) = State::load(&workdir)? {
+        if old.components.iter().any(Component::alive) {
+            bail!(
+                "a cluster is already up in {}: run `fastvirt-cluster down --workdir {}` first",
+                workdir.display(),
+                workdir.display()
+            );
+        }
+        super::down(&workdir)?;
+    }
+    let kube_bin = match &options.kube_bin {
+        Some(dir) => dir.clone(),
+        None => super::kube_bin_dir(&options.repo)?,
+    };
+    let mut required = vec![
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kubectl",
+        "snapshot-controller",
+        "pause",
+    ];
+    if options.install_chart {
+        required.extend(["helm", "csi-provisioner", "csi-resizer", "csi-snapshotter"]);
+    }
+    for binary in required {
+        ensure!(
+            kube_bin.join(binary).is_file(),
+            "{} has no {binary}: run scripts/install-kube.sh",
+            kube_bin.display()
+        );
+    }
+    let mut state = State::new(&workdir, &kube_bin);
+    state.save()?;
+    bring_up(&mut state, options).map_err(|error| {
+        error.context(format!(
+            "the cluster in {} did not come up; its logs are in {}; `fastvirt-cluster down --workdir {}` removes what was started",
+            workdir.display(),
+            state.layout().logs().display(),
+            workdir.display()
+        ))
+    })?;
+    Ok(state)
+}
+
+fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
+    let layout = state.layout();
+    for dir in [
+        layout.logs(),
+        layout.workdir.join("etcd"),
+        layout.workdir.join("containerd"),
+        layout.cni_conf_dir(),
+        layout.workdir.join("kubelet"),
+        layout.pool_host_dir(),
+        layout.csi_state_dir(),
+        layout.images_dir(),
+        layout.run_dir.clone(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    state.network.create()?;
+    state.save()?;
+    if !host::root_is_shared()? {
+        host::make_root_shared()?;
+        state.made_root_shared = true;
+        state.save()?;
+    }
+    write_pki(state, &layout)?;
+    std::fs::write(
+        layout.workdir.join("admission.yaml"),
+        components::admission_config(),
+    )?;
+
+    let etcd = start(state, "etcd", components::etcd_args(&layout))?;
+    let etcd_address = SocketAddr::from((layout.node_ip, 2379));
+    process::wait_ready(&etcd, "serving", START_TIMEOUT, || {
+        TcpStream::connect_timeout(&etcd_address, Duration::from_millis(200)).is_ok()
+    })?;
+    let apiserver = start(state, "kube-apiserver", components::apiserver_args(&layout))?;
+    let kubectl = state.kubectl();
+    process::wait_ready(&apiserver, "ready", START_TIMEOUT, || {
+        kubectl.run(&["get", "--raw", "/readyz"]).is_ok()
+    })?;
+    let controller_manager = start(
+        state,
+        "kube-controller-manager",
+        components::controller_manager_args(&layout),
+    )?;
+    start(state, "kube-scheduler", components::scheduler_args(&layout))?;
+    // The ServiceAccount controller creating `default` shows the controller manager at work.
+    process::wait_ready(&controller_manager, "working", START_TIMEOUT, || {
+        kubectl
+            .run(&["get", "serviceaccount", "default", "-n", "default"])
+            .is_ok()
+    })?;
+
+    host::create_cgroup(&state.cgroup_root)?;
+    start_containerd(state, &layout)?;
+    import_images(state, &layout, options)?;
+    start_kubelet(state, &layout)?;
+    start_snapshot_controller(state, &layout)?;
+    if options.install_chart {
+        install_chart(state, &layout, options)?;
+    }
+    Ok(())
+}
+
+fn start(state: &mut State, name: &str, args: Vec<std::ffi::OsString>) -> Result<Component> {
+    let program = state.kube_bin.join(name);
+    start_program(state, name, &program, args)
+}
+
+fn start_program(
+    state: &mut State,
+    name: &str,
+    program: &Path,
+    args: Vec<std::ffi::OsString>,
+) -> Result<Component> {
+    let component = process::start(
+        name,
+        &state.network.netns,
+        program,
+        &args,
+        &state.layout().logs(),
+        &[("PATH", PATH)],
+    )?;
+    state.components.push(component.clone());
+    state.save()?;
+    Ok(component)
+}
+
+fn write_pki(state: &State, layout: &Layout) -> Result<()> {
+    let node_ip = IpAddr::V4(layout.node_ip);
+    let server_names = pki::names(
+        &[
+            node_ip,
+            IpAddr::V4(KUBERNETES_SERVICE_IP),
+            IpAddr::from([127, 0, 0, 1]),
+        ],
+        &[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+    );
+    let kubelet_names = pki::names(&[node_ip], &[&state.node_name]);
+    let node_user = format!("system:node:{}", state.node_name);
+    let clients = [
+        Client {
+            file: "admin",
+            user: "fastvirt-admin",
+            groups: &["system:masters"],
+        },
+        Client {
+            file: "controller-manager",
+            user: "system:kube-controller-manager",
+            groups: &[],
+        },
+        Client {
+            file: "scheduler",
+            user: "system:kube-scheduler",
+            groups: &[],
+        },
+        Client {
+            file: "kubelet",
+            user: &node_user,
+            groups: &["system:nodes"],
+        },
+        Client {
+            file: "apiserver-kubelet-client",
+            user: "kube-apiserver-kubelet-client",
+            groups: &["system:masters"],
+        },
+    ];
+    let pki = pki::create(&layout.pki().dir, &server_names, &kubelet_names, &clients)?;
+    let server = layout.api_server();
+    for (who, file) in [
+        ("admin", "admin"),
+        ("controller-manager", "controller-manager"),
+        ("scheduler", "scheduler"),
+        ("kubelet", "kubelet"),
+    ] {
+        pki::kubeconfig(
+            &layout.kubeconfig(who),
+            &server,
+            &pki.ca_cert(),
+            &pki.files(file),
+        )?;
+    }
+    Ok(())
+}
+
+fn start_containerd(state: &mut State, layout: &Layout) -> Result<()> {
+    let cni_bin = ["/usr/lib/cni", "/opt/cni/bin"]
+        .into_iter()
+        .find(|d| Path::new(d).join("bridge").exists())
+        .context("no CNI bridge plugin: install containernetworking-plugins (scripts/install-kube.sh does)")?;
+    std::fs::write(
+        layout.containerd_config(),
+        components::containerd_config(layout, cni_bin),
+    )?;
+    std::fs::write(
+        layout.cni_conf_dir().join("10-fastvirt.conflist"),
+        components::cni_config(layout),
+    )?;
+    let program = which("containerd")?;
+    let config = layout.containerd_config();
+    let containerd = start_program(
+        state,
+        "containerd",
+        &program,
+        vec!["--config".into(), config.into()],
+    )?;
+    let socket = layout.containerd_socket();
+    process::wait_ready(&containerd, "serving", START_TIMEOUT, || {
+        ctr(layout, &["version"]).is_ok()
+    })
+    .with_context(|| format!("containerd on {}", socket.display()))
+}
+
+fn ctr(layout: &Layout, args: &[&str]) -> Result<String> {
+    let socket = layout.containerd_socket();
+    let socket = socket.to_string_lossy();
+    let mut full = vec!["--address", &socket, "--namespace", "k8s.io"];
+    full.extend(args);
+    run("ctr", &full)
+}
+
+fn which(program: &str) -> Result<PathBuf> {
+    for dir in PATH.split(':') {
+        let candidate = Path::new(dir).join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{program} is not installed (scripts/install-kube.sh installs it)")
+}
+
+/// The images the node runs: the sandbox, the toolbox, fastvirt's three, and the sidecars at
+/// exactly the references the chart renders.
+fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Vec<ImageSpec>> {
+    let kube_bin = &state.kube_bin;
+    let mut specs = vec![
+        ImageSpec {
+            user: "65535:65535".into(),
+            ..ImageSpec::new(PAUSE_IMAGE).program(&kube_bin.join("pause"), "/pause")?
+        }
+        .entrypoint(&["/pause"]),
+    ];
+    let busybox = which("busybox")?;
+    let mut toolbox = ImageSpec::new(TOOLBOX_IMAGE).program(&busybox, "/bin/busybox")?;
+    for applet in images::busybox_applets(&busybox)? {
+        if applet != "busybox" {
+            toolbox.symlinks.push((
+                PathBuf::from("/bin").join(&applet),
+                PathBuf::from("busybox"),
+            ));
+        }
+    }
+    toolbox.cmd = vec!["sh".into()];
+    specs.push(toolbox);
+
+    let mut csi = ImageSpec::new(format!("localhost/fastvirt/fastvirt-csi:{IMAGE_TAG}")).program(
+        &binaries.join("fastvirt-csi"),
+        "/usr/local/bin/fastvirt-csi",
+    )?;
+    // The tools the driver runs (see images/csi.Dockerfile).
+    for tool in [
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "blkid",
+        "resize2fs",
+        "xfs_growfs",
+        "fsfreeze",
+    ] {
+        let host = which(tool)?;
+        csi = csi.program(&host, Path::new("/usr/sbin").join(tool))?;
+    }
+    specs.push(
+        csi.optional_file(Path::new("/etc/mke2fs.conf"))
+            .entrypoint(&["/usr/local/bin/fastvirt-csi"]),
+    );
+    specs.push(
+        ImageSpec {
+            user: "65532:65532".into(),
+            ..ImageSpec::new(format!("localhost/fastvirt/fastvirt-operator:{IMAGE_TAG}")).program(
+                &binaries.join("fastvirt-operator"),
+                "/usr/local/bin/fastvirt-operator",
+            )?
+        }
+        .entrypoint(&["/usr/local/bin/fastvirt-operator"]),
+    );
+    specs.push(
+        ImageSpec::new(format!("localhost/fastvirt/fastvirt-agent:{IMAGE_TAG}"))
+            .program(
+                &binaries.join("fastvirt-agent"),
+                "/usr/local/bin/fastvirt-agent",
+            )?
+            .entrypoint(&["/usr/local/bin/fastvirt-agent"]),
+    );
+    let sidecars: &[(&str, &str)] = if options.install_chart {
+        &[
+            ("provisioner", "csi-provisioner"),
+            ("resizer", "csi-resizer"),
+            ("snapshotter", "csi-snapshotter"),
+        ]
+    } else {
+        &[]
+    };
+    for (key, binary) in sidecars {
+        let reference = chart_sidecar_image(&options.repo, key)?;
+        let binary = *binary;
+        let entry = format!("/{binary}");
+        specs.push(
+            ImageSpec::new(reference)
+                .program(&kube_bin.join(binary), &entry)?
+                .entrypoint(&[&entry]),
+        );
+    }
+    Ok(specs)
+}
+
+/// `repository:tag` of a sidecar in the chart's values.yaml.
+pub fn chart_sidecar_image(repo: &Path, key: &str) -> Result<String> {
+    let path = repo.join("charts/fastvirt/values.yaml");
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let image = &values["node"]["sidecars"][key]["image"];
+    let (Some(repository), Some(tag)) = (image["repository"].as_str(), image["tag"].as_str())
+    else {
+        bail!("{} has no node.sidecars.{key}.image", path.display());
+    };
+    Ok(format!("{repository}:{tag}"))
+}
+
+fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
+    if let Some(dir) = &options.binaries {
+        return Ok(dir.clone());
+    }
+    eprintln!(
+        "fastvirt-cluster: building fastvirt-csi, fastvirt-operator and fastvirt-agent (release)"
+    );
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "fastvirt-csi",
+            "-p",
+            "fastvirt-operator",
+            "-p",
+            "fastvirt-agent",
+            "--bins",
+        ])
+        .current_dir(&options.repo)
+        .status()
+        .context("running cargo build")?;
+    ensure!(status.success(), "cargo build failed");
+    Ok(options.repo.join("target/release"))
+}
+
+fn import_images(state: &State, layout: &Layout, options: &UpOptions) -> Result<()> {
+    let binaries = fastvirt_binaries(options)?;
+    for spec in image_specs(state, options, &binaries)? {
+        let file_name = spec
+            .reference
+            .rsplit('/')
+            .next()
+            .unwrap_or("image")
+            .replace(':', "_");
+        let archive = layout.images_dir().join(format!("{file_name}.tar"));
+        images::write_archive(&spec, &archive)
+            .with_context(|| format!("building image {}", spec.reference))?;
+        let path = archive.to_string_lossy();
+        ctr(layout, &["images", "import", &path])
+            .with_context(|| format!("importing image {}", spec.reference))?;
+        // The archive is in containerd now; the copy would only fill the disk.
+        let _ = std::fs::remove_file(&archive);
+    }
+    Ok(())
+}
+
+fn start_kubelet(state: &mut State, layout: &Layout) -> Result<()> {
+    std::fs::write(
+        layout.workdir.join("kubelet/config.json"),
+        components::kubelet_config(layout),
+    )?;
+    let kubelet = start(state, "kubelet", components::kubelet_args(layout))?;
+    let kubectl = state.kubectl();
+    let node = state.node_name.clone();
+    process::wait_ready(&kubelet, "a Ready node", START_TIMEOUT, || {
+        node_ready(&kubectl, &node).unwrap_or(false)
+    })
+}
+
+pub fn node_ready(kubectl: &super::kubectl::Kubectl, node: &str) -> Result<bool> {
+    let node = kubectl.get_json(&["node", node])?;
+    Ok(node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// The VolumeSnapshot CRDs and the snapshot controller, which are not part of fastvirt's chart
+/// (a cluster has one); distributed snapshotting, since each node snapshots its own volumes.
+fn start_snapshot_controller(state: &mut State, layout: &Layout) -> Result<()> {
+    let crds = state
+        .kube_bin
+        .parent()
+        .map(|p| p.join("crds"))
+        .unwrap_or_default();
+    let kubectl = state.kubectl();
+    kubectl
+        .run(&["apply", "--server-side", "-f", &crds.to_string_lossy()])
+        .context("creating the VolumeSnapshot CRDs")?;
+    let admin = layout.admin_kubeconfig();
+    let controller = start(
+        state,
+        "snapshot-controller",
+        vec![
+            format!("--kubeconfig={}", admin.display()).into(),
+            "--leader-election=false".into(),
+            "--enable-distributed-snapshotting".into(),
+            "--v=2".into(),
+        ],
+    )?;
+    // Alive after a short while means its flags and connection were accepted.
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(controller.alive(), controller.failure("exited at start"));
+    Ok(())
+}
+
+/// The chart's values for this cluster: the images just imported, the built-in registrar (the
+/// registrar and livenessprobe sidecars are not buildable here), and host paths in the workdir.
+pub fn cluster_values(state: &State) -> serde_json::Value {
+    let layout = state.layout();
+    let image = |name: &str| {
+        serde_json::json!({
+            "repository": format!("localhost/fastvirt/{name}"),
+            "tag": IMAGE_TAG,
+            "pullPolicy": "Never",
+        })
+    };
+    serde_json::json!({
+        "logFormat": "text",
+        "kubeletDir": layout.kubelet_dir,
+        "operator": {"replicas": 1, "image": image("fastvirt-operator")},
+        "node": {
+            "image": image("fastvirt-csi"),
+            "builtinRegistration": true,
+            "stateDir": layout.csi_state_dir(),
+            "poolHostDirs": [layout.pool_host_dir()],
+        },
+        "agent": {"image": image("fastvirt-agent")},
+    })
+}
+
+fn install_chart(state: &State, layout: &Layout, options: &UpOptions) -> Result<()> {
+    let kubectl = state.kubectl();
+    // The node plugin and agent are privileged; the namespace says so for Pod Security admission.
+    kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n    pod-security.kubernetes.io/warn: privileged\n"
+    ))?;
+    let values = layout.workdir.join("values.yaml");
+    std::fs::write(&values, serde_yaml::to_string(&cluster_values(state))?)?;
+    let chart = options.repo.join("charts/fastvirt");
+    let mut args = vec![
+        "upgrade".to_owned(),
+        "--install".into(),
+        RELEASE.into(),
+        chart.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--values".into(),
+        values.to_string_lossy().into_owned(),
+    ];
+    for extra in &options.values {
+        args.push("--values".into());
+        args.push(extra.to_string_lossy().into_owned());
+    }
+    args.extend(["--wait".into(), "--timeout".into(), "5m".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.helm(&args).map_err(|error| {
+        error.context(format!(
+            "installing the chart; pods:\n{}",
+            kubectl
+                .run(&["get", "pods", "-A", "-o", "wide"])
+                .unwrap_or_default()
+        ))
+    })?;
+    wait_plugin_registered(state)
+}
+
+/// Waits until kubelet lists block.fastvirt.io in the node's CSINode.
+pub fn wait_plugin_registered(state: &State) -> Result<()> {
+    let kubectl = state.kubectl();
+    let kubelet = state
+        .component("kubelet")
+        .cloned()
+        .context("no kubelet was started")?;
+    process::wait_ready(
+        &kubelet,
+        "registering block.fastvirt.io",
+        START_TIMEOUT,
+        || {
+            kubectl
+                .get_json(&["csinode", &state.node_name])
+                .map(|csinode| {
+                    csinode["spec"]["drivers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|d| d["name"] == fastvirt_csi::DRIVER_NAME)
+                })
+                .unwrap_or(false)
+        },
+    )
+}

@@ -1,0 +1,690 @@
+//! fastvirt in a real Kubernetes: `fastvirt-cluster up` builds a one-node cluster from the
+//! reference components (etcd, kube-apiserver with RBAC + Node authorization and Pod Security
+//! `baseline` enforced, controller-manager, scheduler, containerd, kubelet, the CSI sidecars and
+//! snapshot-controller), installs the chart with the real helm, and these tests use it as a
+//! platform team and its developers would: the CRDs at the API server, BlockPools, PVCs of both
+//! modes mounted into pods by kubelet, expansion, snapshots, a node-plugin restart, uninstall,
+//! and `down` leaving the host as it was.
+//!
+//! One cluster serves every step (starting one takes about a minute), so the steps run in order
+//! in one test. Needs root and the reference components (`FASTVIRT_KUBE_BIN`, which
+//! scripts/test.sh sets); skips with the reason otherwise.
+
+mod common;
+
+use fastvirt_e2e::cluster::kubectl::Kubectl;
+use fastvirt_e2e::cluster::{self, State};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TEST_NS: &str = "fastvirt-test";
+const POOL: &str = "local";
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (network namespace, mounts, loop devices)".into());
+    }
+    let Some(dir) = std::env::var_os("FASTVIRT_KUBE_BIN") else {
+        return Some("FASTVIRT_KUBE_BIN is not set: run scripts/install-kube.sh and set it to the directory it prints (scripts/test.sh does both)".into());
+    };
+    if !Path::new(&dir).join("kube-apiserver").is_file() {
+        return Some(format!(
+            "{} has no kube-apiserver",
+            Path::new(&dir).display()
+        ));
+    }
+    common::skip_reason(&["containerd", "runc", "iptables", "nsenter"])
+}
+
+/// The workspace's debug binaries of the three images, built if `cargo test` has not yet.
+fn fastvirt_binaries() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "fastvirt-csi",
+            "-p",
+            "fastvirt-operator",
+            "-p",
+            "fastvirt-agent",
+            "--bins",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success());
+    PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-cluster"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn cluster_binary(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fastvirt-cluster"))
+        .args(args)
+        .output()
+        .expect("fastvirt-cluster runs")
+}
+
+/// Takes the cluster down however the test ends.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let out = cluster_binary(&["down", "--workdir", &self.0.to_string_lossy()]);
+        if !out.status.success() {
+            eprintln!(
+                "fastvirt-cluster down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn wait<T>(
+    kubectl: &Kubectl,
+    what: &str,
+    secs: u64,
+    check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> T {
+    kubectl
+        .wait_for(what, Duration::from_secs(secs), check)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn apply(kubectl: &Kubectl, manifest: &str) {
+    kubectl
+        .apply(manifest)
+        .unwrap_or_else(|e| panic!("applying:\n{manifest}\n{e:#}"));
+}
+
+/// A pod in the test namespace running `script` in the toolbox image with the claim at
+/// /data (Filesystem) or /dev/xvda (Block).
+fn pod(name: &str, claim: &str, block: bool, script: &str) -> String {
+    let attach = if block {
+        "      volumeDevices:\n        - name: data\n          devicePath: /dev/xvda\n"
+    } else {
+        "      volumeMounts:\n        - name: data\n          mountPath: /data\n"
+    };
+    let script = serde_json::to_string(script).unwrap();
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {TEST_NS}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: {toolbox}
+      imagePullPolicy: Never
+      command: [sh, -c, {script}]
+{attach}  volumes:
+    - name: data
+      persistentVolumeClaim:
+        claimName: {claim}
+",
+        toolbox = cluster::TOOLBOX_IMAGE
+    )
+}
+
+fn pvc(name: &str, class: &str, block: bool, size: &str, source: Option<&str>) -> String {
+    let mode = if block { "Block" } else { "Filesystem" };
+    let source = source
+        .map(|s| {
+            format!("  dataSource:\n    apiGroup: snapshot.storage.k8s.io\n    kind: VolumeSnapshot\n    name: {s}\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {name}
+  namespace: {TEST_NS}
+spec:
+  storageClassName: {class}
+  volumeMode: {mode}
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: {size}
+{source}"
+    )
+}
+
+fn pod_phase(kubectl: &Kubectl, name: &str) -> anyhow::Result<String> {
+    let pod = kubectl.get_json(&["pod", name, "-n", TEST_NS])?;
+    Ok(pod["status"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Waits until the pod has run to completion successfully, then returns its output.
+fn run_to_completion(kubectl: &Kubectl, name: &str) -> String {
+    let phase = wait(kubectl, &format!("pod {name} finished"), 180, || {
+        let phase = pod_phase(kubectl, name)?;
+        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
+    });
+    let logs = kubectl
+        .run(&["logs", name, "-n", TEST_NS])
+        .unwrap_or_else(|e| format!("(no logs: {e:#})"));
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "pod {name} failed; logs:\n{logs}\n{}",
+        describe(kubectl, name)
+    );
+    logs
+}
+
+fn describe(kubectl: &Kubectl, pod: &str) -> String {
+    kubectl
+        .run(&["describe", "pod", pod, "-n", TEST_NS])
+        .unwrap_or_default()
+}
+
+fn delete(kubectl: &Kubectl, kind: &str, name: &str) {
+    kubectl
+        .run(&[
+            "delete",
+            kind,
+            name,
+            "-n",
+            TEST_NS,
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .unwrap_or_else(|e| panic!("deleting {kind} {name}: {e:#}"));
+}
+
+fn condition_true(object: &Value, kind: &str) -> bool {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
+}
+
+#[test]
+fn fastvirt_in_a_real_cluster() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIP fastvirt_in_a_real_cluster: {reason}");
+        return;
+    }
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster");
+    let workdir_arg = workdir.to_string_lossy().into_owned();
+    // A cluster left by a killed run goes first.
+    let _ = cluster_binary(&["down", "--workdir", &workdir_arg]);
+    let binaries = fastvirt_binaries();
+    let _down = Down(workdir.clone());
+    let out = cluster_binary(&[
+        "up",
+        "--workdir",
+        &workdir_arg,
+        "--binaries",
+        &binaries.to_string_lossy(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fastvirt-cluster up failed:\n{}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = State::load(&workdir.canonicalize().unwrap())
+        .unwrap()
+        .expect("state file");
+    let kubeconfig = state.layout().admin_kubeconfig();
+    assert_eq!(
+        stdout.lines().last().unwrap_or_default(),
+        format!("export KUBECONFIG={}", kubeconfig.display()),
+        "the last line tells the user how to reach the cluster"
+    );
+    let kubectl = state.kubectl();
+
+    crds_are_served_and_validated(&kubectl);
+    let pool_dir = pool_creates_classes(&kubectl, &state);
+    volumes_keep_their_data(&kubectl);
+    filesystem_grows_in_a_running_pod(&kubectl);
+    snapshot_restores_the_data(&kubectl);
+    node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
+    deleting_claims_removes_their_files(&kubectl, &pool_dir);
+    uninstall_leaves_only_the_crds(&kubectl, &state);
+
+    drop(_down);
+    host_is_clean_after_down(&state);
+}
+
+fn crds_are_served_and_validated(kubectl: &Kubectl) {
+    for crd in [
+        "blockpools.fastvirt.io",
+        "nodetuningprofiles.fastvirt.io",
+        "tunednodes.fastvirt.io",
+    ] {
+        let object = kubectl.get_json(&["crd", crd]).unwrap();
+        assert!(
+            condition_true(&object, "Established"),
+            "{crd} is not Established"
+        );
+    }
+    // Every example is accepted server-side (schema, defaults, CEL).
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    kubectl
+        .run(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            &examples.to_string_lossy(),
+        ])
+        .unwrap_or_else(|e| panic!("the examples are refused: {e:#}"));
+    // Each CEL rule refuses its bad input at the API server, with its own message.
+    for (manifest, message) in [
+        (
+            "apiVersion: fastvirt.io/v1alpha1\nkind: BlockPool\nmetadata:\n  name: dotted.name\nspec:\n  backend:\n    file:\n      path: /var/lib/fastvirt/pools/x\n",
+            "a pool name is a DNS label",
+        ),
+        (
+            "apiVersion: fastvirt.io/v1alpha1\nkind: BlockPool\nmetadata:\n  name: relative\nspec:\n  backend:\n    file:\n      path: pools/x\n",
+            "path must be absolute",
+        ),
+        (
+            "apiVersion: fastvirt.io/v1alpha1\nkind: BlockPool\nmetadata:\n  name: both\nspec:\n  backend:\n    file:\n      path: /var/lib/fastvirt/pools/x\n  storageClass:\n    blockOnly: true\n    fsType: xfs\n",
+            "blockOnly and fsType exclude each other",
+        ),
+    ] {
+        let error = kubectl
+            .run_with_input(
+                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+                manifest,
+            )
+            .expect_err("the API server refuses it");
+        assert!(format!("{error:#}").contains(message), "{error:#}");
+    }
+}
+
+/// A BlockPool on the cluster's pool directory: the operator makes its StorageClass, its
+/// VolumeSnapshotClass and the pool file, and the node plugin serves it.
+fn pool_creates_classes(kubectl: &Kubectl, state: &State) -> PathBuf {
+    let pool_dir = state.layout().pool_host_dir().join(POOL);
+    apply(
+        kubectl,
+        &format!(
+            "apiVersion: fastvirt.io/v1alpha1
+kind: BlockPool
+metadata:
+  name: {POOL}
+spec:
+  backend:
+    file:
+      path: {dir}
+  storageClass:
+    volumeBindingMode: WaitForFirstConsumer
+    allowVolumeExpansion: true
+    fsType: xfs
+  snapshotClass:
+    deletionPolicy: Delete
+",
+            dir = pool_dir.display()
+        ),
+    );
+    let class = wait(kubectl, "the pool's StorageClass", 120, || {
+        Ok(kubectl.get_json(&["storageclass", POOL]).ok())
+    });
+    assert_eq!(class["provisioner"], fastvirt_csi::DRIVER_NAME);
+    wait(kubectl, "the pool's VolumeSnapshotClass", 60, || {
+        Ok(kubectl.get_json(&["volumesnapshotclass", POOL]).ok())
+    });
+    let pools = wait(kubectl, "the pool file", 60, || {
+        Ok(kubectl
+            .get_json(&["configmap", "fastvirt-pools", "-n", cluster::NAMESPACE])
+            .ok())
+    });
+    assert!(
+        pools["data"]["pools.yaml"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(POOL),
+        "{pools}"
+    );
+    wait(kubectl, "the BlockPool Ready", 180, || {
+        let pool = kubectl.get_json(&["blockpool", POOL])?;
+        Ok(condition_true(&pool, "Ready").then_some(()))
+    });
+    // The node plugin serves the pool once it has restarted with the new pool file.
+    wait(kubectl, "CSIStorageCapacity for the pool", 180, || {
+        let list = kubectl.get_json(&["csistoragecapacity", "-n", cluster::NAMESPACE])?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["storageClassName"] == POOL && c["capacity"].is_string())
+            .then_some(()))
+    });
+    kubectl
+        .run(&["create", "namespace", TEST_NS])
+        .expect("test namespace");
+    pool_dir
+}
+
+fn volumes_keep_their_data(kubectl: &Kubectl) {
+    for (block, claim, data) in [
+        (true, "block-claim", "fastvirt-block-data"),
+        (false, "fs-claim", "fastvirt-fs-data"),
+    ] {
+        apply(kubectl, &pvc(claim, POOL, block, "1Gi", None));
+        let (write, read) = if block {
+            (
+                format!(
+                    "printf '{data}' > /tmp/d && dd if=/tmp/d of=/dev/xvda bs=4096 conv=sync,fsync 2>/dev/null"
+                ),
+                format!(
+                    "dd if=/dev/xvda bs=4096 count=1 2>/dev/null | head -c {}",
+                    data.len()
+                ),
+            )
+        } else {
+            (
+                format!("echo {data} > /data/f && sync"),
+                "cat /data/f".to_owned(),
+            )
+        };
+        let writer = format!("{claim}-writer");
+        apply(kubectl, &pod(&writer, claim, block, &write));
+        run_to_completion(kubectl, &writer);
+        delete(kubectl, "pod", &writer);
+        let reader = format!("{claim}-reader");
+        apply(kubectl, &pod(&reader, claim, block, &read));
+        let logs = run_to_completion(kubectl, &reader);
+        assert_eq!(logs.trim(), data, "{claim}: the data came back");
+        delete(kubectl, "pod", &reader);
+    }
+}
+
+/// Expansion reaches a running pod's filesystem.
+fn filesystem_grows_in_a_running_pod(kubectl: &Kubectl) {
+    let claim = "fs-claim";
+    apply(
+        kubectl,
+        &pod(
+            "grower",
+            claim,
+            false,
+            "while true; do df -k /data | tail -n 1; sleep 1; done",
+        ),
+    );
+    wait(kubectl, "pod grower running", 180, || {
+        Ok((pod_phase(kubectl, "grower")? == "Running").then_some(()))
+    });
+    let size_kib = || -> anyhow::Result<u64> {
+        let logs = kubectl.run(&["logs", "grower", "-n", TEST_NS, "--tail=1"])?;
+        let size = logs
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no df line yet: {logs:?}"))?;
+        Ok(size)
+    };
+    let before = wait(kubectl, "df in the pod", 60, || Ok(size_kib().ok()));
+    kubectl
+        .run(&[
+            "patch",
+            "pvc",
+            claim,
+            "-n",
+            TEST_NS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+        ])
+        .expect("resize request");
+    let after = wait(
+        kubectl,
+        "the filesystem grown in the running pod",
+        180,
+        || {
+            let size = size_kib()?;
+            Ok((size > before + 512 * 1024).then_some(size))
+        },
+    );
+    eprintln!("filesystem in the running pod grew from {before} KiB to {after} KiB");
+    delete(kubectl, "pod", "grower");
+}
+
+fn snapshot_restores_the_data(kubectl: &Kubectl) {
+    apply(
+        kubectl,
+        &format!(
+            "apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: fs-snap
+  namespace: {TEST_NS}
+spec:
+  volumeSnapshotClassName: {POOL}
+  source:
+    persistentVolumeClaimName: fs-claim
+"
+        ),
+    );
+    wait(kubectl, "the VolumeSnapshot ready", 180, || {
+        let snap = kubectl.get_json(&["volumesnapshot", "fs-snap", "-n", TEST_NS])?;
+        Ok((snap["status"]["readyToUse"] == true).then_some(()))
+    });
+    apply(
+        kubectl,
+        &pvc("restored", POOL, false, "2Gi", Some("fs-snap")),
+    );
+    apply(
+        kubectl,
+        &pod("restored-reader", "restored", false, "cat /data/f"),
+    );
+    let logs = run_to_completion(kubectl, "restored-reader");
+    assert_eq!(logs.trim(), "fastvirt-fs-data");
+    delete(kubectl, "pod", "restored-reader");
+}
+
+fn node_plugin_pod(kubectl: &Kubectl) -> anyhow::Result<Option<String>> {
+    let pods = kubectl.get_json(&[
+        "pods",
+        "-n",
+        cluster::NAMESPACE,
+        "-l",
+        "app.kubernetes.io/component=node",
+    ])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["containerStatuses"]
+                    .as_array()
+                    .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["ready"] == true))
+        })
+        .and_then(|p| p["metadata"]["name"].as_str().map(str::to_owned)))
+}
+
+/// The node plugin restarts while a pod has a volume mounted: the volume keeps working, and the
+/// pod's volume is unpublished cleanly afterwards.
+fn node_plugin_restart_keeps_a_mounted_volume(kubectl: &Kubectl, state: &State) {
+    apply(
+        kubectl,
+        &pod(
+            "steady",
+            "fs-claim",
+            false,
+            "i=0; while true; do i=$((i+1)); echo $i > /data/counter && sync && cat /data/counter; sleep 1; done",
+        ),
+    );
+    wait(kubectl, "pod steady running", 180, || {
+        Ok((pod_phase(kubectl, "steady")? == "Running").then_some(()))
+    });
+    let old = wait(kubectl, "a ready node plugin", 120, || {
+        node_plugin_pod(kubectl)
+    });
+    kubectl
+        .run(&[
+            "delete",
+            "pod",
+            &old,
+            "-n",
+            cluster::NAMESPACE,
+            "--wait=true",
+        ])
+        .expect("node plugin pod deleted");
+    let new = wait(kubectl, "the node plugin back", 180, || {
+        Ok(node_plugin_pod(kubectl)?.filter(|p| *p != old))
+    });
+    cluster::wait_plugin_registered(state).expect("registered again");
+    let counter = || -> anyhow::Result<u64> {
+        let logs = kubectl.run(&["logs", "steady", "-n", TEST_NS, "--tail=1"])?;
+        Ok(logs.trim().parse()?)
+    };
+    let before = wait(kubectl, "the counter", 30, || Ok(counter().ok()));
+    let after = wait(
+        kubectl,
+        "the volume still written after the restart",
+        60,
+        || Ok(counter().ok().filter(|c| *c > before + 2)),
+    );
+    eprintln!("node plugin {old} replaced by {new}; the pod kept writing ({before} -> {after})");
+    delete(kubectl, "pod", "steady");
+    // Unpublished: no mount of the claim's volume under the pods directory any more.
+    let pods_dir = state.kubelet_dir.join("pods");
+    let leftover: Vec<String> = fastvirt_csi::mountinfo::read()
+        .unwrap()
+        .into_iter()
+        .filter(|m| {
+            m.mount_point.starts_with(&pods_dir)
+                && m.mount_point
+                    .to_string_lossy()
+                    .contains("kubernetes.io~csi")
+        })
+        .map(|m| m.mount_point.display().to_string())
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "mounts left after the pods went: {leftover:?}"
+    );
+}
+
+fn deleting_claims_removes_their_files(kubectl: &Kubectl, pool_dir: &Path) {
+    let volumes = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let files_before = volumes(pool_dir);
+    assert!(
+        files_before >= 3,
+        "three claims have volume files in {}",
+        pool_dir.display()
+    );
+    kubectl
+        .run(&[
+            "delete",
+            "volumesnapshot",
+            "--all",
+            "-n",
+            TEST_NS,
+            "--wait=true",
+        ])
+        .expect("snapshots deleted");
+    kubectl
+        .run(&["delete", "pvc", "--all", "-n", TEST_NS, "--wait=true"])
+        .expect("claims deleted");
+    wait(kubectl, "every PV gone", 180, || {
+        let pvs = kubectl.get_json(&["pv"])?;
+        Ok(pvs["items"]
+            .as_array()
+            .is_some_and(|i| i.is_empty())
+            .then_some(()))
+    });
+    assert_eq!(
+        volumes(pool_dir),
+        0,
+        "the volume files are gone from {}",
+        pool_dir.display()
+    );
+}
+
+fn uninstall_leaves_only_the_crds(kubectl: &Kubectl, state: &State) {
+    kubectl
+        .run(&["delete", "blockpool", POOL, "--wait=true", "--timeout=120s"])
+        .expect("the pool is deleted once it has no volumes");
+    kubectl
+        .helm(&[
+            "uninstall",
+            cluster::RELEASE,
+            "--namespace",
+            cluster::NAMESPACE,
+            "--wait",
+        ])
+        .expect("helm uninstall");
+    let selector = format!("app.kubernetes.io/instance={}", cluster::RELEASE);
+    let kinds = "all,configmaps,secrets,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,storageclasses,volumesnapshotclasses,csidrivers,csistoragecapacities,leases";
+    wait(kubectl, "no fastvirt object left", 120, || {
+        let left = kubectl.run(&["get", kinds, "-A", "-l", &selector, "-o", "name"])?;
+        Ok(left.trim().is_empty().then_some(()))
+    });
+    // What the operator made (pool file, classes) goes with its owner; CRDs stay, as Helm documents.
+    let left = kubectl
+        .run(&[
+            "get",
+            "configmap,storageclass,volumesnapshotclass",
+            "-A",
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert!(
+        !left.contains("fastvirt-pools") && !left.contains(&format!("/{POOL}")),
+        "{left}"
+    );
+    assert!(kubectl.get_json(&["crd", "blockpools.fastvirt.io"]).is_ok());
+    let _ = state;
+}
+
+fn host_is_clean_after_down(state: &State) {
+    use fastvirt_e2e::cluster::host;
+    assert!(!state.network.exists(), "the network namespace is gone");
+    assert!(
+        !Path::new(&format!("/sys/class/net/{}", state.network.host_link)).exists(),
+        "the veth is gone"
+    );
+    let alive: Vec<String> = state
+        .components
+        .iter()
+        .filter(|c| c.alive())
+        .map(|c| c.name.clone())
+        .collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    let mounts = host::mounts_under(&[&state.kubelet_dir, &state.workdir, &state.run_dir]);
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let loops = host::loops_under(&state.workdir);
+    assert!(loops.is_empty(), "loop devices left: {}", loops.len());
+    for hierarchy in host::cgroup_hierarchies() {
+        assert!(
+            !hierarchy.join(&state.cgroup_root).exists(),
+            "cgroup left in {}",
+            hierarchy.display()
+        );
+    }
+    if state.made_root_shared {
+        assert!(
+            !host::root_is_shared().unwrap(),
+            "/ is private again, as before up"
+        );
+    }
+}
