@@ -5,6 +5,7 @@ pub mod backend;
 pub mod capacity;
 pub mod config;
 pub mod filesystem;
+pub mod grpc_authority;
 pub mod ids;
 pub mod local;
 pub mod locks;

@@ -17,7 +17,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 /// How long shutdown waits for running operations.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -132,7 +131,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
         .add_optional_service(node)
-        .serve_with_incoming(UnixListenerStream::new(listener));
+        .serve_with_incoming(crate::grpc_authority::incoming(listener));
     // The built-in registrar and health endpoint live exactly as long as the CSI server.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 /// The plugin type kubelet's CSI plugin handler accepts.
@@ -84,7 +83,7 @@ pub async fn serve_registration(
     tracing::info!(socket = %socket.display(), "serving kubelet plugin registration");
     let result = tonic::transport::Server::builder()
         .add_service(RegistrationServer::new(registrar))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::grpc_authority::incoming(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
     Ok(result?)

@@ -194,7 +194,7 @@ pub fn scheduler_args(layout: &Layout) -> Vec<OsString> {
 }
 
 /// containerd with its own root, state and socket, the pause image we import as sandbox, and our
-/// CNI configuration directory.
+/// CNI configuration directory. No `oom_score`: containerd keeps the score it starts with.
 pub fn containerd_config(layout: &Layout, cni_bin_dir: &str) -> String {
     let root = layout.workdir.join("containerd/root");
     let state = layout.run_dir.join("containerd-state");
@@ -202,7 +202,6 @@ pub fn containerd_config(layout: &Layout, cni_bin_dir: &str) -> String {
         r#"version = 2
 root = "{root}"
 state = "{state}"
-oom_score = -999
 
 [grpc]
   address = "{socket}"
@@ -210,6 +209,10 @@ oom_score = -999
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   enable_selinux = false
+  # Lowering an OOM score needs CAP_SYS_RESOURCE, which some hosts (sandboxes, nested
+  # containers) withhold; runc then fails every pod ("can't get final child's PID"). Clamping
+  # to containerd's own score keeps every container at or above it.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -148,6 +148,8 @@ fn write_layer(spec: &ImageSpec, path: &Path) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut layer = tar::Builder::new(BufWriter::new(file));
     layer.follow_symlinks(true);
+    // GNU sparse entries (type S) are something containerd's unpacker refuses.
+    layer.sparse(false);
     let mut dirs = BTreeSet::new();
     let all_dests = spec
         .files
