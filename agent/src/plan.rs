@@ -248,7 +248,8 @@ pub fn plan(
     };
     plan_smt(&mut planner, &cpus.isolated);
     plan_hugepages(&mut planner, profile)?;
-    if profile.irq.move_to_reserved {
+    // Without CPU partitioning there is no housekeeping set to move IRQs to.
+    if profile.irq.move_to_reserved && !cpus.reserved.is_empty() {
         plan_irqs(&mut planner, &cpus.reserved, options);
     }
     if !cpus.isolated.is_empty() {
@@ -765,7 +766,8 @@ fn plan_kubelet(planner: &mut Planner, reserved: &CpuSet, isolated: &CpuSet) {
                 .as_deref()
                 .and_then(|c| CpuSet::parse(c).ok())
                 .unwrap_or_default();
-            if &configured != reserved {
+            // Without CPU partitioning the profile has no opinion on the kubelet's reserved CPUs.
+            if !reserved.is_empty() && &configured != reserved {
                 mismatches.push(format!(
                     "{}: reservedSystemCPUs is {:?}, the profile reserves {reserved}",
                     config.path,

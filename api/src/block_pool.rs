@@ -127,7 +127,9 @@ pub struct StorageClassTemplate {
     /// Mount options of filesystem volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_options: Vec<String>,
-    /// Further StorageClass parameters passed to the driver.
+    /// Further StorageClass parameters for the driver. fastvirt-csi takes none today beyond
+    /// `pool`, `thin` and `fsType`, which the operator sets from the pool, so a key here makes the
+    /// pool not Ready with a message instead of a class whose claims would stay Pending.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
 }

@@ -260,7 +260,10 @@ impl NodeTuningProfileSpec {
                 field: "isolated",
                 source,
             })?;
-        if reserved.is_empty() {
+        // As the CRD's CEL rule: CPUs are partitioned only when some are isolated, and then the
+        // housekeeping side must not be empty. A profile without a cpu section (hugepages, THP,
+        // sysctls only) is valid.
+        if reserved.is_empty() && !isolated.is_empty() {
             return Err(ProfileError::EmptyReserved);
         }
         let overlap = reserved.intersection(&isolated);
@@ -330,6 +333,16 @@ mod tests {
             profile.irq.move_to_reserved,
             "IRQs move to reserved CPUs unless turned off"
         );
+    }
+
+    #[test]
+    fn a_profile_without_cpu_partitioning_is_valid() {
+        let profile: NodeTuningProfileSpec = serde_yaml::from_str(
+            "hugepages: [{size: 2Mi, count: 8, numaNode: 0}]\ntransparentHugepages: never\n",
+        )
+        .unwrap();
+        let cpus = profile.validate().unwrap();
+        assert!(cpus.reserved.is_empty() && cpus.isolated.is_empty());
     }
 
     #[test]

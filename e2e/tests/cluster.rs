@@ -251,6 +251,9 @@ fn fastvirt_in_a_real_cluster() {
     crds_are_served_and_validated(&kubectl);
     let pool_dir = pool_creates_classes(&kubectl, &state);
     volumes_keep_their_data(&kubectl);
+    pool_on_a_hostname_selected_node(&kubectl, &state);
+    unknown_class_parameters_are_refused(&kubectl, &state);
+    tuning_profile_is_applied_and_restored(&kubectl, &state);
     filesystem_grows_in_a_running_pod(&kubectl);
     snapshot_restores_the_data(&kubectl);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
@@ -575,6 +578,261 @@ fn node_plugin_restart_keeps_a_mounted_volume(kubectl: &Kubectl, state: &State) 
     );
 }
 
+fn blockpool(name: &str, dir: &Path, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: fastvirt.io/v1alpha1
+kind: BlockPool
+metadata:
+  name: {name}
+spec:
+  backend:
+    file:
+      path: {dir}
+{extra_spec}",
+        dir = dir.display()
+    )
+}
+
+fn class_of(kubectl: &Kubectl, name: &str) -> anyhow::Result<Option<Value>> {
+    Ok(kubectl
+        .get_json(&["storageclass", name, "--show-managed-fields"])
+        .ok())
+}
+
+/// A pool pinned to one node by its `kubernetes.io/hostname` label, on a cluster whose node name
+/// differs from that label (as where kubelet runs with --hostname-override): claims of its class
+/// bind and mount. Then an immutable change replaces the class, and the replacement is owned by
+/// the operator's field manager alone, so later edits of mutable fields still land.
+fn pool_on_a_hostname_selected_node(kubectl: &Kubectl, state: &State) {
+    assert_ne!(state.node_name, state.hostname_label);
+    let dir = state.layout().pool_host_dir().join("pinned");
+    apply(
+        kubectl,
+        &blockpool(
+            "pinned",
+            &dir,
+            &format!(
+                "  nodeSelector:\n    kubernetes.io/hostname: {}\n  storageClass:\n    volumeBindingMode: WaitForFirstConsumer\n",
+                state.hostname_label
+            ),
+        ),
+    );
+    wait(kubectl, "the pinned pool's class", 120, || {
+        class_of(kubectl, "pinned")
+    });
+    apply(kubectl, &pvc("pinned-claim", "pinned", false, "64Mi", None));
+    apply(
+        kubectl,
+        &pod(
+            "pinned-writer",
+            "pinned-claim",
+            false,
+            "echo pinned > /data/f && cat /data/f",
+        ),
+    );
+    assert_eq!(run_to_completion(kubectl, "pinned-writer").trim(), "pinned");
+    delete(kubectl, "pod", "pinned-writer");
+    delete(kubectl, "pvc", "pinned-claim");
+
+    let uid = |class: &Value| {
+        class["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let before = uid(&class_of(kubectl, "pinned").unwrap().unwrap());
+    kubectl
+        .run(&[
+            "patch",
+            "blockpool",
+            "pinned",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"storageClass":{"reclaimPolicy":"Retain"}}}"#,
+        ])
+        .expect("pool patched");
+    let replaced = wait(
+        kubectl,
+        "the class replaced with reclaimPolicy Retain",
+        120,
+        || {
+            Ok(class_of(kubectl, "pinned")?
+                .filter(|c| c["reclaimPolicy"] == "Retain" && uid(c) != before))
+        },
+    );
+    let managers: Vec<&str> = replaced["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(
+        managers,
+        [fastvirt_operator::MANAGER],
+        "one owner of the replaced class"
+    );
+    for (default, expected) in [(true, Some("true")), (false, None)] {
+        kubectl
+            .run(&[
+                "patch",
+                "blockpool",
+                "pinned",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"storageClass":{{"defaultClass":{default}}}}}}}"#),
+            ])
+            .expect("pool patched");
+        wait(
+            kubectl,
+            &format!("defaultClass {default} reaching the class"),
+            120,
+            || {
+                let class = class_of(kubectl, "pinned")?;
+                let annotation = class.as_ref().and_then(|c| {
+                    c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                        .as_str()
+                        .map(str::to_owned)
+                });
+                Ok((annotation.as_deref() == expected).then_some(()))
+            },
+        );
+    }
+}
+
+/// A pool whose class would carry a parameter the driver refuses is not Ready, says why, and
+/// gets no StorageClass (whose claims would stay Pending without a word).
+fn unknown_class_parameters_are_refused(kubectl: &Kubectl, state: &State) {
+    let dir = state.layout().pool_host_dir().join("extra");
+    apply(
+        kubectl,
+        &blockpool(
+            "extra",
+            &dir,
+            "  storageClass:\n    parameters:\n      replicas: \"3\"\n",
+        ),
+    );
+    let message = wait(kubectl, "the pool refused with a reason", 120, || {
+        let pool = kubectl.get_json(&["blockpool", "extra"])?;
+        Ok(pool["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready" && c["status"] == "False")
+            .and_then(|c| c["message"].as_str().map(str::to_owned)))
+    });
+    assert!(
+        message.contains("replicas is not a parameter fastvirt-csi accepts"),
+        "{message}"
+    );
+    assert!(class_of(kubectl, "extra").unwrap().is_none());
+    kubectl
+        .run(&[
+            "delete",
+            "blockpool",
+            "extra",
+            "--wait=true",
+            "--timeout=60s",
+        ])
+        .expect("pool deleted");
+}
+
+fn read_host(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// A NodeTuningProfile reaches the host through the agent's DaemonSet pod: hugepages and THP are
+/// set, the node's TunedNode reports it, the profile aggregates it; deleting the profile puts
+/// the host back as it was.
+fn tuning_profile_is_applied_and_restored(kubectl: &Kubectl, state: &State) {
+    const HUGEPAGES: &str =
+        "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages";
+    const THP: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+    if !Path::new(HUGEPAGES).exists() || !Path::new(THP).exists() {
+        eprintln!(
+            "SKIP tuning step: this kernel has no 2 MiB hugepages on node 0 or no THP control"
+        );
+        return;
+    }
+    let hugepages_before = read_host(HUGEPAGES);
+    let thp_before = read_host(THP);
+    let thp_selected = |text: &str| {
+        text.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(['[', ']']).to_owned())
+            .unwrap_or_default()
+    };
+    let thp_target = if thp_selected(&thp_before) == "never" {
+        "madvise"
+    } else {
+        "never"
+    };
+    let pages: u64 = hugepages_before.parse::<u64>().unwrap_or(0) + 8;
+    kubectl
+        .run(&[
+            "label",
+            "node",
+            &state.node_name,
+            "fastvirt.io/vm-host=true",
+            "--overwrite",
+        ])
+        .expect("node labelled");
+    apply(
+        kubectl,
+        &format!(
+            "apiVersion: fastvirt.io/v1alpha1
+kind: NodeTuningProfile
+metadata:
+  name: test-host
+spec:
+  nodeSelector:
+    fastvirt.io/vm-host: \"true\"
+  hugepages:
+    - size: 2Mi
+      count: {pages}
+      numaNode: 0
+  transparentHugepages: {thp_target}
+"
+        ),
+    );
+    let tuned = wait(kubectl, "the TunedNode applied", 180, || {
+        let tuned = kubectl.get_json(&["tunednode", &state.node_name])?;
+        Ok(condition_true(&tuned, "Applied").then_some(tuned))
+    });
+    assert_eq!(tuned["status"]["profile"], "test-host", "{tuned}");
+    assert_eq!(read_host(HUGEPAGES), pages.to_string());
+    assert_eq!(thp_selected(&read_host(THP)), thp_target);
+    wait(
+        kubectl,
+        "the profile's status counting the node",
+        120,
+        || {
+            let profile = kubectl.get_json(&["nodetuningprofile", "test-host"])?;
+            Ok((profile["status"]["appliedNodes"].as_u64() == Some(1)).then_some(()))
+        },
+    );
+    kubectl
+        .run(&[
+            "delete",
+            "nodetuningprofile",
+            "test-host",
+            "--wait=true",
+            "--timeout=60s",
+        ])
+        .expect("profile deleted");
+    wait(kubectl, "the host restored", 180, || {
+        Ok(
+            (read_host(HUGEPAGES) == hugepages_before && read_host(THP) == thp_before)
+                .then_some(()),
+        )
+    });
+    kubectl
+        .run(&["label", "node", &state.node_name, "fastvirt.io/vm-host-"])
+        .expect("label removed");
+}
+
 fn deleting_claims_removes_their_files(kubectl: &Kubectl, pool_dir: &Path) {
     let volumes = |dir: &Path| -> usize {
         std::fs::read_dir(dir)
@@ -621,8 +879,14 @@ fn deleting_claims_removes_their_files(kubectl: &Kubectl, pool_dir: &Path) {
 
 fn uninstall_leaves_only_the_crds(kubectl: &Kubectl, state: &State) {
     kubectl
-        .run(&["delete", "blockpool", POOL, "--wait=true", "--timeout=120s"])
-        .expect("the pool is deleted once it has no volumes");
+        .run(&[
+            "delete",
+            "blockpool",
+            "--all",
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .expect("the pools are deleted once they have no volumes");
     kubectl
         .helm(&[
             "uninstall",

@@ -576,17 +576,28 @@ fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
         images["node-driver-registrar"],
         "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.17.0"
     );
+    // The versions the test cluster builds from their Go modules and runs (install-kube.sh).
+    let built = built_versions();
     assert_eq!(
         images["csi-provisioner"],
-        "registry.k8s.io/sig-storage/csi-provisioner:v6.4.0"
+        format!(
+            "registry.k8s.io/sig-storage/csi-provisioner:{}",
+            built["PROVISIONER_VERSION"]
+        )
     );
     assert_eq!(
         images["csi-resizer"],
-        "registry.k8s.io/sig-storage/csi-resizer:v2.3.0"
+        format!(
+            "registry.k8s.io/sig-storage/csi-resizer:{}",
+            built["RESIZER_VERSION"]
+        )
     );
     assert_eq!(
         images["csi-snapshotter"],
-        "registry.k8s.io/sig-storage/csi-snapshotter:v8.7.0"
+        format!(
+            "registry.k8s.io/sig-storage/csi-snapshotter:{}",
+            built["SNAPSHOTTER_VERSION"]
+        )
     );
     assert_eq!(
         images["liveness-probe"],
@@ -596,6 +607,49 @@ fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
         images["fastvirt-csi"],
         "ghcr.io/fastvirt/fastvirt-csi:0.1.0"
     );
+}
+
+/// `NAME=version` lines of `scripts/install-kube.sh --print-versions`.
+fn built_versions() -> BTreeMap<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-kube.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--print-versions")
+        .output()
+        .expect("install-kube.sh runs");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+#[test]
+fn builtin_registration_replaces_the_registrar_and_livenessprobe() {
+    let manifest = render(&[], &["node.builtinRegistration=true"]);
+    let pod = pod_spec(&manifest, "DaemonSet", NODE_DAEMONSET);
+    assert!(container(pod, "node-driver-registrar").is_err());
+    assert!(container(pod, "liveness-probe").is_err());
+    let plugin = container(pod, "fastvirt-csi").unwrap();
+    assert_eq!(
+        flag_value(plugin, "--kubelet-registration-path"),
+        Some("/var/lib/kubelet/plugins/block.fastvirt.io/csi.sock")
+    );
+    assert_eq!(
+        flag_value(plugin, "--registration-dir"),
+        Some("/registration")
+    );
+    assert_eq!(flag_value(plugin, "--health-port"), Some("9808"));
+    let mounts: Vec<&str> = plugin["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "registration-dir")
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, ["/registration"]);
+    assert_eq!(plugin["livenessProbe"]["httpGet"]["port"], "healthz");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use fastvirt_api::BlockPool;
 use fastvirt_api::assignment::selects;
 use fastvirt_api::pool_config::{CONFIG_MAP_KEY, PoolConfigFile, PoolEntry};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::PartialObjectMeta;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -97,12 +97,19 @@ pub fn matched_nodes(pool: &BlockPool, nodes: &[Arc<NodeMeta>]) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-/// The ConfigMap holding `file`.
-pub fn config_map(name: &str, namespace: &str, file: &PoolConfigFile) -> ConfigMap {
+/// The ConfigMap holding `file`, owned by the node plugins' DaemonSet where there is one: the
+/// chart installs that DaemonSet, so uninstalling the chart removes the file the operator made.
+pub fn config_map(
+    name: &str,
+    namespace: &str,
+    file: &PoolConfigFile,
+    owner: Option<OwnerReference>,
+) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
+            owner_references: owner.map(|o| vec![o]),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_owned(),
                 crate::MANAGER.to_owned(),
@@ -112,6 +119,20 @@ pub fn config_map(name: &str, namespace: &str, file: &PoolConfigFile) -> ConfigM
         data: Some(BTreeMap::from([(CONFIG_MAP_KEY.to_owned(), file.render())])),
         ..ConfigMap::default()
     }
+}
+
+/// An owner reference to the node plugins' DaemonSet (not its controller: nothing is adopted).
+pub fn daemonset_owner(
+    daemonset: &k8s_openapi::api::apps::v1::DaemonSet,
+) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "DaemonSet".into(),
+        name: daemonset.metadata.name.clone()?,
+        uid: daemonset.metadata.uid.clone()?,
+        controller: None,
+        block_owner_deletion: None,
+    })
 }
 
 /// A short, stable hash of the rendered file.

@@ -11,7 +11,7 @@ use fastvirt_api::{BlockPool, BlockPoolStatus, Condition};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -252,7 +252,9 @@ async fn apply_storage_class(
                 // Deleting a class never touches its volumes: PVs only name it, and the new
                 // class has the same name.
                 api.delete(&name, &DeleteParams::default()).await?;
-                api.create(&PostParams::default(), desired).await?;
+                // Created by server-side apply, like every later update: one field manager owns
+                // the class, so later changes (defaultClass: false) are not lost to a second one.
+                apply(ctx, desired).await?;
                 ctx.event(
                     &reference,
                     false,
@@ -369,7 +371,15 @@ async fn publish_pool_config(
         .collect();
     let pool_config::Rendered { file, conflicts } = pool_config::render(&present, &nodes);
     let settings = &ctx.settings;
-    let config_map = pool_config::config_map(&settings.pool_config_map, &settings.namespace, &file);
+    // Permission: rbac::NODE_DAEMONSET.
+    let daemonsets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &settings.namespace);
+    let daemonset = match &settings.node_daemonset {
+        Some(name) => daemonsets.get_opt(name).await?,
+        None => None,
+    };
+    let owner = daemonset.as_ref().and_then(pool_config::daemonset_owner);
+    let config_map =
+        pool_config::config_map(&settings.pool_config_map, &settings.namespace, &file, owner);
     // Permission: rbac::POOL_CONFIG_MAP.
     let mut body = serde_json::to_value(&config_map).expect("a ConfigMap serializes");
     body["apiVersion"] = "v1".into();
@@ -381,22 +391,25 @@ async fn publish_pool_config(
             &Patch::Apply(body),
         )
         .await?;
-    if let Some(daemonset) = &settings.node_daemonset {
-        roll_node_plugins(ctx, daemonset, &pool_config::hash(&file)).await?;
+    match (&settings.node_daemonset, &daemonset) {
+        (Some(_), Some(current)) => {
+            roll_node_plugins(&daemonsets, current, &pool_config::hash(&file)).await?
+        }
+        (Some(name), None) => tracing::warn!(
+            daemonset = %name,
+            "node DaemonSet not found; node plugins read new pools when they restart"
+        ),
+        (None, _) => {}
     }
     Ok(conflicts)
 }
 
-async fn roll_node_plugins(ctx: &Context, daemonset: &str, hash: &str) -> kube::Result<()> {
-    // Permission: rbac::NODE_DAEMONSET.
-    let api = Api::<DaemonSet>::namespaced(ctx.client.clone(), &ctx.settings.namespace);
-    let Some(current) = api.get_opt(daemonset).await? else {
-        tracing::warn!(
-            daemonset,
-            "node DaemonSet not found; node plugins read new pools when they restart"
-        );
-        return Ok(());
-    };
+async fn roll_node_plugins(
+    api: &Api<DaemonSet>,
+    current: &DaemonSet,
+    hash: &str,
+) -> kube::Result<()> {
+    let daemonset = current.metadata.name.as_deref().unwrap_or_default();
     let annotations = current
         .spec
         .as_ref()

@@ -3,12 +3,9 @@
 use crate::pool_objects::{class_name, owned_metadata};
 use fastvirt_api::BlockPool;
 use fastvirt_api::block_pool::{FsType, ReclaimPolicy, VolumeBindingMode};
-use k8s_openapi::api::core::v1::{TopologySelectorLabelRequirement, TopologySelectorTerm};
 use k8s_openapi::api::storage::v1::StorageClass;
 use std::collections::BTreeMap;
 
-/// The driver's topology key, one value per node.
-pub const TOPOLOGY_NODE_KEY: &str = "topology.block.fastvirt.io/node";
 /// StorageClass parameters the operator sets itself.
 const RESERVED_PARAMETERS: &[&str] = &["pool", "thin", "csi.storage.k8s.io/fstype"];
 
@@ -18,6 +15,10 @@ pub enum BuildError {
     Unnamed,
     #[error("storageClass.parameters.{0} is set by the operator from the pool; remove it")]
     ReservedParameter(String),
+    #[error(
+        "storageClass.parameters.{0} is not a parameter fastvirt-csi accepts: it takes only pool, thin and fsType, which the operator sets from the pool, and a class with another key could never provision nor report capacity"
+    )]
+    UnknownParameter(String),
     #[error("storageClass.mountOptions apply to filesystem volumes, but the class is blockOnly")]
     MountOptionsOnBlockOnly,
 }
@@ -32,6 +33,11 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
         .find(|k| RESERVED_PARAMETERS.contains(&k.as_str()))
     {
         return Err(BuildError::ReservedParameter(key.clone()));
+    }
+    // The driver refuses keys it does not know (GetCapacity and CreateVolume alike), and
+    // external-provisioner refuses unknown csi.storage.k8s.io/ keys: say so here, not in Pending PVCs.
+    if let Some(key) = template.parameters.keys().next() {
+        return Err(BuildError::UnknownParameter(key.clone()));
     }
     if template.block_only && !template.mount_options.is_empty() {
         return Err(BuildError::MountOptionsOnBlockOnly);
@@ -70,20 +76,12 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
         }),
         allow_volume_expansion: Some(template.allow_volume_expansion),
         mount_options: (!template.mount_options.is_empty()).then(|| template.mount_options.clone()),
-        allowed_topologies: allowed_topologies(&pool.spec.node_selector),
+        // None: which nodes offer the pool is the node selector's job, enforced by the pool file
+        // the node plugins read, and the scheduler sees it through CSIStorageCapacity (a node
+        // without the pool reports none). The driver's topology value is the node *name*, which a
+        // selector's labels (kubernetes.io/hostname among them) need not equal.
+        allowed_topologies: None,
     })
-}
-
-/// A node selector can become allowed topologies only where it names nodes: the driver's only
-/// topology key is the node name. Other labels are enforced by the node plugins' pool config.
-fn allowed_topologies(selector: &BTreeMap<String, String>) -> Option<Vec<TopologySelectorTerm>> {
-    let node = selector.get("kubernetes.io/hostname")?;
-    Some(vec![TopologySelectorTerm {
-        match_label_expressions: Some(vec![TopologySelectorLabelRequirement {
-            key: TOPOLOGY_NODE_KEY.into(),
-            values: vec![node.clone()],
-        }]),
-    }])
 }
 
 /// StorageClass fields the API server refuses to change: when any differs, the class must be

@@ -57,21 +57,28 @@ fn a_filesystem_pool_on_one_node() {
     let parameters = class.parameters.as_ref().unwrap();
     assert_eq!(parameters["thin"], "true");
     assert_eq!(parameters["csi.storage.k8s.io/fstype"], "xfs");
-    assert_eq!(parameters["csi.storage.k8s.io/pvc/name-prefix"], "vm");
     assert_eq!(
         class.mount_options.as_deref(),
         Some(&["noatime".to_owned()][..])
     );
     assert_eq!(class.reclaim_policy.as_deref(), Some("Retain"));
     assert!(class.metadata.annotations.is_none());
-    let terms = class.allowed_topologies.as_ref().unwrap();
-    let requirement = &terms[0].match_label_expressions.as_ref().unwrap()[0];
-    assert_eq!(
-        (requirement.key.as_str(), requirement.values.as_slice()),
-        (
-            "topology.block.fastvirt.io/node",
-            &["worker-3".to_owned()][..]
-        )
+    // A hostname label is not the driver's topology value (the node name): the pool file and
+    // CSIStorageCapacity keep the class on the selected node instead.
+    assert!(class.allowed_topologies.is_none());
+}
+
+#[test]
+fn parameters_the_driver_does_not_take_are_refused() {
+    let mut pool: BlockPool = load("tests/fixtures/pool-fs.yaml");
+    pool.spec
+        .storage_class
+        .parameters
+        .insert("csi.storage.k8s.io/pvc/name-prefix".into(), "vm".into());
+    let error = build(&pool).unwrap_err();
+    assert!(
+        error.to_string().contains("storageClass.parameters.csi.storage.k8s.io/pvc/name-prefix is not a parameter fastvirt-csi accepts"),
+        "{error}"
     );
 }
 

@@ -435,9 +435,11 @@ fn create_volume(
             driver.node_id
         )));
     }
+    // RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: the request is fine for a node that has the pool,
+    // and this code makes external-provisioner reschedule instead of giving up.
     let backend = driver.backend(&params.pool).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "pool {} is not configured on node {}",
+        Status::resource_exhausted(format!(
+            "pool {} is not configured on node {}; another node may have it",
             params.pool, driver.node_id
         ))
     })?;

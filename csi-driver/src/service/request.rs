@@ -79,10 +79,10 @@ pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, Status> 
 /// Gives a mount capability that names no filesystem the volume's default (its `fsType`
 /// parameter, carried to the node in the volume context).
 pub fn default_fs_type(cap: &mut VolumeCapability, default: Option<FsType>) {
-    if let (Some(ProtoAccessType::Mount(mount)), Some(fs)) = (&mut cap.access_type, default) {
-        if mount.fs_type.is_empty() {
-            mount.fs_type = fs.as_str().to_owned();
-        }
+    if let (Some(ProtoAccessType::Mount(mount)), Some(fs)) = (&mut cap.access_type, default)
+        && mount.fs_type.is_empty()
+    {
+        mount.fs_type = fs.as_str().to_owned();
     }
 }
 

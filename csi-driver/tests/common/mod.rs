@@ -234,6 +234,7 @@ pub fn cleanup_under(root: &Path) {
     let _ = std::fs::remove_dir_all(root);
 }
 
+#[allow(unused_imports)] // Not every test file that includes this module uses it.
 pub use fastvirt_csi::local::ScratchFs;
 
 pub fn capability(mode: Mode, access: AccessType) -> VolumeCapability {
