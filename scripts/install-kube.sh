@@ -73,6 +73,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
+# The official Go tarball installs to /usr/local/go, which not every shell has on PATH.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 || die "go is missing: install Go 1.26 or newer"
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0

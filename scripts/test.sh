@@ -8,10 +8,26 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
 scripts/install-deps.sh
-# The reference components (etcd, kube-*, kubelet, the CSI sidecars, csi-sanity, helm), built
-# once into a cache outside the checkout; the tests find them through FASTVIRT_KUBE_BIN.
-FASTVIRT_KUBE_BIN="$(scripts/install-kube.sh | tail -n 1)"
-export FASTVIRT_KUBE_BIN
+# The reference components (etcd, kube-*, kubelet, the CSI sidecars, csi-sanity, helm), built once
+# into a cache outside the checkout; the tests find them through FASTVIRT_KUBE_BIN. A cold build
+# (Go module downloads and compiles) runs beside the Rust build below; a warm one takes a second.
+kube_log="$(mktemp)"
+# Its own process group (setsid), so a failing step below can stop it with its go children.
+setsid scripts/install-kube.sh >"$kube_log.out" 2>"$kube_log" &
+kube_pid=$!
+# A failing step below must not leave the build running.
+trap 'kill -- "-$kube_pid" 2>/dev/null || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --no-run
+if ! wait "$kube_pid"; then
+  trap - EXIT
+  echo "scripts/install-kube.sh failed:" >&2
+  cat "$kube_log" >&2
+  exit 1
+fi
+trap - EXIT
+FASTVIRT_KUBE_BIN="$(tail -n 1 "$kube_log.out")"
+export FASTVIRT_KUBE_BIN
+rm -f "$kube_log" "$kube_log.out"
 cargo test --workspace --locked
