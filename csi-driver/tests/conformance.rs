@@ -222,13 +222,15 @@ async fn create_is_idempotent_and_refuses_incompatible_requests() {
         Code::InvalidArgument,
     );
     assert!(status.message().contains("pol"), "{}", status.message());
+    // A pool this node lacks may be on another: RESOURCE_EXHAUSTED makes the provisioner
+    // reschedule.
     assert_code(
         c.create_volume(with_params(
             create_req("pvc-x", MIB, block_cap()),
             &[("pool", "nope")],
         ))
         .await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
     );
     assert_code(
         c.create_volume(with_params(
@@ -1791,4 +1793,80 @@ async fn volume_stats_on_a_path_without_the_volume_is_not_found() {
             Code::NotFound,
         );
     }
+}
+
+/// A gRPC client that sends the socket path as `:authority` (kubelet's plugin watcher, grpcio,
+/// grpc-java do) gets answers, not PROTOCOL_ERROR: raw HTTP/2 frames of GetPluginInfo, as such a
+/// client writes them, against the real binary.
+#[tokio::test]
+async fn a_client_sending_the_socket_path_as_authority_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    require_host!();
+    let env = TestEnv::start("authority").await;
+    let socket = env.driver.args().socket.clone();
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let frame = |kind: u8, flags: u8, id: u32, payload: &[u8]| {
+        let mut f = vec![
+            (payload.len() >> 16) as u8,
+            (payload.len() >> 8) as u8,
+            payload.len() as u8,
+            kind,
+            flags,
+        ];
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let path = socket.display().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/csi.v1.Identity/GetPluginInfo"),
+        (":authority", path.as_str()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    let block = fluke_hpack::Encoder::new()
+        .encode(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &block));
+    // An empty GetPluginInfoRequest: not compressed, length 0.
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    stream.write_all(&out).await.unwrap();
+
+    let mut decoder = fluke_hpack::Decoder::new();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut head = [0u8; 9];
+        tokio::time::timeout_at(deadline, stream.read_exact(&mut head))
+            .await
+            .expect("the driver answers in time")
+            .expect("the connection stays open");
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        match head[3] {
+            0x3 => panic!("stream reset (RST_STREAM {:?})", payload),
+            0x7 => panic!("connection refused (GOAWAY {:?})", payload),
+            0x1 => {
+                for (name, value) in decoder.decode(&payload).unwrap() {
+                    seen.push((
+                        String::from_utf8_lossy(&name).into_owned(),
+                        String::from_utf8_lossy(&value).into_owned(),
+                    ));
+                }
+                if head[4] & 0x1 != 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(seen.contains(&(":status".into(), "200".into())), "{seen:?}");
+    assert!(
+        seen.contains(&("grpc-status".into(), "0".into())),
+        "{seen:?}"
+    );
 }
