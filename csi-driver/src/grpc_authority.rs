@@ -234,16 +234,23 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     stream: u32,
     payload: &[u8],
 ) -> io::Result<()> {
+    to.write_all(&frame(kind, flags, stream, payload)).await
+}
+
+/// One HTTP/2 frame: the 9-byte header (24-bit length, type, flags, stream) and the payload.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let length = payload.len();
-    let mut head = [0u8; 9];
-    head[0] = (length >> 16) as u8;
-    head[1] = (length >> 8) as u8;
-    head[2] = length as u8;
-    head[3] = kind;
-    head[4] = flags;
-    head[5..].copy_from_slice(&stream.to_be_bytes());
-    to.write_all(&head).await?;
-    to.write_all(payload).await
+    let mut bytes = Vec::with_capacity(9 + length);
+    bytes.extend_from_slice(&[
+        (length >> 16) as u8,
+        (length >> 8) as u8,
+        length as u8,
+        kind,
+        flags,
+    ]);
+    bytes.extend_from_slice(&stream.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 fn invalid(message: &str) -> io::Error {
@@ -301,18 +308,6 @@ mod tests {
         );
         let (part1, part2) = block.split_at(block.len() / 2);
         let mut input = PREFACE.to_vec();
-        let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-            let mut f = vec![
-                (payload.len() >> 16) as u8,
-                (payload.len() >> 8) as u8,
-                payload.len() as u8,
-                kind,
-                flags,
-            ];
-            f.extend_from_slice(&stream.to_be_bytes());
-            f.extend_from_slice(payload);
-            f
-        };
         let settings = frame(0x4, 0, 0, &[]);
         input.extend_from_slice(&settings);
         let mut padded = vec![3u8];

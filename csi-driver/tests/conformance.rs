@@ -1805,18 +1805,7 @@ async fn a_client_sending_the_socket_path_as_authority_is_answered() {
     let env = TestEnv::start("authority").await;
     let socket = env.driver.args().socket.clone();
     let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    let frame = |kind: u8, flags: u8, id: u32, payload: &[u8]| {
-        let mut f = vec![
-            (payload.len() >> 16) as u8,
-            (payload.len() >> 8) as u8,
-            payload.len() as u8,
-            kind,
-            flags,
-        ];
-        f.extend_from_slice(&id.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
+    use fastvirt_csi::grpc_authority::frame;
     let path = socket.display().to_string();
     let headers = [
         (":method", "POST"),

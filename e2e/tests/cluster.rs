@@ -40,26 +40,7 @@ fn skip_reason() -> Option<String> {
 
 /// The workspace's debug binaries of the three images, built if `cargo test` has not yet.
 fn fastvirt_binaries() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "fastvirt-csi",
-            "-p",
-            "fastvirt-operator",
-            "-p",
-            "fastvirt-agent",
-            "--bins",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success());
-    PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-cluster"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    cluster::build_fastvirt_binaries(&cluster::default_repo(), false).expect("binaries build")
 }
 
 fn cluster_binary(args: &[&str]) -> std::process::Output {
@@ -104,6 +85,11 @@ fn apply(kubectl: &Kubectl, manifest: &str) {
 /// A pod in the test namespace running `script` in the toolbox image with the claim at
 /// /data (Filesystem) or /dev/xvda (Block).
 fn pod(name: &str, claim: &str, block: bool, script: &str) -> String {
+    placed_pod(name, claim, block, script, "")
+}
+
+/// [`pod`] with more lines of pod spec (`placement`: tolerations, affinity), two-space indented.
+fn placed_pod(name: &str, claim: &str, block: bool, script: &str, placement: &str) -> String {
     let attach = if block {
         "      volumeDevices:\n        - name: data\n          devicePath: /dev/xvda\n"
     } else {
@@ -119,7 +105,7 @@ metadata:
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
-  containers:
+{placement}  containers:
     - name: main
       image: {toolbox}
       imagePullPolicy: Never
@@ -229,6 +215,8 @@ fn fastvirt_in_a_real_cluster() {
         &workdir_arg,
         "--binaries",
         &binaries.to_string_lossy(),
+        "--nodes",
+        "3",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -254,6 +242,7 @@ fn fastvirt_in_a_real_cluster() {
     pool_on_a_hostname_selected_node(&kubectl, &state);
     unknown_class_parameters_are_refused(&kubectl, &state);
     tuning_profile_is_applied_and_restored(&kubectl, &state);
+    capacity_decides_the_node(&kubectl, &state);
     filesystem_grows_in_a_running_pod(&kubectl);
     snapshot_restores_the_data(&kubectl);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
@@ -593,6 +582,14 @@ spec:
     )
 }
 
+/// Merges `storage_class` (JSON) into a BlockPool's `spec.storageClass`.
+fn patch_pool_class(kubectl: &Kubectl, pool: &str, storage_class: &str) {
+    let patch = format!(r#"{{"spec":{{"storageClass":{storage_class}}}}}"#);
+    kubectl
+        .run(&["patch", "blockpool", pool, "--type=merge", "-p", &patch])
+        .unwrap_or_else(|e| panic!("patching {pool}: {e:#}"));
+}
+
 fn class_of(kubectl: &Kubectl, name: &str) -> anyhow::Result<Option<Value>> {
     Ok(kubectl
         .get_json(&["storageclass", name, "--show-managed-fields"])
@@ -632,7 +629,6 @@ fn pool_on_a_hostname_selected_node(kubectl: &Kubectl, state: &State) {
     );
     assert_eq!(run_to_completion(kubectl, "pinned-writer").trim(), "pinned");
     delete(kubectl, "pod", "pinned-writer");
-    delete(kubectl, "pvc", "pinned-claim");
 
     let uid = |class: &Value| {
         class["metadata"]["uid"]
@@ -641,16 +637,7 @@ fn pool_on_a_hostname_selected_node(kubectl: &Kubectl, state: &State) {
             .to_owned()
     };
     let before = uid(&class_of(kubectl, "pinned").unwrap().unwrap());
-    kubectl
-        .run(&[
-            "patch",
-            "blockpool",
-            "pinned",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"storageClass":{"reclaimPolicy":"Retain"}}}"#,
-        ])
-        .expect("pool patched");
+    patch_pool_class(kubectl, "pinned", r#"{"reclaimPolicy":"Retain"}"#);
     let replaced = wait(
         kubectl,
         "the class replaced with reclaimPolicy Retain",
@@ -672,16 +659,11 @@ fn pool_on_a_hostname_selected_node(kubectl: &Kubectl, state: &State) {
         "one owner of the replaced class"
     );
     for (default, expected) in [(true, Some("true")), (false, None)] {
-        kubectl
-            .run(&[
-                "patch",
-                "blockpool",
-                "pinned",
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"storageClass":{{"defaultClass":{default}}}}}}}"#),
-            ])
-            .expect("pool patched");
+        patch_pool_class(
+            kubectl,
+            "pinned",
+            &format!(r#"{{"defaultClass":{default}}}"#),
+        );
         wait(
             kubectl,
             &format!("defaultClass {default} reaching the class"),
@@ -697,6 +679,34 @@ fn pool_on_a_hostname_selected_node(kubectl: &Kubectl, state: &State) {
             },
         );
     }
+    // A renamed class: the new one appears, the old one goes.
+    patch_pool_class(kubectl, "pinned", r#"{"name":"pinned-renamed"}"#);
+    wait(
+        kubectl,
+        "the renamed class, and the old name gone",
+        120,
+        || {
+            Ok((class_of(kubectl, "pinned-renamed")?.is_some()
+                && class_of(kubectl, "pinned")?.is_none())
+            .then_some(()))
+        },
+    );
+    // Deleting the pool waits (finalizer) while a volume of it exists, and completes after.
+    kubectl
+        .run(&["delete", "blockpool", "pinned", "--wait=false"])
+        .expect("pool deletion requested");
+    std::thread::sleep(Duration::from_secs(5));
+    let pool = kubectl
+        .get_json(&["blockpool", "pinned"])
+        .expect("the pool waits for its volume");
+    assert!(pool["metadata"]["deletionTimestamp"].is_string(), "{pool}");
+    delete(kubectl, "pvc", "pinned-claim");
+    wait(kubectl, "the pool gone once its volume is", 180, || {
+        Ok(kubectl
+            .get_json(&["blockpool", "pinned"])
+            .is_err()
+            .then_some(()))
+    });
 }
 
 /// A pool whose class would carry a parameter the driver refuses is not Ready, says why, and
@@ -831,6 +841,167 @@ spec:
     kubectl
         .run(&["label", "node", &state.node_name, "fastvirt.io/vm-host-"])
         .expect("label removed");
+}
+
+/// Capacity-aware scheduling across nodes: every node publishes CSIStorageCapacity for the class,
+/// and a claim too large for the nearly full node 2 is provisioned on node 3, which fits; a small
+/// claim still fits node 2. (Nodes 2 and 3 have no kubelet: their pods never run, their claims
+/// are provisioned where the scheduler put them.)
+fn capacity_decides_the_node(kubectl: &Kubectl, state: &State) {
+    use fastvirt_e2e::cluster::extra_nodes::{self, TAINT_KEY};
+    let extra = extra_nodes::extra_nodes(state, state.nodes);
+    assert_eq!(extra.len(), 2, "the cluster runs with --nodes 3");
+    let dir = state.layout().pool_host_dir().join(extra_nodes::POOL);
+    apply(
+        kubectl,
+        &blockpool(
+            extra_nodes::POOL,
+            &dir,
+            "  storageClass:\n    volumeBindingMode: WaitForFirstConsumer\n",
+        ),
+    );
+    let capacity_of = |node: &str| -> anyhow::Result<Option<i64>> {
+        let list = kubectl.get_json(&["csistoragecapacity", "-n", cluster::NAMESPACE])?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|c| {
+                let on_node =
+                    c["nodeTopology"]["matchLabels"][fastvirt_csi::TOPOLOGY_NODE_KEY] == node;
+                (c["storageClassName"] == extra_nodes::POOL && on_node)
+                    .then(|| c["capacity"].as_str().and_then(parse_quantity))
+                    .flatten()
+            }))
+    };
+    let mut capacities = Vec::new();
+    for node in
+        std::iter::once(state.node_name.as_str()).chain(extra.iter().map(|n| n.name.as_str()))
+    {
+        let bytes = wait(
+            kubectl,
+            &format!("CSIStorageCapacity of {node}"),
+            120,
+            || capacity_of(node),
+        );
+        capacities.push((node.to_owned(), bytes));
+    }
+    eprintln!(
+        "capacity per node for class {}: {capacities:?}",
+        extra_nodes::POOL
+    );
+    let (nearly_full, roomy) = (&extra[0], &extra[1]);
+    assert!(
+        capacities[1].1 < 512 << 20 && capacities[2].1 > 1 << 30,
+        "{capacities:?}"
+    );
+
+    let consumer = |name: &str, claim: &str, hosts: &[&str]| {
+        let hosts = serde_json::to_string(hosts).unwrap();
+        let placement = format!(
+            "  tolerations:
+    - key: {TAINT_KEY}
+      operator: Exists
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions:
+              - key: kubernetes.io/hostname
+                operator: In
+                values: {hosts}
+"
+        );
+        placed_pod(name, claim, true, "sleep 3600", &placement)
+    };
+    let both = [
+        nearly_full.hostname_label.as_str(),
+        roomy.hostname_label.as_str(),
+    ];
+    apply(kubectl, &pvc("big", extra_nodes::POOL, true, "1Gi", None));
+    apply(kubectl, &consumer("big-consumer", "big", &both));
+    apply(
+        kubectl,
+        &pvc("small", extra_nodes::POOL, true, "64Mi", None),
+    );
+    apply(
+        kubectl,
+        &consumer("small-consumer", "small", &[&nearly_full.hostname_label]),
+    );
+    let node_of_claim = |claim: &str| -> anyhow::Result<Option<String>> {
+        let pvc = kubectl.get_json(&["pvc", claim, "-n", TEST_NS])?;
+        let Some(pv) = pvc["spec"]["volumeName"].as_str().filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let pv = kubectl.get_json(&["pv", pv])?;
+        Ok(pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+            .as_str()
+            .map(str::to_owned))
+    };
+    let big_node = wait(kubectl, "the big claim provisioned", 180, || {
+        node_of_claim("big")
+    });
+    assert_eq!(
+        big_node, roomy.name,
+        "a claim too large for {} goes to a node that fits",
+        nearly_full.name
+    );
+    let small_node = wait(kubectl, "the small claim provisioned", 180, || {
+        node_of_claim("small")
+    });
+    assert_eq!(small_node, nearly_full.name);
+    // The scheduler binds the pod once its claim is bound.
+    let scheduled = wait(kubectl, "the big consumer bound to a node", 120, || {
+        let pod = kubectl.get_json(&["pod", "big-consumer", "-n", TEST_NS])?;
+        Ok(pod["spec"]["nodeName"].as_str().map(str::to_owned))
+    });
+    assert_eq!(scheduled, roomy.name);
+    // Their pods never run (no kubelet), so nothing would confirm a graceful deletion.
+    kubectl
+        .run(&[
+            "delete",
+            "pod",
+            "big-consumer",
+            "small-consumer",
+            "-n",
+            TEST_NS,
+            "--grace-period=0",
+            "--force",
+        ])
+        .expect("consumers deleted");
+    kubectl
+        .run(&[
+            "delete",
+            "pvc",
+            "big",
+            "small",
+            "-n",
+            TEST_NS,
+            "--wait=true",
+        ])
+        .expect("claims deleted");
+    for node in [nearly_full, roomy] {
+        let pool = node.pool_dir();
+        wait(
+            kubectl,
+            &format!("the volume files on {} gone", node.name),
+            120,
+            || {
+                let images = std::fs::read_dir(&pool)?
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
+                    .count();
+                Ok((images == 0).then_some(()))
+            },
+        );
+    }
+}
+
+/// Bytes of a Kubernetes quantity as CSIStorageCapacity writes it (`123456`, `300Mi`, `2Gi`).
+fn parse_quantity(text: &str) -> Option<i64> {
+    fastvirt_api::quantity::bytes(text)
+        .ok()
+        .and_then(|b| i64::try_from(b).ok())
 }
 
 fn deleting_claims_removes_their_files(kubectl: &Kubectl, pool_dir: &Path) {

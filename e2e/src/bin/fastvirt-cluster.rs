@@ -42,6 +42,11 @@ enum Command {
         /// Start the cluster without installing fastvirt.
         #[arg(long)]
         no_chart: bool,
+        /// Nodes in the cluster: one with the kubelet, the others kubelet-less (a Node object
+        /// with its own fastvirt-csi and external-provisioner on its own pool `spread`), so
+        /// scheduling across nodes can be tested.
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
     },
     /// Stop everything `up` started and undo its changes to the host.
     Down {
@@ -69,6 +74,7 @@ fn run(cli: Cli) -> Result<()> {
             kube_bin,
             values,
             no_chart,
+            nodes,
         } => {
             let state = cluster::up(&UpOptions {
                 workdir,
@@ -77,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
                 kube_bin,
                 values,
                 install_chart: !no_chart,
+                nodes,
             })?;
             println!("kubectl: {}", state.kube_bin.join("kubectl").display());
             println!("logs: {}", state.layout().logs().display());

@@ -160,7 +160,9 @@ pub fn apiserver_args(layout: &Layout) -> Vec<OsString> {
     ])
 }
 
-pub fn controller_manager_args(layout: &Layout) -> Vec<OsString> {
+/// `kubelet_less_nodes`: extra nodes send no heartbeats, so the node lifecycle controller, which
+/// would taint them unreachable and evict their pods, does not run.
+pub fn controller_manager_args(layout: &Layout, kubelet_less_nodes: bool) -> Vec<OsString> {
     let pki = layout.pki();
     let kubeconfig = layout.kubeconfig("controller-manager");
     args(&[
@@ -173,7 +175,11 @@ pub fn controller_manager_args(layout: &Layout) -> Vec<OsString> {
         ),
         format!("--root-ca-file={}", pki.ca_cert().display()),
         "--use-service-account-credentials=true".into(),
-        "--controllers=*".into(),
+        if kubelet_less_nodes {
+            "--controllers=*,-node-lifecycle-controller".into()
+        } else {
+            "--controllers=*".into()
+        },
         "--leader-elect=false".into(),
         "--bind-address=127.0.0.1".into(),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),

@@ -7,6 +7,7 @@
 //! plugin. `down` stops all of it and takes back every change it made to the host.
 
 pub mod components;
+pub mod extra_nodes;
 pub mod host;
 pub mod images;
 pub mod kubectl;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-pub use start::{UpOptions, cluster_values, up, wait_plugin_registered};
+pub use start::{UpOptions, build_fastvirt_binaries, cluster_values, up, wait_plugin_registered};
 pub use stop::down;
 
 /// The pod sandbox image containerd is told to use; built from `install-kube.sh`'s pause binary.
@@ -55,6 +56,12 @@ pub struct State {
     pub made_root_shared: bool,
     /// When `up` started (seconds since the epoch), to tell the cluster's leftovers from others'.
     pub started_at: u64,
+    /// Where fastvirt's binaries came from (the extra nodes run fastvirt-csi from there).
+    #[serde(default)]
+    pub fastvirt_binaries: PathBuf,
+    /// Nodes in the cluster: the kubelet's, and kubelet-less extra ones (`--nodes`).
+    #[serde(default = "one")]
+    pub nodes: u32,
     pub components: Vec<Component>,
 }
 
@@ -79,6 +86,8 @@ impl State {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             components: Vec::new(),
+            fastvirt_binaries: PathBuf::new(),
+            nodes: 1,
             workdir: workdir.to_owned(),
             id,
         }
@@ -128,6 +137,10 @@ impl State {
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.name == name)
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The directory `scripts/install-kube.sh` reports (its last line), running it if needed:

@@ -134,8 +134,14 @@ impl Network {
         if self.exists() {
             run("ip", &["netns", "delete", &self.netns])?;
         }
-        if std::path::Path::new(&format!("/sys/class/net/{}", self.host_link)).exists() {
-            run("ip", &["link", "delete", &self.host_link])?;
+        // Deleting the namespace destroys its veth end, and the host end goes with it, but not
+        // always before this line: only a link that is still there after a failed delete is one.
+        let host_end = format!("/sys/class/net/{}", self.host_link);
+        if std::path::Path::new(&host_end).exists()
+            && let Err(error) = run("ip", &["link", "delete", &self.host_link])
+            && std::path::Path::new(&host_end).exists()
+        {
+            return Err(error);
         }
         Ok(())
     }

@@ -136,25 +136,19 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 
 /// A kubeconfig for `server` that authenticates with the client certificate `files`.
 pub fn kubeconfig(path: &Path, server: &str, ca: &Path, files: &CertFiles) -> Result<()> {
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fastvirt", "cluster": {
-            "server": server,
-            "certificate-authority": ca,
-        }}],
-        "users": [{"name": "user", "user": {
-            "client-certificate": files.cert,
-            "client-key": files.key,
-        }}],
-        "contexts": [{"name": "fastvirt", "context": {"cluster": "fastvirt", "user": "user"}}],
-        "current-context": "fastvirt",
+    let user = serde_json::json!({
+        "client-certificate": files.cert,
+        "client-key": files.key,
     });
-    write(path, &serde_yaml::to_string(&config)?)
+    write_kubeconfig(path, server, ca, user)
 }
 
 /// A kubeconfig that authenticates with a bearer token (a ServiceAccount's).
 pub fn token_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
+    write_kubeconfig(path, server, ca, serde_json::json!({"token": token}))
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, user: serde_json::Value) -> Result<()> {
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -162,7 +156,7 @@ pub fn token_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Re
             "server": server,
             "certificate-authority": ca,
         }}],
-        "users": [{"name": "user", "user": {"token": token}}],
+        "users": [{"name": "user", "user": user}],
         "contexts": [{"name": "fastvirt", "context": {"cluster": "fastvirt", "user": "user"}}],
         "current-context": "fastvirt",
     });

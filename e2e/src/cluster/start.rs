@@ -27,9 +27,11 @@ pub struct UpOptions {
     pub values: Vec<PathBuf>,
     /// Install the chart (off: a bare cluster).
     pub install_chart: bool,
+    /// Nodes: 1 is the kubelet's; more adds kubelet-less nodes (see `extra_nodes`).
+    pub nodes: u32,
 }
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts the cluster described by `options`; the cluster keeps running when this returns.
@@ -75,7 +77,12 @@ pub fn up(options: &UpOptions) -> Result<State> {
             kube_bin.display()
         );
     }
+    ensure!(
+        options.nodes >= 1 && (options.nodes == 1 || options.install_chart),
+        "--nodes must be at least 1, and extra nodes need the chart (their provisioners use its RBAC)"
+    );
     let mut state = State::new(&workdir, &kube_bin);
+    state.nodes = options.nodes;
     state.save()?;
     bring_up(&mut state, options).map_err(|error| {
         error.context(format!(
@@ -158,7 +165,7 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
     let controller_manager = start(
         state,
         "kube-controller-manager",
-        components::controller_manager_args(&layout),
+        components::controller_manager_args(&layout, state.nodes > 1),
     )?;
     start(state, "kube-scheduler", components::scheduler_args(&layout))?;
     // The ServiceAccount controller creating `default` shows the controller manager at work.
@@ -176,6 +183,9 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
     if options.install_chart {
         install_chart(state, &layout, options)?;
     }
+    if state.nodes > 1 {
+        super::extra_nodes::start(state, state.nodes)?;
+    }
     Ok(())
 }
 
@@ -184,7 +194,7 @@ fn start(state: &mut State, name: &str, args: Vec<std::ffi::OsString>) -> Result
     start_program(state, name, &program, args)
 }
 
-fn start_program(
+pub(super) fn start_program(
     state: &mut State,
     name: &str,
     program: &Path,
@@ -416,11 +426,21 @@ fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
     eprintln!(
         "fastvirt-cluster: building fastvirt-csi, fastvirt-operator and fastvirt-agent (release)"
     );
-    let status = std::process::Command::new("cargo")
+    build_fastvirt_binaries(&options.repo, true)
+}
+
+/// Builds the three binaries the images carry, in `repo`, and returns their directory. Under
+/// `cargo test` the cargo that runs the test builds them (`CARGO`), so the profile's artifacts are
+/// shared.
+pub fn build_fastvirt_binaries(repo: &Path, release: bool) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "--locked"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
         .args([
-            "build",
-            "--release",
-            "--locked",
             "-p",
             "fastvirt-csi",
             "-p",
@@ -429,15 +449,19 @@ fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
             "fastvirt-agent",
             "--bins",
         ])
-        .current_dir(&options.repo)
+        .current_dir(repo)
         .status()
         .context("running cargo build")?;
     ensure!(status.success(), "cargo build failed");
-    Ok(options.repo.join("target/release"))
+    Ok(repo
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
 }
 
-fn import_images(state: &State, layout: &Layout, options: &UpOptions) -> Result<()> {
+fn import_images(state: &mut State, layout: &Layout, options: &UpOptions) -> Result<()> {
     let binaries = fastvirt_binaries(options)?;
+    state.fastvirt_binaries = binaries.canonicalize().unwrap_or_else(|_| binaries.clone());
+    state.save()?;
     for spec in image_specs(state, options, &binaries)? {
         let file_name = spec
             .reference
@@ -467,7 +491,18 @@ fn start_kubelet(state: &mut State, layout: &Layout) -> Result<()> {
     let node = state.node_name.clone();
     process::wait_ready(&kubelet, "a Ready node", START_TIMEOUT, || {
         node_ready(&kubectl, &node).unwrap_or(false)
-    })
+    })?;
+    if state.nodes > 1 {
+        // Without the node lifecycle controller (see controller_manager_args) nothing lifts the
+        // taint kubelet registers with; lift it as that controller would once the node is Ready.
+        let _ = kubectl.run(&[
+            "taint",
+            "node",
+            &node,
+            "node.kubernetes.io/not-ready:NoSchedule-",
+        ]);
+    }
+    Ok(())
 }
 
 pub fn node_ready(kubectl: &super::kubectl::Kubectl, node: &str) -> Result<bool> {

@@ -50,6 +50,29 @@ pub fn down(workdir: &Path) -> Result<()> {
 /// volumes are unpublished and unstaged through CSI, then fastvirt's own pods.
 fn drain(state: &State) {
     let kubectl = state.kubectl();
+    // Pods on kubelet-less nodes never confirm a graceful deletion: they go at once.
+    if let Ok(pods) = kubectl.get_json(&["pods", "-A"]) {
+        for pod in pods["items"].as_array().into_iter().flatten() {
+            let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+            if !node.is_empty() && node != state.node_name {
+                let (Some(name), Some(namespace)) = (
+                    pod["metadata"]["name"].as_str(),
+                    pod["metadata"]["namespace"].as_str(),
+                ) else {
+                    continue;
+                };
+                let _ = kubectl.run(&[
+                    "delete",
+                    "pod",
+                    name,
+                    "-n",
+                    namespace,
+                    "--grace-period=0",
+                    "--force",
+                ]);
+            }
+        }
+    }
     let namespaces = kubectl
         .get_json(&["namespaces"])
         .ok()
