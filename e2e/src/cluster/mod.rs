@@ -6,12 +6,14 @@
 //! them, installs the chart with the real helm and waits until kubelet has registered the node
 //! plugin. `down` stops all of it and takes back every change it made to the host.
 
+mod chart_install;
 pub mod components;
 pub mod extra_nodes;
 pub mod host;
 pub mod images;
 pub mod kubectl;
 pub mod network;
+mod node_images;
 pub mod pki;
 pub mod process;
 mod start;
@@ -25,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-pub use start::{UpOptions, build_fastvirt_binaries, cluster_values, up, wait_plugin_registered};
+pub use chart_install::{cluster_values, wait_plugin_registered};
+pub use node_images::{build_fastvirt_binaries, chart_sidecar_image};
+pub use start::{UpOptions, up};
 pub use stop::down;
 
 /// The pod sandbox image containerd is told to use; built from `install-kube.sh`'s pause binary.

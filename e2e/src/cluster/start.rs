@@ -1,12 +1,11 @@
 //! `fastvirt-cluster up`.
 
+use super::State;
 use super::components::{self, Layout};
 use super::host;
-use super::images::{self, ImageSpec};
 use super::network::KUBERNETES_SERVICE_IP;
 use super::pki::{self, Client};
 use super::process::{self, Component, run};
-use super::{IMAGE_TAG, NAMESPACE, PAUSE_IMAGE, RELEASE, State, TOOLBOX_IMAGE};
 use anyhow::{Context, Result, bail, ensure};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,7 +31,7 @@ pub struct UpOptions {
 }
 
 pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts the cluster described by `options`; the cluster keeps running when this returns.
 pub fn up(options: &UpOptions) -> Result<State> {
@@ -177,11 +176,11 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
 
     host::create_cgroup(&state.cgroup_root)?;
     start_containerd(state, &layout)?;
-    import_images(state, &layout, options)?;
+    super::node_images::import_images(state, &layout, options)?;
     start_kubelet(state, &layout)?;
     start_snapshot_controller(state, &layout)?;
     if options.install_chart {
-        install_chart(state, &layout, options)?;
+        super::chart_install::install_chart(state, &layout, options)?;
     }
     if state.nodes > 1 {
         super::extra_nodes::start(state, state.nodes)?;
@@ -304,7 +303,7 @@ fn start_containerd(state: &mut State, layout: &Layout) -> Result<()> {
     .with_context(|| format!("containerd on {}", socket.display()))
 }
 
-fn ctr(layout: &Layout, args: &[&str]) -> Result<String> {
+pub(super) fn ctr(layout: &Layout, args: &[&str]) -> Result<String> {
     let socket = layout.containerd_socket();
     let socket = socket.to_string_lossy();
     let mut full = vec!["--address", &socket, "--namespace", "k8s.io"];
@@ -312,7 +311,7 @@ fn ctr(layout: &Layout, args: &[&str]) -> Result<String> {
     run("ctr", &full)
 }
 
-fn which(program: &str) -> Result<PathBuf> {
+pub(super) fn which(program: &str) -> Result<PathBuf> {
     for dir in PATH.split(':') {
         let candidate = Path::new(dir).join(program);
         if candidate.is_file() {
@@ -320,165 +319,6 @@ fn which(program: &str) -> Result<PathBuf> {
         }
     }
     bail!("{program} is not installed (scripts/install-kube.sh installs it)")
-}
-
-/// The images the node runs: the sandbox, the toolbox, fastvirt's three, and the sidecars at
-/// exactly the references the chart renders.
-fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Vec<ImageSpec>> {
-    let kube_bin = &state.kube_bin;
-    let mut specs = vec![
-        ImageSpec {
-            user: "65535:65535".into(),
-            ..ImageSpec::new(PAUSE_IMAGE).program(&kube_bin.join("pause"), "/pause")?
-        }
-        .entrypoint(&["/pause"]),
-    ];
-    let busybox = which("busybox")?;
-    let mut toolbox = ImageSpec::new(TOOLBOX_IMAGE).program(&busybox, "/bin/busybox")?;
-    for applet in images::busybox_applets(&busybox)? {
-        if applet != "busybox" {
-            toolbox.symlinks.push((
-                PathBuf::from("/bin").join(&applet),
-                PathBuf::from("busybox"),
-            ));
-        }
-    }
-    toolbox.cmd = vec!["sh".into()];
-    specs.push(toolbox);
-
-    let mut csi = ImageSpec::new(format!("localhost/fastvirt/fastvirt-csi:{IMAGE_TAG}")).program(
-        &binaries.join("fastvirt-csi"),
-        "/usr/local/bin/fastvirt-csi",
-    )?;
-    // The tools the driver runs (see images/csi.Dockerfile).
-    for tool in [
-        "mkfs.ext4",
-        "mkfs.xfs",
-        "blkid",
-        "resize2fs",
-        "xfs_growfs",
-        "fsfreeze",
-    ] {
-        let host = which(tool)?;
-        csi = csi.program(&host, Path::new("/usr/sbin").join(tool))?;
-    }
-    specs.push(
-        csi.optional_file(Path::new("/etc/mke2fs.conf"))
-            .entrypoint(&["/usr/local/bin/fastvirt-csi"]),
-    );
-    specs.push(
-        ImageSpec {
-            user: "65532:65532".into(),
-            ..ImageSpec::new(format!("localhost/fastvirt/fastvirt-operator:{IMAGE_TAG}")).program(
-                &binaries.join("fastvirt-operator"),
-                "/usr/local/bin/fastvirt-operator",
-            )?
-        }
-        .entrypoint(&["/usr/local/bin/fastvirt-operator"]),
-    );
-    specs.push(
-        ImageSpec::new(format!("localhost/fastvirt/fastvirt-agent:{IMAGE_TAG}"))
-            .program(
-                &binaries.join("fastvirt-agent"),
-                "/usr/local/bin/fastvirt-agent",
-            )?
-            .entrypoint(&["/usr/local/bin/fastvirt-agent"]),
-    );
-    let sidecars: &[(&str, &str)] = if options.install_chart {
-        &[
-            ("provisioner", "csi-provisioner"),
-            ("resizer", "csi-resizer"),
-            ("snapshotter", "csi-snapshotter"),
-        ]
-    } else {
-        &[]
-    };
-    for (key, binary) in sidecars {
-        let reference = chart_sidecar_image(&options.repo, key)?;
-        let binary = *binary;
-        let entry = format!("/{binary}");
-        specs.push(
-            ImageSpec::new(reference)
-                .program(&kube_bin.join(binary), &entry)?
-                .entrypoint(&[&entry]),
-        );
-    }
-    Ok(specs)
-}
-
-/// `repository:tag` of a sidecar in the chart's values.yaml.
-pub fn chart_sidecar_image(repo: &Path, key: &str) -> Result<String> {
-    let path = repo.join("charts/fastvirt/values.yaml");
-    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let image = &values["node"]["sidecars"][key]["image"];
-    let (Some(repository), Some(tag)) = (image["repository"].as_str(), image["tag"].as_str())
-    else {
-        bail!("{} has no node.sidecars.{key}.image", path.display());
-    };
-    Ok(format!("{repository}:{tag}"))
-}
-
-fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
-    if let Some(dir) = &options.binaries {
-        return Ok(dir.clone());
-    }
-    eprintln!(
-        "fastvirt-cluster: building fastvirt-csi, fastvirt-operator and fastvirt-agent (release)"
-    );
-    build_fastvirt_binaries(&options.repo, true)
-}
-
-/// Builds the three binaries the images carry, in `repo`, and returns their directory. Under
-/// `cargo test` the cargo that runs the test builds them (`CARGO`), so the profile's artifacts are
-/// shared.
-pub fn build_fastvirt_binaries(repo: &Path, release: bool) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    command.args(["build", "--quiet", "--locked"]);
-    if release {
-        command.arg("--release");
-    }
-    let status = command
-        .args([
-            "-p",
-            "fastvirt-csi",
-            "-p",
-            "fastvirt-operator",
-            "-p",
-            "fastvirt-agent",
-            "--bins",
-        ])
-        .current_dir(repo)
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "cargo build failed");
-    Ok(repo
-        .join("target")
-        .join(if release { "release" } else { "debug" }))
-}
-
-fn import_images(state: &mut State, layout: &Layout, options: &UpOptions) -> Result<()> {
-    let binaries = fastvirt_binaries(options)?;
-    state.fastvirt_binaries = binaries.canonicalize().unwrap_or_else(|_| binaries.clone());
-    state.save()?;
-    for spec in image_specs(state, options, &binaries)? {
-        let file_name = spec
-            .reference
-            .rsplit('/')
-            .next()
-            .unwrap_or("image")
-            .replace(':', "_");
-        let archive = layout.images_dir().join(format!("{file_name}.tar"));
-        images::write_archive(&spec, &archive)
-            .with_context(|| format!("building image {}", spec.reference))?;
-        let path = archive.to_string_lossy();
-        ctr(layout, &["images", "import", &path])
-            .with_context(|| format!("importing image {}", spec.reference))?;
-        // The archive is in containerd now; the copy would only fill the disk.
-        let _ = std::fs::remove_file(&archive);
-    }
-    Ok(())
 }
 
 fn start_kubelet(state: &mut State, layout: &Layout) -> Result<()> {
@@ -541,91 +381,4 @@ fn start_snapshot_controller(state: &mut State, layout: &Layout) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     ensure!(controller.alive(), controller.failure("exited at start"));
     Ok(())
-}
-
-/// The chart's values for this cluster: the images just imported, the built-in registrar (the
-/// registrar and livenessprobe sidecars are not buildable here), and host paths in the workdir.
-pub fn cluster_values(state: &State) -> serde_json::Value {
-    let layout = state.layout();
-    let image = |name: &str| {
-        serde_json::json!({
-            "repository": format!("localhost/fastvirt/{name}"),
-            "tag": IMAGE_TAG,
-            "pullPolicy": "Never",
-        })
-    };
-    serde_json::json!({
-        "logFormat": "text",
-        "kubeletDir": layout.kubelet_dir,
-        "operator": {"replicas": 1, "image": image("fastvirt-operator")},
-        "node": {
-            "image": image("fastvirt-csi"),
-            "builtinRegistration": true,
-            "stateDir": layout.csi_state_dir(),
-            "poolHostDirs": [layout.pool_host_dir()],
-        },
-        "agent": {"image": image("fastvirt-agent")},
-    })
-}
-
-fn install_chart(state: &State, layout: &Layout, options: &UpOptions) -> Result<()> {
-    let kubectl = state.kubectl();
-    // The node plugin and agent are privileged; the namespace says so for Pod Security admission.
-    kubectl.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n    pod-security.kubernetes.io/warn: privileged\n"
-    ))?;
-    let values = layout.workdir.join("values.yaml");
-    std::fs::write(&values, serde_yaml::to_string(&cluster_values(state))?)?;
-    let chart = options.repo.join("charts/fastvirt");
-    let mut args = vec![
-        "upgrade".to_owned(),
-        "--install".into(),
-        RELEASE.into(),
-        chart.to_string_lossy().into_owned(),
-        "--namespace".into(),
-        NAMESPACE.into(),
-        "--values".into(),
-        values.to_string_lossy().into_owned(),
-    ];
-    for extra in &options.values {
-        args.push("--values".into());
-        args.push(extra.to_string_lossy().into_owned());
-    }
-    args.extend(["--wait".into(), "--timeout".into(), "5m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    kubectl.helm(&args).map_err(|error| {
-        error.context(format!(
-            "installing the chart; pods:\n{}",
-            kubectl
-                .run(&["get", "pods", "-A", "-o", "wide"])
-                .unwrap_or_default()
-        ))
-    })?;
-    wait_plugin_registered(state)
-}
-
-/// Waits until kubelet lists block.fastvirt.io in the node's CSINode.
-pub fn wait_plugin_registered(state: &State) -> Result<()> {
-    let kubectl = state.kubectl();
-    let kubelet = state
-        .component("kubelet")
-        .cloned()
-        .context("no kubelet was started")?;
-    process::wait_ready(
-        &kubelet,
-        "registering block.fastvirt.io",
-        START_TIMEOUT,
-        || {
-            kubectl
-                .get_json(&["csinode", &state.node_name])
-                .map(|csinode| {
-                    csinode["spec"]["drivers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|d| d["name"] == fastvirt_csi::DRIVER_NAME)
-                })
-                .unwrap_or(false)
-        },
-    )
 }

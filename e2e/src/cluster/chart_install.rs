@@ -1,0 +1,95 @@
+//! Installing fastvirt's chart into the cluster the way a platform team would: the namespace
+//! labelled for Pod Security, the real helm, then waiting until kubelet has registered the driver.
+
+use super::components::Layout;
+use super::process;
+use super::start::{START_TIMEOUT, UpOptions};
+use super::{IMAGE_TAG, NAMESPACE, RELEASE, State};
+use anyhow::{Context, Result};
+
+/// The chart's values for this cluster: the images just imported, the built-in registrar (the
+/// registrar and livenessprobe sidecars are not buildable here), and host paths in the workdir.
+pub fn cluster_values(state: &State) -> serde_json::Value {
+    let layout = state.layout();
+    let image = |name: &str| {
+        serde_json::json!({
+            "repository": format!("localhost/fastvirt/{name}"),
+            "tag": IMAGE_TAG,
+            "pullPolicy": "Never",
+        })
+    };
+    serde_json::json!({
+        "logFormat": "text",
+        "kubeletDir": layout.kubelet_dir,
+        "operator": {"replicas": 1, "image": image("fastvirt-operator")},
+        "node": {
+            "image": image("fastvirt-csi"),
+            "builtinRegistration": true,
+            "stateDir": layout.csi_state_dir(),
+            "poolHostDirs": [layout.pool_host_dir()],
+        },
+        "agent": {"image": image("fastvirt-agent")},
+    })
+}
+
+pub(super) fn install_chart(state: &State, layout: &Layout, options: &UpOptions) -> Result<()> {
+    let kubectl = state.kubectl();
+    // The node plugin and agent are privileged; the namespace says so for Pod Security admission.
+    kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n    pod-security.kubernetes.io/warn: privileged\n"
+    ))?;
+    let values = layout.workdir.join("values.yaml");
+    std::fs::write(&values, serde_yaml::to_string(&cluster_values(state))?)?;
+    let chart = options.repo.join("charts/fastvirt");
+    let mut args = vec![
+        "upgrade".to_owned(),
+        "--install".into(),
+        RELEASE.into(),
+        chart.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--values".into(),
+        values.to_string_lossy().into_owned(),
+    ];
+    for extra in &options.values {
+        args.push("--values".into());
+        args.push(extra.to_string_lossy().into_owned());
+    }
+    args.extend(["--wait".into(), "--timeout".into(), "5m".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl.helm(&args).map_err(|error| {
+        error.context(format!(
+            "installing the chart; pods:\n{}",
+            kubectl
+                .run(&["get", "pods", "-A", "-o", "wide"])
+                .unwrap_or_default()
+        ))
+    })?;
+    wait_plugin_registered(state)
+}
+
+/// Waits until kubelet lists block.fastvirt.io in the node's CSINode.
+pub fn wait_plugin_registered(state: &State) -> Result<()> {
+    let kubectl = state.kubectl();
+    let kubelet = state
+        .component("kubelet")
+        .cloned()
+        .context("no kubelet was started")?;
+    process::wait_ready(
+        &kubelet,
+        "registering block.fastvirt.io",
+        START_TIMEOUT,
+        || {
+            kubectl
+                .get_json(&["csinode", &state.node_name])
+                .map(|csinode| {
+                    csinode["spec"]["drivers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|d| d["name"] == fastvirt_csi::DRIVER_NAME)
+                })
+                .unwrap_or(false)
+        },
+    )
+}

@@ -1,0 +1,169 @@
+//! The images the cluster's node runs, built from this host's files and imported into containerd:
+//! the sandbox, the toolbox, fastvirt's three (from the working tree's binaries), and the CSI
+//! sidecars under exactly the references the chart renders.
+
+use super::components::Layout;
+use super::images::{self, ImageSpec};
+use super::start::{UpOptions, ctr, which};
+use super::{IMAGE_TAG, PAUSE_IMAGE, State, TOOLBOX_IMAGE};
+use anyhow::{Context, Result, bail, ensure};
+use std::path::{Path, PathBuf};
+
+/// The images the node runs: the sandbox, the toolbox, fastvirt's three, and the sidecars at
+/// exactly the references the chart renders.
+fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Vec<ImageSpec>> {
+    let kube_bin = &state.kube_bin;
+    let mut specs = vec![
+        ImageSpec {
+            user: "65535:65535".into(),
+            ..ImageSpec::new(PAUSE_IMAGE).program(&kube_bin.join("pause"), "/pause")?
+        }
+        .entrypoint(&["/pause"]),
+    ];
+    let busybox = which("busybox")?;
+    let mut toolbox = ImageSpec::new(TOOLBOX_IMAGE).program(&busybox, "/bin/busybox")?;
+    for applet in images::busybox_applets(&busybox)? {
+        if applet != "busybox" {
+            toolbox.symlinks.push((
+                PathBuf::from("/bin").join(&applet),
+                PathBuf::from("busybox"),
+            ));
+        }
+    }
+    toolbox.cmd = vec!["sh".into()];
+    specs.push(toolbox);
+
+    let mut csi = ImageSpec::new(format!("localhost/fastvirt/fastvirt-csi:{IMAGE_TAG}")).program(
+        &binaries.join("fastvirt-csi"),
+        "/usr/local/bin/fastvirt-csi",
+    )?;
+    // The tools the driver runs (see images/csi.Dockerfile).
+    for tool in [
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "blkid",
+        "resize2fs",
+        "xfs_growfs",
+        "fsfreeze",
+    ] {
+        let host = which(tool)?;
+        csi = csi.program(&host, Path::new("/usr/sbin").join(tool))?;
+    }
+    specs.push(
+        csi.optional_file(Path::new("/etc/mke2fs.conf"))
+            .entrypoint(&["/usr/local/bin/fastvirt-csi"]),
+    );
+    specs.push(
+        ImageSpec {
+            user: "65532:65532".into(),
+            ..ImageSpec::new(format!("localhost/fastvirt/fastvirt-operator:{IMAGE_TAG}")).program(
+                &binaries.join("fastvirt-operator"),
+                "/usr/local/bin/fastvirt-operator",
+            )?
+        }
+        .entrypoint(&["/usr/local/bin/fastvirt-operator"]),
+    );
+    specs.push(
+        ImageSpec::new(format!("localhost/fastvirt/fastvirt-agent:{IMAGE_TAG}"))
+            .program(
+                &binaries.join("fastvirt-agent"),
+                "/usr/local/bin/fastvirt-agent",
+            )?
+            .entrypoint(&["/usr/local/bin/fastvirt-agent"]),
+    );
+    let sidecars: &[(&str, &str)] = if options.install_chart {
+        &[
+            ("provisioner", "csi-provisioner"),
+            ("resizer", "csi-resizer"),
+            ("snapshotter", "csi-snapshotter"),
+        ]
+    } else {
+        &[]
+    };
+    for (key, binary) in sidecars {
+        let reference = chart_sidecar_image(&options.repo, key)?;
+        let binary = *binary;
+        let entry = format!("/{binary}");
+        specs.push(
+            ImageSpec::new(reference)
+                .program(&kube_bin.join(binary), &entry)?
+                .entrypoint(&[&entry]),
+        );
+    }
+    Ok(specs)
+}
+
+/// `repository:tag` of a sidecar in the chart's values.yaml.
+pub fn chart_sidecar_image(repo: &Path, key: &str) -> Result<String> {
+    let path = repo.join("charts/fastvirt/values.yaml");
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let image = &values["node"]["sidecars"][key]["image"];
+    let (Some(repository), Some(tag)) = (image["repository"].as_str(), image["tag"].as_str())
+    else {
+        bail!("{} has no node.sidecars.{key}.image", path.display());
+    };
+    Ok(format!("{repository}:{tag}"))
+}
+
+fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
+    if let Some(dir) = &options.binaries {
+        return Ok(dir.clone());
+    }
+    eprintln!(
+        "fastvirt-cluster: building fastvirt-csi, fastvirt-operator and fastvirt-agent (release)"
+    );
+    build_fastvirt_binaries(&options.repo, true)
+}
+
+/// Builds the three binaries the images carry, in `repo`, and returns their directory. Under
+/// `cargo test` the cargo that runs the test builds them (`CARGO`), so the profile's artifacts are
+/// shared.
+pub fn build_fastvirt_binaries(repo: &Path, release: bool) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "--locked"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .args([
+            "-p",
+            "fastvirt-csi",
+            "-p",
+            "fastvirt-operator",
+            "-p",
+            "fastvirt-agent",
+            "--bins",
+        ])
+        .current_dir(repo)
+        .status()
+        .context("running cargo build")?;
+    ensure!(status.success(), "cargo build failed");
+    Ok(repo
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
+}
+
+pub(super) fn import_images(state: &mut State, layout: &Layout, options: &UpOptions) -> Result<()> {
+    let binaries = fastvirt_binaries(options)?;
+    state.fastvirt_binaries = binaries.canonicalize().unwrap_or_else(|_| binaries.clone());
+    state.save()?;
+    for spec in image_specs(state, options, &binaries)? {
+        let file_name = spec
+            .reference
+            .rsplit('/')
+            .next()
+            .unwrap_or("image")
+            .replace(':', "_");
+        let archive = layout.images_dir().join(format!("{file_name}.tar"));
+        images::write_archive(&spec, &archive)
+            .with_context(|| format!("building image {}", spec.reference))?;
+        let path = archive.to_string_lossy();
+        ctr(layout, &["images", "import", &path])
+            .with_context(|| format!("importing image {}", spec.reference))?;
+        // The archive is in containerd now; the copy would only fill the disk.
+        let _ = std::fs::remove_file(&archive);
+    }
+    Ok(())
+}
