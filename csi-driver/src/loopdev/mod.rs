@@ -389,6 +389,16 @@ pub fn find_by_backing_file(path: &Path) -> Vec<LoopDevice> {
         .collect()
 }
 
+/// The loop devices whose backing file (as sysfs names it) lies below `dir`: what a test or a
+/// teardown left attached there.
+pub fn bound_under(dir: &Path) -> Vec<LoopDevice> {
+    all_bound()
+        .into_iter()
+        .filter(|(_, backing)| backing.path.starts_with(dir))
+        .map(|(device, _)| device)
+        .collect()
+}
+
 /// Every bound loop device with its backing file.
 pub fn all_bound() -> Vec<(LoopDevice, BackingFile)> {
     let Ok(entries) = std::fs::read_dir(SYS_BLOCK) else {

@@ -1,5 +1,8 @@
 //! The Controller service: creating, listing and deleting volumes in this node's pools.
 
+use super::parameters::{
+    PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, SIDECAR_PARAM_PREFIX, parse_parameters,
+};
 use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::{Backend, ContentSource, CreateSpec, SnapshotRecord, VolumeRecord};
@@ -13,17 +16,8 @@ use crate::proto::*;
 use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
-/// StorageClass parameter that picks the pool.
-pub const PARAM_POOL: &str = "pool";
-/// StorageClass parameter that makes volumes sparse instead of preallocated.
-pub const PARAM_THIN: &str = "thin";
-/// StorageClass parameter (and volume context key): the filesystem of a mount volume whose
-/// capability names none. Kubernetes always names one; other CSI clients may not.
-pub const PARAM_FS_TYPE: &str = "fsType";
 /// mkfs.xfs refuses smaller devices.
 const XFS_MIN_SIZE: u64 = 300 << 20;
-/// Parameters Kubernetes sidecars add on their own; they carry no meaning for the driver.
-const SIDECAR_PARAM_PREFIX: &str = "csi.storage.k8s.io/";
 
 #[derive(Debug, Clone)]
 pub struct ControllerService {
@@ -34,79 +28,6 @@ impl ControllerService {
     pub fn new(driver: Driver) -> Self {
         Self { driver }
     }
-}
-
-/// Validated StorageClass parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeParameters {
-    pub pool: PoolName,
-    pub thin: bool,
-    /// The filesystem for mount capabilities that name none.
-    pub fs_type: Option<FsType>,
-}
-
-/// Parses StorageClass parameters; unknown keys are refused so a typo never goes unnoticed.
-pub fn parse_parameters(
-    driver: &Driver,
-    parameters: &HashMap<String, String>,
-) -> Result<VolumeParameters, Status> {
-    let mut pool = None;
-    let mut thin = false;
-    let mut fs_type = None;
-    for (key, value) in parameters {
-        match key.as_str() {
-            PARAM_POOL => {
-                pool = Some(
-                    PoolName::new(value)
-                        .map_err(|e| Status::invalid_argument(format!("parameter pool: {e}")))?,
-                )
-            }
-            PARAM_THIN => {
-                thin = match value.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    other => {
-                        return Err(Status::invalid_argument(format!(
-                            "parameter thin must be \"true\" or \"false\", got {:?}",
-                            crate::ids::truncate_for_message(other)
-                        )));
-                    }
-                }
-            }
-            key if key.starts_with(SIDECAR_PARAM_PREFIX) => {}
-            // Also the legacy StorageClass key, which external-provisioner passes through (the
-            // capability then carries the same value).
-            key if key.eq_ignore_ascii_case(PARAM_FS_TYPE) => {
-                fs_type = Some(FsType::parse(value).map_err(|e| {
-                    Status::invalid_argument(format!("parameter {PARAM_FS_TYPE}: {e}"))
-                })?);
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown parameter {:?}; supported: pool, thin, fsType",
-                    crate::ids::truncate_for_message(other)
-                )));
-            }
-        }
-    }
-    let pool = match pool {
-        Some(pool) => pool,
-        None if driver.has_no_pools() => {
-            return Err(Status::failed_precondition(
-                "this node has no pools: no BlockPool selects it yet",
-            ));
-        }
-        None => driver.default_pool().cloned().ok_or_else(|| {
-            Status::invalid_argument(
-                "parameter pool is required: this node has several pools and none is named default",
-            )
-        })?,
-    };
-    Ok(VolumeParameters {
-        pool,
-        thin,
-        fs_type,
-    })
 }
 
 fn capacity_status(error: CapacityError) -> Status {

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod identity;
 pub mod node;
+pub mod parameters;
 mod request;
 
 use crate::backend::{Backend, BackendError, VolumeRecord};

@@ -91,7 +91,7 @@ pub fn context_fs_type(
     context: &std::collections::HashMap<String, String>,
 ) -> Result<Option<FsType>, Status> {
     context
-        .get(super::controller::PARAM_FS_TYPE)
+        .get(super::parameters::PARAM_FS_TYPE)
         .map(|value| FsType::parse(value).map_err(|e| Status::invalid_argument(e.to_string())))
         .transpose()
 }

@@ -344,11 +344,7 @@ pub fn assert_code<T: std::fmt::Debug>(
 
 /// The loop devices attached to files below `dir`.
 pub fn loops_under(dir: &Path) -> Vec<loopdev::LoopDevice> {
-    loopdev::all_bound()
-        .into_iter()
-        .filter(|(_, b)| b.path.starts_with(dir))
-        .map(|(d, _)| d)
-        .collect()
+    loopdev::bound_under(dir)
 }
 
 pub fn is_mounted(path: &Path) -> bool {

@@ -157,11 +157,7 @@ pub fn unmount_under(roots: &[&Path]) {
 
 /// Loop devices whose backing file lies below `root`.
 pub fn loops_under(root: &Path) -> Vec<loopdev::LoopDevice> {
-    loopdev::all_bound()
-        .into_iter()
-        .filter(|(_, backing)| backing.path.starts_with(root))
-        .map(|(device, _)| device)
-        .collect()
+    loopdev::bound_under(root)
 }
 
 pub fn detach_loops_under(root: &Path) {
