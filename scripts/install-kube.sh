@@ -218,5 +218,7 @@ for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube
   csi-resizer csi-snapshotter snapshot-controller csi-sanity helm pause; do
   [ -x "$bin/$b" ] || die "$bin/$b is missing after the build"
 done
-"$bin/kubectl" version --client 2>/dev/null | grep -q "$KUBE_VERSION" || die "kubectl does not report $KUBE_VERSION"
+# Captured first: grep -q closing the pipe early would fail the pipeline under pipefail.
+reported="$("$bin/kubectl" version --client 2>/dev/null)" || die "kubectl version failed"
+[[ "$reported" == *"$KUBE_VERSION"* ]] || die "kubectl does not report $KUBE_VERSION"
 echo "$bin"
