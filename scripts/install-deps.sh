@@ -50,6 +50,12 @@ fi
 # helm, kubectl and the schema validators for the Helm chart's tests (into target/tools).
 bash "$(dirname "$0")/install-chart-tools.sh"
 
+# Python's gRPC client (grpcio) for csi-driver/tests/python_client.rs, in a virtualenv under
+# /var/cache/fastvirt; like the other host tests, that test runs as root only.
+if [ "$(id -u)" -eq 0 ] && [ "${FASTVIRT_SKIP_PYTHON:-}" != 1 ]; then
+  bash "$(dirname "$0")/install-python-grpc.sh" >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing; install Rust 1.89 or newer with rustup (https://rustup.rs)" >&2
   exit 1

@@ -31,3 +31,4 @@ FASTVIRT_KUBE_BIN="$(tail -n 1 "$kube_log.out")"
 export FASTVIRT_KUBE_BIN
 rm -f "$kube_log" "$kube_log.out"
 cargo test --workspace --locked
+scripts/fuzz.sh

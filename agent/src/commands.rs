@@ -11,20 +11,44 @@ use crate::render;
 use anyhow::{Context, bail};
 use fastvirt_api::NodeTuningProfileSpec;
 use fastvirt_api::cpuset::CpuSet;
+use fastvirt_api::strict_yaml;
 use std::path::Path;
 
-/// Reads a NodeTuningProfile manifest or a bare spec.
+/// A NodeTuningProfile manifest as a file holds it (`kubectl get -o yaml` output included). Only
+/// `spec` is used; `status` is accepted unread.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // the envelope's fields are parsed to be checked, not read
+struct ProfileManifest {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    spec: NodeTuningProfileSpec,
+    #[serde(default)]
+    status: Option<serde_json::Value>,
+}
+
+/// Reads a NodeTuningProfile manifest or a bare spec, strictly: an unknown or misspelt field is an
+/// error naming it (`spec.transparentHugepage`) and the closest known field.
 pub fn read_profile(path: &Path) -> anyhow::Result<NodeTuningProfileSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_yaml::Value = serde_yaml::from_str(&text)
         .with_context(|| format!("{} is not YAML or JSON", path.display()))?;
-    let spec = match value.get("spec") {
-        Some(spec) => spec.clone(),
-        None => value,
-    };
-    serde_yaml::from_value(spec)
-        .with_context(|| format!("{}: not a NodeTuningProfile spec", path.display()))
+    let manifest = ["apiVersion", "kind", "metadata", "spec"]
+        .iter()
+        .any(|key| value.get(key).is_some());
+    if manifest {
+        strict_yaml::from_value::<ProfileManifest>(value)
+            .map(|manifest| manifest.spec)
+            .with_context(|| format!("{}: not a NodeTuningProfile manifest", path.display()))
+    } else {
+        strict_yaml::from_value(value)
+            .with_context(|| format!("{}: not a NodeTuningProfile spec", path.display()))
+    }
 }
 
 fn planned(args: &ProfileArgs, fs: &dyn HostFs) -> anyhow::Result<Plan> {

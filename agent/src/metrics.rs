@@ -28,6 +28,7 @@ pub struct Metrics {
     pub drift_corrections: Counter,
     pub rechecks: Counter,
     pub recheck_failures: Counter,
+    pub unreadable_profiles: Counter,
     pub applied_settings: Gauge,
     pub unchangeable_settings: Gauge,
     pub reboot_required: Gauge,
@@ -46,6 +47,7 @@ impl Default for Metrics {
             drift_corrections: Counter::default(),
             rechecks: Counter::default(),
             recheck_failures: Counter::default(),
+            unreadable_profiles: Counter::default(),
             applied_settings: Gauge::default(),
             unchangeable_settings: Gauge::default(),
             reboot_required: Gauge::default(),
@@ -71,6 +73,11 @@ impl Default for Metrics {
             "recheck_failures",
             "Re-checks that failed",
             metrics.recheck_failures.clone(),
+        );
+        registry.register(
+            "unreadable_profiles",
+            "NodeTuningProfile versions skipped because they cannot be read",
+            metrics.unreadable_profiles.clone(),
         );
         registry.register(
             "applied_settings",

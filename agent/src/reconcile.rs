@@ -1,6 +1,7 @@
 //! The DaemonSet's reconcile step: find the profile that selects this node, apply it (or restore
-//! when none does), count drift, measure congestion and write the node's `TunedNode`. The loop
-//! around it lives in [`crate::runner`]; this step is what the tests drive against a fake API.
+//! when none does; or change nothing while a profile that cannot be read may select it), count
+//! drift, measure congestion and write the node's `TunedNode`. The loop around it lives in
+//! [`crate::runner`]; this step is what the tests drive against a fake API.
 
 use crate::apply::{self, ApplyError, ApplyReport};
 use crate::congestion::{self, Sample, Source};
@@ -10,8 +11,9 @@ use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions};
 use crate::status_lines;
-use fastvirt_api::assignment::{Assignment, assign};
+use fastvirt_api::assignment::{Assignment, assign, may_select};
 use fastvirt_api::cpuset::CpuSet;
+use fastvirt_api::lenient::{self, Lenient, Unreadable};
 use fastvirt_api::quantity;
 use fastvirt_api::{Condition, NodeTuningProfile, TunedNode, TunedNodeStatus};
 use k8s_openapi::api::core::v1::Node;
@@ -19,7 +21,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -52,6 +54,8 @@ struct AgentState {
     drift_corrections: u64,
     congestion: Option<Sample>,
     previous_conditions: Vec<Condition>,
+    /// Versions of profiles that cannot be read, as reported (each once).
+    unreadable: BTreeSet<(String, String, String)>,
 }
 
 pub struct Agent {
@@ -150,16 +154,87 @@ impl Agent {
         let name = &self.config.node_name;
         // rbac::NODES
         let node = Api::<Node>::all(self.client.clone()).get(name).await?;
-        // rbac::PROFILES
-        let profiles = Api::<NodeTuningProfile>::all(self.client.clone())
+        // rbac::PROFILES. Leniently: one profile that cannot be read must not stop the others.
+        let listed = Api::<Lenient<NodeTuningProfile>>::all(self.client.clone())
             .list(&ListParams::default())
             .await?
             .items;
+        let (profiles, unreadable) = lenient::split(listed);
+        let first_seen = self.note_unreadable(&unreadable);
         let ksm_handled = node
             .annotations()
             .get(KSM_HANDLER_ANNOTATION)
             .is_some_and(|v| v == "true");
-        let outcome = match assign(&profiles, node.labels()) {
+        let holding = unreadable.iter().find(|p| may_select(p, node.labels()));
+        let outcome = match holding {
+            Some(profile) => self.hold(profile, first_seen.contains(&profile.version_key())),
+            None => self.assigned(&profiles, node.labels(), ksm_handled)?,
+        };
+        let mut status = self.status(&outcome, &node)?;
+        self.metrics.rechecks.inc();
+        self.metrics
+            .recheck_seconds
+            .set(started.elapsed().as_secs_f64());
+        self.write_status(&node, &mut status).await?;
+        for (type_, reason, note) in outcome.events {
+            self.publish(type_, reason, note).await;
+        }
+        Ok(status)
+    }
+
+    /// Logs and counts each version of an unreadable profile once (the operator records the Event
+    /// on the profile; one per agent would be one per node); returns the versions new this pass.
+    fn note_unreadable(&self, unreadable: &[Unreadable]) -> Vec<(String, String, String)> {
+        let mut state = self.state();
+        let present: BTreeSet<_> = unreadable.iter().map(Unreadable::version_key).collect();
+        state.unreadable.retain(|key| present.contains(key));
+        let mut first_seen = Vec::new();
+        for profile in unreadable {
+            if state.unreadable.insert(profile.version_key()) {
+                tracing::warn!(
+                    profile = profile.name(),
+                    error = %profile.error,
+                    "skipping a NodeTuningProfile that cannot be read"
+                );
+                self.metrics.unreadable_profiles.inc();
+                first_seen.push(profile.version_key());
+            }
+        }
+        first_seen
+    }
+
+    /// A profile that cannot be read may select this node, and may outrank the others: the host
+    /// stays as it is (neither another profile nor a restore) until the profile is fixed.
+    fn hold(&self, profile: &Unreadable, first_seen: bool) -> HostOutcome {
+        let message = format!(
+            "profile {} may select this node but cannot be read ({}); the host stays as it is until it is fixed",
+            profile.name(),
+            profile.error
+        );
+        let applied = self.state().applied.clone();
+        let mut outcome = HostOutcome {
+            profile: applied.as_ref().map(|(name, _)| name.clone()),
+            generation: applied.and_then(|(_, generation)| generation),
+            applied: (false, "UnreadableProfile", message.clone()),
+            degraded: (true, "UnreadableProfile", message.clone()),
+            ..HostOutcome::default()
+        };
+        if first_seen {
+            outcome
+                .events
+                .push((EventType::Warning, "UnreadableProfile", message));
+        }
+        outcome
+    }
+
+    /// Tunes for the profile the readable ones assign to this node, or restores.
+    fn assigned(
+        &self,
+        profiles: &[NodeTuningProfile],
+        labels: &BTreeMap<String, String>,
+        ksm_handled: bool,
+    ) -> Result<HostOutcome, ReconcileError> {
+        Ok(match assign(profiles, labels) {
             Assignment::Profile(profile_name) => {
                 match profiles.iter().find(|p| p.name_any() == profile_name) {
                     Some(profile) => self.tune(profile, ksm_handled)?,
@@ -186,17 +261,7 @@ impl Agent {
                     names.join(", ")
                 ),
             )?,
-        };
-        let mut status = self.status(&outcome, &node)?;
-        self.metrics.rechecks.inc();
-        self.metrics
-            .recheck_seconds
-            .set(started.elapsed().as_secs_f64());
-        self.write_status(&node, &mut status).await?;
-        for (type_, reason, note) in outcome.events {
-            self.publish(type_, reason, note).await;
-        }
-        Ok(status)
+        })
     }
 
     fn plan_options(&self, ksm_handled: bool) -> Result<PlanOptions, ReconcileError> {

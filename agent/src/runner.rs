@@ -10,11 +10,12 @@ use crate::reconcile::{Agent, AgentConfig};
 use crate::server::{self, Health};
 use anyhow::Context;
 use fastvirt_api::NodeTuningProfile;
+use fastvirt_api::lenient::Lenient;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,21 +26,22 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// Wakes the loop when a profile's spec (its generation) changes or one is deleted. Status updates
 /// of profiles are ignored: the operator writes them in answer to our TunedNode, and reacting to
-/// them would make the two chase each other.
+/// them would make the two chase each other. Watched leniently: a profile that cannot be read
+/// wakes the loop like any other (the reconcile reports it) instead of failing the watch.
 fn watch_profiles(client: kube::Client, wake: Arc<Notify>) {
     tokio::spawn(async move {
         let mut generations: BTreeMap<String, Option<i64>> = BTreeMap::new();
         // rbac::PROFILES
-        let api = Api::<NodeTuningProfile>::all(client);
+        let api = Api::<Lenient<NodeTuningProfile>>::all(client);
         let mut events = watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Apply(profile) | Event::InitApply(profile)) => {
-                    let previous =
-                        generations.insert(profile.name_any(), profile.metadata.generation);
-                    if previous != Some(profile.metadata.generation) {
+                    let generation = profile.meta().generation;
+                    let previous = generations.insert(profile.name_any(), generation);
+                    if previous != Some(generation) {
                         wake.notify_one();
                     }
                 }

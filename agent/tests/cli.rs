@@ -140,3 +140,51 @@ fn refusals_exit_non_zero_with_the_reason() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_misspelt_profile_field_is_refused_with_the_closest_name() {
+    let (dir, root, _) = setup();
+    // A manifest: the path starts at the document (`spec.`).
+    let manifest = dir.path().join("thp.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: fastvirt.io/v1alpha1\nkind: NodeTuningProfile\nmetadata: {name: thp}\nspec:\n  transparentHugepage: never\n",
+    )
+    .unwrap();
+    let out = agent(&[
+        "plan",
+        "--profile",
+        &manifest.to_string_lossy(),
+        "--host-root",
+        &root,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(
+            "unknown field `spec.transparentHugepage`; did you mean `transparentHugepages`?"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // A bare spec, given to apply: refused before anything is written.
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "sysctls: {vm.swappiness: '10'}\nksm: {enabld: true}\n",
+    )
+    .unwrap();
+    let out = agent(&[
+        "apply",
+        "--profile",
+        &spec.to_string_lossy(),
+        "--host-root",
+        &root,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("unknown field `ksm.enabld`; did you mean `enabled`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(swappiness(&root), "60");
+}

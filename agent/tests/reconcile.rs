@@ -273,3 +273,86 @@ async fn ksm_taken_over_by_kubevirt_is_forgotten_not_restored() {
         "everything else is restored"
     );
 }
+
+/// Stores a profile the types cannot read, as an API server keeps one stored before the CRD had
+/// bounds.
+async fn add_unreadable(client: &kube::Client, name: &str, selector: serde_json::Value) {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let resource = ApiResource::erase::<NodeTuningProfile>(&());
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "fastvirt.io/v1alpha1",
+        "kind": "NodeTuningProfile",
+        "metadata": {"name": name, "generation": 1},
+        "spec": {"nodeSelector": selector, "priority": 3_000_000_000_u64},
+    }))
+    .unwrap();
+    Api::<DynamicObject>::all_with(client.clone(), &resource)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_profile_that_cannot_be_read_is_skipped_where_it_selects_nothing() {
+    let setup = setup(vec![profile("vm-hosts", 0)]).await;
+    add_unreadable(&setup.client, "typo", json!({"role": "elsewhere"})).await;
+    assert!(
+        Api::<NodeTuningProfile>::all(setup.client.clone())
+            .list(&Default::default())
+            .await
+            .is_err(),
+        "a typed list fails as a whole"
+    );
+    let status = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(status.profile.as_deref(), Some("vm-hosts"));
+    assert_eq!(condition(&status, "Applied"), ("True", "Applied"));
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "10"
+    );
+}
+
+#[tokio::test]
+async fn a_profile_that_cannot_be_read_but_may_select_the_node_holds_the_host() {
+    let setup = setup(vec![profile("vm-hosts", 0)]).await;
+    setup.agent.reconcile_once().await.unwrap();
+    add_unreadable(
+        &setup.client,
+        "typo",
+        json!({"fastvirt.io/vm-host": "true"}),
+    )
+    .await;
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
+    let held = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(
+        held.profile.as_deref(),
+        Some("vm-hosts"),
+        "still on the host"
+    );
+    assert_eq!(condition(&held, "Applied"), ("False", "UnreadableProfile"));
+    assert_eq!(condition(&held, "Degraded"), ("True", "UnreadableProfile"));
+    let message = &held.conditions[0].message;
+    assert!(
+        message.contains(
+            "profile typo may select this node but cannot be read (spec.priority: invalid value: integer `3000000000`, expected i32)"
+        ),
+        "{message}"
+    );
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "10",
+        "neither restored nor changed"
+    );
+    // Once the node no longer matches its selector, the rest decide again.
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    let released = setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(condition(&released, "Applied"), ("False", "NoProfile"));
+    assert_eq!(
+        setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
+        "60"
+    );
+}

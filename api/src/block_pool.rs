@@ -30,7 +30,16 @@ pub struct BlockPoolSpec {
     pub backend: PoolBackend,
     /// Labels a node must carry to have this pool; empty selects every node.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub node_selector: BTreeMap<String, String>,
+    /// How much the pool may promise, in percent of its usable size: the capacities of its volumes
+    /// and the sizes of its snapshots together, since thin volumes, reflinked clones and snapshots
+    /// take space only as they are written. 100 (the default) never promises more than the pool
+    /// can hold; 300 lets it promise three times that. CreateVolume and expansion beyond it fail
+    /// with RESOURCE_EXHAUSTED, and the capacity the pool reports stops at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub overcommit_percent: Option<u32>,
     /// The StorageClass that offers this pool.
     #[serde(default)]
     pub storage_class: StorageClassTemplate,
@@ -99,7 +108,7 @@ pub enum FsType {
 }
 
 /// The StorageClass the operator creates for a pool.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.blockOnly) && self.blockOnly && has(self.fsType))").message("blockOnly and fsType exclude each other"))]
 pub struct StorageClassTemplate {
@@ -126,12 +135,32 @@ pub struct StorageClassTemplate {
     pub block_only: bool,
     /// Mount options of filesystem volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub mount_options: Vec<String>,
     /// Further StorageClass parameters for the driver. fastvirt-csi takes none today beyond
     /// `pool`, `thin` and `fsType`, which the operator sets from the pool, so a key here makes the
     /// pool not Ready with a message instead of a class whose claims would stay Pending.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,
+}
+
+/// What an absent `storageClass` means: the same as `storageClass: {}`, field by field (the CRD's
+/// default for the whole object is generated from this, so the two cannot drift apart).
+impl Default for StorageClassTemplate {
+    fn default() -> Self {
+        Self {
+            name: None,
+            default_class: false,
+            reclaim_policy: ReclaimPolicy::default(),
+            allow_volume_expansion: default_true(),
+            volume_binding_mode: VolumeBindingMode::default(),
+            fs_type: None,
+            block_only: false,
+            mount_options: Vec::new(),
+            parameters: BTreeMap::new(),
+        }
+    }
 }
 
 /// The VolumeSnapshotClass the operator creates for a pool.
@@ -155,17 +184,33 @@ pub struct SnapshotClassTemplate {
 pub struct BlockPoolStatus {
     /// Ready (the StorageClass is in place) and Degraded conditions.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub conditions: Vec<Condition>,
     /// The StorageClass that offers the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Nodes the node selector matches.
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub matched_nodes: u32,
     /// Free capacity summed over the driver's CSIStorageCapacity objects for this pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub capacity_bytes: Option<i64>,
     /// The `.metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_storage_class_means_the_same_as_an_empty_one() {
+        let empty: StorageClassTemplate = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, StorageClassTemplate::default());
+        assert!(StorageClassTemplate::default().allow_volume_expansion);
+    }
 }

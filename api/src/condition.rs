@@ -22,6 +22,7 @@ pub struct Condition {
     pub last_transition_time: Option<String>,
     /// The `.metadata.generation` this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
 }
 

@@ -6,9 +6,11 @@ pub mod assignment;
 pub mod block_pool;
 pub mod condition;
 pub mod cpuset;
+pub mod lenient;
 pub mod pool_config;
 pub mod quantity;
 pub mod rbac;
+pub mod strict_yaml;
 pub mod tuned_node;
 pub mod tuning_profile;
 #[cfg(feature = "validation")]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const CONFIG_MAP_KEY: &str = "pools.yaml";
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolConfigFile {
     #[serde(default)]
@@ -15,7 +15,7 @@ pub struct PoolConfigFile {
 }
 
 /// One pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolEntry {
     pub name: String,
@@ -25,6 +25,10 @@ pub struct PoolEntry {
     /// BlockPool's node selector, because a node plugin cannot read its own node's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
+    /// How much the pool may promise (volume capacities and snapshot sizes), in percent of its
+    /// usable size; 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overcommit_percent: Option<u32>,
 }
 
 impl PoolEntry {
@@ -64,11 +68,13 @@ mod tests {
                     name: "zeta".into(),
                     path: "/z".into(),
                     nodes: Some(vec!["a".into()]),
+                    overcommit_percent: None,
                 },
                 PoolEntry {
                     name: "alpha".into(),
                     path: "/a".into(),
                     nodes: None,
+                    overcommit_percent: None,
                 },
             ],
         };

@@ -35,19 +35,24 @@ pub struct TunedNodeStatus {
     pub profile: Option<String>,
     /// The profile's generation the agent applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub profile_generation: Option<i64>,
     /// Settings applied, as `setting: value` lines.
     #[serde(default)]
+    #[schemars(length(max = 4096), inner(length(max = 65536)))]
     pub applied: Vec<String>,
     /// Settings the kernel would not change at runtime (managed IRQs, 1 GiB pages without
     /// contiguous memory), with the reason.
     #[serde(default)]
+    #[schemars(length(max = 4096), inner(length(max = 65536)))]
     pub unchangeable: Vec<String>,
     /// How often a re-check found a setting changed by someone else and set it back.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub drift_corrections: u64,
     /// Kernel arguments the profile wants that /proc/cmdline lacks.
     #[serde(default)]
+    #[schemars(length(max = 512), inner(length(max = 4096)))]
     pub missing_kernel_args: Vec<String>,
     /// A reboot is needed for the missing kernel arguments.
     #[serde(default)]
@@ -60,6 +65,7 @@ pub struct TunedNodeStatus {
     pub congestion: Option<CongestionSummary>,
     /// Applied and Degraded conditions.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub conditions: Vec<Condition>,
 }
 
@@ -69,10 +75,13 @@ pub struct TunedNodeStatus {
 pub struct CongestionSummary {
     /// Where the numbers come from: `schedstat`, `task-schedstat` or `psi`.
     pub source: String,
-    /// Average share of time a runnable task waited for a CPU, in percent, over all CPUs.
+    /// Average share of time a runnable task waited for a CPU, in percent, over all CPUs (above
+    /// 100 when several tasks wait for the same CPU).
+    #[schemars(range(min = 0))]
     pub wait_percent: f64,
     /// The same over the isolated CPUs only, where it should be near zero.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub isolated_wait_percent: Option<f64>,
     /// CPUs with low utilisation but long waits: bursty congestion.
     #[serde(default)]

@@ -26,10 +26,12 @@ use std::collections::BTreeMap;
 pub struct NodeTuningProfileSpec {
     /// Labels a node must carry for the profile to apply; empty selects every node.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub node_selector: BTreeMap<String, String>,
     /// Decides between profiles that select the same node: the highest wins; equal priorities are a
     /// conflict and neither applies there.
     #[serde(default)]
+    #[schemars(range(min = i32::MIN, max = i32::MAX))]
     pub priority: i32,
     /// Stop applying changes (current settings stay as they are).
     #[serde(default)]
@@ -39,6 +41,7 @@ pub struct NodeTuningProfileSpec {
     pub cpu: CpuPartition,
     /// Hugepage pools to allocate.
     #[serde(default)]
+    #[schemars(length(max = 128))]
     pub hugepages: Vec<HugepagePool>,
     /// Where device interrupts go.
     #[serde(default)]
@@ -57,10 +60,13 @@ pub struct NodeTuningProfileSpec {
     pub sysctl_preset: Option<SysctlPreset>,
     /// Sysctls to set (only names on the allowlist; they override the preset).
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub sysctls: BTreeMap<String, String>,
     /// Kernel arguments the node should boot with (isolcpus, nohz_full, rcu_nocbs, 1 GiB hugepages,
-    /// iommu=pt); reported when missing, never applied by rebooting.
+    /// iommu=pt); reported when missing, never applied by rebooting. Each is at most 4096
+    /// characters, the longest kernel command line.
     #[serde(default)]
+    #[schemars(length(max = 512), inner(length(max = 4096)))]
     pub kernel_args: Vec<String>,
 }
 
@@ -93,9 +99,12 @@ pub struct HugepagePool {
     /// Page size.
     pub size: HugepageSize,
     /// Number of pages.
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub count: u32,
-    /// NUMA node to allocate on; the kernel spreads them when unset.
+    /// NUMA node to allocate on; the kernel spreads them when unset. At most 1023: Linux has at
+    /// most 1024 NUMA nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1023))]
     pub numa_node: Option<u32>,
 }
 
@@ -136,6 +145,7 @@ pub struct PowerPolicy {
     pub energy_performance_preference: Option<String>,
     /// Disable idle states whose exit latency exceeds this many microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub max_cstate_latency_us: Option<u32>,
 }
 
@@ -156,6 +166,7 @@ pub struct KsmPolicy {
     pub enabled: bool,
     /// Pages scanned per wake-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub pages_to_scan: Option<u32>,
 }
 
@@ -173,21 +184,27 @@ pub enum SysctlPreset {
 pub struct NodeTuningProfileStatus {
     /// Nodes the profile selects.
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub matched_nodes: u32,
     /// Nodes that applied the current generation.
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub applied_nodes: u32,
     /// Nodes that report Degraded.
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub degraded_nodes: u32,
     /// Nodes that need a reboot for kernel arguments.
     #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub reboot_required_nodes: u32,
     /// Available, Progressing and Degraded conditions.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub conditions: Vec<Condition>,
     /// The `.metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
 }
 

@@ -169,3 +169,95 @@ fn documents_of_other_kinds_are_named() {
         Err(ValidationError::Untyped)
     );
 }
+
+/// What the API server stores must be what the types can read: an integer the server accepts but
+/// the type cannot hold would make the object unreadable by the operator and the agents.
+#[test]
+fn integers_outside_the_types_are_refused() {
+    let validator = CrdValidator::fastvirt();
+    let cases = [
+        ("/spec/priority", json!(3_000_000_000_u64)),
+        ("/spec/priority", json!(-3_000_000_000_i64)),
+        ("/spec/hugepages/0/count", json!(5_000_000_000_u64)),
+        ("/spec/hugepages/0/count", json!(-1)),
+        ("/spec/hugepages/0/numaNode", json!(1024)),
+        ("/spec/ksm/pagesToScan", json!(4_294_967_296_u64)),
+        ("/spec/power/maxCstateLatencyUs", json!(4_294_967_296_u64)),
+        ("/status/matchedNodes", json!(4_294_967_296_u64)),
+    ];
+    for (pointer, value) in cases {
+        let mut document = profile();
+        document["spec"]["priority"] = json!(10);
+        document["spec"]["hugepages"] = json!([{"size": "2Mi", "count": 8, "numaNode": 0}]);
+        document["spec"]["ksm"] = json!({"enabled": false, "pagesToScan": 100});
+        document["spec"]["power"] = json!({"maxCstateLatencyUs": 10});
+        document["status"] = json!({"matchedNodes": 1});
+        assert_eq!(validator.validate(&document), Ok(()), "{pointer}: the base");
+        *document.pointer_mut(pointer).unwrap() = value.clone();
+        let found = problems(&validator, &document);
+        assert!(
+            found.iter().any(|p| p.starts_with(pointer)),
+            "{pointer} = {value} must be refused, got {found:?}"
+        );
+    }
+    let mut edge = profile();
+    edge["spec"]["priority"] = json!(i32::MAX);
+    edge["spec"]["hugepages"] = json!([{"size": "2Mi", "count": u32::MAX, "numaNode": 1023}]);
+    assert_eq!(validator.validate(&edge), Ok(()), "the types' own limits");
+}
+
+/// Every integer of every CRD has the bounds of its type (an int64 needs none: the API server's
+/// integers are int64; a uint64 needs its minimum), every number a minimum, and every list and
+/// map a size limit (a CEL rule over an unbounded list would exceed the cost budget). An integer's
+/// bounds must be integers the API server takes: it refuses a CRD with a bound beyond 2^53
+/// ("Maximum boundary value must be of type integer").
+#[test]
+fn every_number_list_and_map_is_bounded() {
+    fn walk(schema: &Value, path: &str, unbounded: &mut Vec<String>) {
+        let has = |key: &str| schema.get(key).is_some();
+        let format = schema.get("format").and_then(Value::as_str);
+        if schema.get("type").and_then(Value::as_str) == Some("integer") {
+            for key in ["minimum", "maximum"] {
+                if let Some(bound) = schema.get(key).and_then(Value::as_f64)
+                    && (bound.fract() != 0.0 || bound.abs() > 2f64.powi(53))
+                {
+                    unbounded.push(format!("{path}: {key} {bound} is no JSON integer"));
+                }
+            }
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("integer") if format == Some("int64") => {}
+            Some("integer") if format == Some("uint64") && !has("minimum") => {
+                unbounded.push(format!("{path}: uint64 without minimum"))
+            }
+            Some("integer") if format != Some("uint64") && !(has("minimum") && has("maximum")) => {
+                unbounded.push(format!("{path}: integer without minimum and maximum"))
+            }
+            Some("number") if !has("minimum") => {
+                unbounded.push(format!("{path}: number without minimum"))
+            }
+            Some("array") if !has("maxItems") => unbounded.push(format!("{path}: no maxItems")),
+            Some("object") if has("additionalProperties") && !has("maxProperties") => {
+                unbounded.push(format!("{path}: map without maxProperties"))
+            }
+            _ => {}
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, property) in properties {
+                walk(property, &format!("{path}.{name}"), unbounded);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), unbounded);
+        }
+        if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+            walk(values, &format!("{path}{{}}"), unbounded);
+        }
+    }
+    for (file, crd) in fastvirt_api::crds() {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let mut unbounded = Vec::new();
+        walk(&schema["openAPIV3Schema"], "", &mut unbounded);
+        assert!(unbounded.is_empty(), "{file}: {unbounded:#?}");
+    }
+}

@@ -2,10 +2,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory: write, fsync, rename,
-/// fsync the directory.
+/// fsync the directory. The file is private to its owner (0600): records describe VM disks.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -19,6 +20,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;

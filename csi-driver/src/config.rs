@@ -11,7 +11,7 @@ pub const DEFAULT_ENDPOINT: &str = "unix:///var/lib/kubelet/plugins/block.fastvi
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fastvirt/csi";
 
 /// Which CSI services this process serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Controller,
@@ -30,7 +30,9 @@ impl Mode {
 }
 
 /// Which RPC grows a volume's backing file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Expansion {
     /// ControllerExpandVolume grows it, NodeExpandVolume grows the filesystem: the usual split,
@@ -44,7 +46,7 @@ pub enum Expansion {
     Node,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -80,6 +82,10 @@ pub struct Cli {
     /// Share of each pool's filesystem kept free: never offered as capacity nor preallocated (0-50).
     #[arg(long, env = "FASTVIRT_CAPACITY_RESERVE_PERCENT")]
     pub capacity_reserve_percent: Option<u8>,
+    /// How much a pool may promise (volume capacities and snapshot sizes), in percent of its usable
+    /// size, where its BlockPool does not say (1-10000; 100 never promises more than it holds).
+    #[arg(long, env = "FASTVIRT_OVERCOMMIT_PERCENT")]
+    pub overcommit_percent: Option<u32>,
     /// Which RPC grows volumes: `node` for one controller per node (distributed provisioning).
     #[arg(long, env = "FASTVIRT_EXPANSION", value_enum)]
     pub expansion: Option<Expansion>,
@@ -107,7 +113,7 @@ pub struct Cli {
 }
 
 /// The YAML configuration file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
     pub endpoint: Option<String>,
@@ -118,6 +124,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub max_volumes_per_node: Option<i64>,
     pub capacity_reserve_percent: Option<u8>,
+    pub overcommit_percent: Option<u32>,
     pub log_format: Option<LogFormat>,
     pub pool_config: Option<PathBuf>,
     pub expansion: Option<Expansion>,
@@ -126,7 +133,7 @@ pub struct FileConfig {
     pub health_port: Option<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilePool {
     pub name: String,
@@ -138,6 +145,8 @@ pub struct FilePool {
 pub struct PoolConfig {
     pub name: PoolName,
     pub path: PathBuf,
+    /// How much the pool may promise, in percent of its usable size; 100 when absent.
+    pub overcommit_percent: Option<u32>,
 }
 
 /// The effective configuration.
@@ -146,10 +155,17 @@ pub struct Config {
     pub socket_path: PathBuf,
     pub node_id: String,
     pub mode: Mode,
+    /// Every pool of this node at start: the fixed ones and those of the pool file.
     pub pools: Vec<PoolConfig>,
+    /// Pools from flags and the configuration file, which do not change while the plugin runs.
+    pub fixed_pools: Vec<PoolConfig>,
+    /// The operator's pool file, which the plugin follows while it runs.
+    pub pool_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub max_volumes_per_node: i64,
     pub capacity_reserve_percent: u8,
+    /// The overcommit percentage of pools whose configuration names none.
+    pub overcommit_percent: u32,
     pub expansion: Expansion,
     pub log_format: LogFormat,
     /// The built-in kubelet registrar, when asked for.
@@ -180,10 +196,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file is not valid YAML for its type, or names a field the type does not know (the
+    /// error names it and the closest known field).
     #[error("config file {path}: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: fastvirt_api::strict_yaml::StrictError,
     },
     #[error("endpoint {0:?} must be unix:///absolute/path or an absolute path")]
     Endpoint(String),
@@ -201,6 +219,8 @@ pub enum ConfigError {
     MaxVolumes,
     #[error("capacity reserve must be 0-50 percent, got {0}")]
     Reserve(u8),
+    #[error("overcommit must be 1-10000 percent, got {0}")]
+    Overcommit(u32),
     #[error("kubelet registration path {0:?} must be an absolute socket path")]
     RegistrationPath(PathBuf),
 }
@@ -230,6 +250,7 @@ impl Cli {
                     Ok(PoolConfig {
                         name: PoolName::new(&p.name)?,
                         path: p.path,
+                        overcommit_percent: None,
                     })
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?
@@ -240,23 +261,13 @@ impl Cli {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let pool_config = self.pool_config.or(file.pool_config);
+        let fixed_pools = pools.clone();
         if let Some(path) = &pool_config {
             pools.extend(operator_pools(path, &node_id)?);
         }
-        for (i, pool) in pools.iter().enumerate() {
-            if !pool.path.is_absolute() {
-                return Err(ConfigError::PoolSyntax(format!(
-                    "{}={}",
-                    pool.name,
-                    pool.path.display()
-                )));
-            }
-            if pools[..i].iter().any(|p| p.name == pool.name) {
-                return Err(ConfigError::DuplicatePool(pool.name.to_string()));
-            }
-        }
-        // With an operator-rendered pool file, no pools is a state that passes: the operator
-        // restarts the node plugins when a BlockPool selects their node.
+        check_pools(&pools)?;
+        // With an operator-rendered pool file, no pools is a state that passes: the plugin follows
+        // the file, and picks up the first BlockPool that selects its node.
         if pools.is_empty() && mode.serves_node() && pool_config.is_none() {
             return Err(ConfigError::NoPools);
         }
@@ -273,6 +284,13 @@ impl Cli {
             .unwrap_or(DEFAULT_CAPACITY_RESERVE_PERCENT);
         if capacity_reserve_percent > 50 {
             return Err(ConfigError::Reserve(capacity_reserve_percent));
+        }
+        let overcommit_percent = self
+            .overcommit_percent
+            .or(file.overcommit_percent)
+            .unwrap_or(crate::backend::overcommit::DEFAULT_PERCENT);
+        if !(1..=10_000).contains(&overcommit_percent) {
+            return Err(ConfigError::Overcommit(overcommit_percent));
         }
         let registration = match self
             .kubelet_registration_path
@@ -291,9 +309,12 @@ impl Cli {
             None => None,
         };
         Ok(Config {
+            fixed_pools,
+            pool_file: pool_config,
             registration,
             health_port: self.health_port.or(file.health_port),
             capacity_reserve_percent,
+            overcommit_percent,
             expansion: self.expansion.or(file.expansion).unwrap_or_default(),
             socket_path: socket_path(&endpoint)?,
             node_id,
@@ -312,12 +333,41 @@ impl Cli {
     }
 }
 
+impl Config {
+    /// This node's pools now: the fixed ones and those the pool file names for this node today.
+    pub fn current_pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {
+        let mut pools = self.fixed_pools.clone();
+        if let Some(path) = &self.pool_file {
+            pools.extend(operator_pools(path, &self.node_id)?);
+        }
+        check_pools(&pools)?;
+        Ok(pools)
+    }
+}
+
+/// Pool directories are absolute and pool names unique.
+fn check_pools(pools: &[PoolConfig]) -> Result<(), ConfigError> {
+    for (i, pool) in pools.iter().enumerate() {
+        if !pool.path.is_absolute() {
+            return Err(ConfigError::PoolSyntax(format!(
+                "{}={}",
+                pool.name,
+                pool.path.display()
+            )));
+        }
+        if pools[..i].iter().any(|p| p.name == pool.name) {
+            return Err(ConfigError::DuplicatePool(pool.name.to_string()));
+        }
+    }
+    Ok(())
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+    fastvirt_api::strict_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
         source,
     })
@@ -335,8 +385,10 @@ fn operator_pools(path: &Path, node: &str) -> Result<Vec<PoolConfig>, ConfigErro
             });
         }
     };
+    // Written by the operator: an unknown field is version skew between it and this plugin, and
+    // fails loudly (with the closest known field) rather than dropping a pool's setting.
     let file: PoolConfigFile =
-        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        fastvirt_api::strict_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;
@@ -345,6 +397,7 @@ fn operator_pools(path: &Path, node: &str) -> Result<Vec<PoolConfig>, ConfigErro
             Ok(PoolConfig {
                 name: PoolName::new(&entry.name)?,
                 path: PathBuf::from(&entry.path),
+                overcommit_percent: entry.overcommit_percent,
             })
         })
         .collect()
@@ -361,6 +414,7 @@ fn parse_pool(spec: &str) -> Result<PoolConfig, ConfigError> {
     Ok(PoolConfig {
         name: PoolName::new(name)?,
         path,
+        overcommit_percent: None,
     })
 }
 
@@ -434,6 +488,21 @@ mod tests {
         let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["everywhere", "nvme"]);
         assert_eq!(config.pools[1].path, Path::new("/pools/nvme"));
+        assert_eq!(config.current_pools().unwrap(), config.pools);
+
+        // The plugin follows the file: a pool that selects this node later is in the current pools.
+        std::fs::write(
+            &file,
+            "pools:\n- name: nvme\n  path: /pools/nvme\n  nodes: [n1]\n- name: later\n  path: /pools/later\n",
+        )
+        .unwrap();
+        let now: Vec<String> = config
+            .current_pools()
+            .unwrap()
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        assert_eq!(now, ["nvme", "later"]);
 
         // No file yet (no BlockPool): the node plugin starts with no pools.
         let missing = dir.path().join("absent.yaml");
@@ -473,7 +542,8 @@ mod tests {
             from_file.pools,
             vec![PoolConfig {
                 name: PoolName::new("default").unwrap(),
-                path: "/file/pool".into()
+                path: "/file/pool".into(),
+                overcommit_percent: None,
             }]
         );
         assert_eq!(from_file.max_volumes_per_node, 50);

@@ -14,6 +14,8 @@ pub mod mount_options;
 pub mod mounter;
 pub mod mountinfo;
 pub mod pagination;
+pub mod pool_follower;
+pub mod pool_set;
 pub mod registration;
 pub mod server;
 pub mod service;

@@ -87,6 +87,7 @@ impl DriverArgs {
             "FASTVIRT_CONFIG",
             "FASTVIRT_POOL_CONFIG",
             "FASTVIRT_CAPACITY_RESERVE_PERCENT",
+            "FASTVIRT_OVERCOMMIT_PERCENT",
             "FASTVIRT_MAX_VOLUMES_PER_NODE",
         ] {
             command.env_remove(var);
@@ -171,6 +172,11 @@ impl DriverProcess {
     pub fn kill9(&mut self) -> std::io::Result<ExitStatus> {
         self.child.kill()?;
         self.child.wait()
+    }
+
+    /// The exit status if the driver has exited, without waiting.
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the driver to exit on its own.

@@ -79,15 +79,18 @@ fn parse_line(line: &str) -> Result<MountEntry, MountInfoError> {
     })
 }
 
-/// Undoes the kernel's octal escaping of space, tab, newline and backslash.
+/// Undoes the kernel's octal escaping of space, tab, newline and backslash. Only `\000` to `\377`
+/// name a byte; anything else after a backslash is kept as it is.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = bytes.get(i + 1..i + 4).filter(|d| {
+            bytes[i] == b'\\'
+                && (b'0'..=b'3').contains(&d[0])
+                && d[1..].iter().all(|c| (b'0'..=b'7').contains(c))
+        });
         match octal {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -153,6 +156,20 @@ mod tests {
         assert!(parse("garbage").is_err());
         assert!(parse("1 2 x / / rw - ext4 /dev/x rw").is_err());
         assert!(parse("1 2 3:4 / / - ext4").is_err());
+    }
+
+    #[test]
+    fn escapes_beyond_a_byte_stay_as_they_are() {
+        // Found by the `mountinfo` fuzz target: `\\611` overflowed the byte it was decoded into.
+        let line = "41 22 0:51 / /m2\\611tab\\13;slash rw - tmpfs none rw";
+        let table = parse(line).unwrap();
+        assert_eq!(table[0].mount_point, Path::new("/m2\\611tab\\13;slash"));
+        let table = parse("1 1 0:1 / /a\\777\\377\\400 rw - tmpfs s\\134 rw").unwrap();
+        assert_eq!(
+            table[0].mount_point.as_os_str().as_encoded_bytes(),
+            "/a\\777\u{FFFD}\\400".as_bytes()
+        );
+        assert_eq!(table[0].source, "s\\");
     }
 
     #[test]

@@ -1,16 +1,14 @@
 //! Serving the CSI services on a unix socket.
 
-use crate::backend::Backend;
-use crate::backend::file::FilePool;
 use crate::config::Config;
-use crate::ids::PoolName;
+use crate::pool_follower;
+use crate::pool_set::PoolSet;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use crate::registration::{Registrar, serve_health, serve_registration};
 use crate::service::{ControllerService, Driver, IdentityService, NodeService};
 use nix::fcntl::{Flock, FlockArg};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -37,22 +35,6 @@ pub enum ServeError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let context = context.into();
     move |source| ServeError::Io { context, source }
-}
-
-/// Opens every configured pool.
-pub fn open_pools(config: &Config) -> Result<BTreeMap<PoolName, Arc<dyn Backend>>, ServeError> {
-    let mut pools: BTreeMap<PoolName, Arc<dyn Backend>> = BTreeMap::new();
-    for pool in &config.pools {
-        let backend = FilePool::open(
-            pool.name.clone(),
-            &pool.path,
-            config.capacity_reserve_percent,
-        )
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
-        tracing::info!(pool = %pool.name, dir = %backend.dir().display(), "pool ready");
-        pools.insert(pool.name.clone(), Arc::new(backend));
-    }
-    Ok(pools)
 }
 
 /// Holds the state directory's lock: two node plugins on one node would fight over loop devices.
@@ -107,7 +89,8 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
 /// Serves until `shutdown` resolves, then removes the socket.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let _lock = lock_state_dir(&config)?;
-    let pools = open_pools(&config)?;
+    let pools = PoolSet::files(config.capacity_reserve_percent, config.overcommit_percent);
+    pool_follower::open_initial(&config, &pools);
     let driver = Driver::new(&config, pools);
     let listener = bind_socket(&config.socket_path)?;
     tracing::info!(
@@ -127,6 +110,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .serves_node()
         .then(|| NodeServer::new(NodeService::new(driver.clone())));
     let health_driver = driver.clone();
+    let driver_pools = Arc::clone(&driver.pools);
     let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
@@ -147,6 +131,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             registration.registration_dir.clone(),
             until_stopped(),
         ));
+    }
+    if config.pool_file.is_some() {
+        let follower = pool_follower::follow(
+            config.clone(),
+            Arc::clone(&driver_pools),
+            pool_follower::POLL_INTERVAL,
+            until_stopped(),
+        );
+        helpers.spawn(async move {
+            follower.await;
+            Ok(())
+        });
     }
     if let Some(port) = config.health_port {
         helpers.spawn(serve_health(health_driver, port, until_stopped()));

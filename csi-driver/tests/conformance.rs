@@ -1304,14 +1304,7 @@ async fn stats_report_an_abnormal_condition_when_the_backing_file_is_gone() {
     let (_staging, target) = env.stage_and_publish(&vol.volume_id, block_cap()).await;
     let key = vol.volume_id.rsplit('.').next().unwrap();
     std::fs::remove_file(env.pool_dir.join(format!("{key}.img"))).unwrap();
-    let stats = env
-        .clients
-        .node
-        .node_get_volume_stats(stats_req(&vol.volume_id, &target))
-        .await
-        .unwrap()
-        .into_inner();
-    let condition = stats.volume_condition.unwrap();
+    let condition = volume_condition(&mut env.clients, &vol.volume_id, &target).await;
     assert!(condition.abnormal);
     assert!(
         condition.message.contains("backing file"),
@@ -1667,11 +1660,13 @@ async fn pools_come_from_the_operators_pool_file() {
                 name: "mine".into(),
                 path: root.join("mine").to_str().unwrap().into(),
                 nodes: Some(vec![common::NODE.into()]),
+                overcommit_percent: None,
             },
             PoolEntry {
                 name: "theirs".into(),
                 path: root.join("theirs").to_str().unwrap().into(),
                 nodes: Some(vec!["another-node".into()]),
+                overcommit_percent: None,
             },
         ],
     };

@@ -4,42 +4,12 @@
 mod common;
 
 use common::*;
-use fastvirt_csi::proto::volume_content_source::{
-    SnapshotSource, Type as SourceType, VolumeSource,
-};
+use fastvirt_csi::proto::volume_content_source::Type as SourceType;
 use fastvirt_csi::proto::*;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tonic::Code;
-
-fn from_snapshot(name: &str, bytes: i64, snapshot_id: &str) -> CreateVolumeRequest {
-    let mut req = create_req(name, bytes, block_cap());
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(SourceType::Snapshot(SnapshotSource {
-            snapshot_id: snapshot_id.into(),
-        })),
-    });
-    req
-}
-
-fn from_volume(name: &str, bytes: i64, volume_id: &str) -> CreateVolumeRequest {
-    let mut req = create_req(name, bytes, block_cap());
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(SourceType::Volume(VolumeSource {
-            volume_id: volume_id.into(),
-        })),
-    });
-    req
-}
-
-fn snapshot_req(name: &str, source: &str) -> CreateSnapshotRequest {
-    CreateSnapshotRequest {
-        name: name.into(),
-        source_volume_id: source.into(),
-        ..Default::default()
-    }
-}
 
 /// Publishes `id` as a block device at `target` and runs `f` on the open device.
 async fn with_device<T>(
@@ -664,7 +634,13 @@ async fn reflink_clones_need_no_free_space_for_shared_data() {
     require_host!();
     let root = test_root("snap-full");
     let scratch = ScratchFs::new(&root, 1 << 30, "xfs");
-    let mut env = TestEnv::start_with_pool(root.clone(), scratch.mount_point.join("pool")).await;
+    // Each clone promises its full size again: this pool may promise ten times what it holds.
+    let mut env = TestEnv::start_with_flags(
+        root.clone(),
+        scratch.mount_point.join("pool"),
+        &["--overcommit-percent", "1000"],
+    )
+    .await;
     // A fully written preallocated volume that takes well over half of the pool.
     let vol = env.create(create_req("big", 640 * MIB, block_cap())).await;
     let key = vol.volume_id.rsplit('.').next().unwrap();

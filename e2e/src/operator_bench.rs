@@ -154,6 +154,7 @@ fn settings() -> Settings {
         namespace: "fastvirt-system".into(),
         pool_config_map: "fastvirt-pools".into(),
         node_daemonset: None,
+        pool_host_dirs: Vec::new(),
     }
 }
 

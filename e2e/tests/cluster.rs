@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "cluster/pool_following.rs"]
+mod pool_following;
+
 const TEST_NS: &str = "fastvirt-test";
 const POOL: &str = "local";
 
@@ -238,6 +241,7 @@ fn fastvirt_in_a_real_cluster() {
 
     crds_are_served_and_validated(&kubectl);
     let pool_dir = pool_creates_classes(&kubectl, &state);
+    pool_following::nodes_joining_and_pool_changes_restart_nothing(&kubectl, &state);
     volumes_keep_their_data(&kubectl);
     pool_on_a_hostname_selected_node(&kubectl, &state);
     unknown_class_parameters_are_refused(&kubectl, &state);
@@ -305,6 +309,7 @@ fn crds_are_served_and_validated(kubectl: &Kubectl) {
 /// VolumeSnapshotClass and the pool file, and the node plugin serves it.
 fn pool_creates_classes(kubectl: &Kubectl, state: &State) -> PathBuf {
     let pool_dir = state.layout().pool_host_dir().join(POOL);
+    let plugin = pool_following::plugin_incarnation(kubectl);
     apply(
         kubectl,
         &format!(
@@ -349,7 +354,7 @@ spec:
         let pool = kubectl.get_json(&["blockpool", POOL])?;
         Ok(condition_true(&pool, "Ready").then_some(()))
     });
-    // The node plugin serves the pool once it has restarted with the new pool file.
+    // The node plugin serves the pool once kubelet has updated its mounted pool file.
     wait(kubectl, "CSIStorageCapacity for the pool", 180, || {
         let list = kubectl.get_json(&["csistoragecapacity", "-n", cluster::NAMESPACE])?;
         Ok(list["items"]
@@ -359,6 +364,11 @@ spec:
             .any(|c| c["storageClassName"] == POOL && c["capacity"].is_string())
             .then_some(()))
     });
+    assert_eq!(
+        pool_following::plugin_incarnation(kubectl),
+        plugin,
+        "the new pool reached the running plugin: no restart"
+    );
     kubectl
         .run(&["create", "namespace", TEST_NS])
         .expect("test namespace");

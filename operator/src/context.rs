@@ -4,6 +4,7 @@
 use crate::metrics::Metrics;
 use crate::pool_config::NodeMeta;
 
+use fastvirt_api::lenient::{self, Lenient};
 use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -24,8 +25,11 @@ use std::time::Duration;
 pub struct Settings {
     pub namespace: String,
     pub pool_config_map: String,
-    /// The CSI node DaemonSet to roll when the pool configuration changes.
+    /// The CSI node DaemonSet, owner of the pool ConfigMap.
     pub node_daemonset: Option<String>,
+    /// Directories the node plugins mount from the host; pools outside them are refused. Empty:
+    /// not checked.
+    pub pool_host_dirs: Vec<String>,
 }
 
 /// Optional APIs, found by discovery and refreshed while the operator runs: installing the
@@ -105,20 +109,24 @@ impl Context {
         self
     }
 
-    /// Every object of kind `K`: from its cache in the binary, listed through the API otherwise.
+    /// Every object of kind `K`: from its cache in the binary, listed through the API otherwise
+    /// (without the objects that cannot be read; the binary's watches report those).
     async fn read<K>(&self, cache: impl FnOnce(&Caches) -> &Store<K>) -> kube::Result<Vec<Arc<K>>>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         match &self.caches {
             Some(caches) => Ok(cache(caches).state()),
-            None => Ok(Api::<K>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect()),
+            None => {
+                let list = Api::<Lenient<K>>::all(self.client.clone())
+                    .list(&ListParams::default())
+                    .await?;
+                Ok(lenient::split(list.items)
+                    .0
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect())
+            }
         }
     }
 

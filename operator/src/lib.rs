@@ -17,6 +17,7 @@ pub mod profile_status;
 pub mod rbac;
 pub mod run;
 pub mod storage_class;
+pub mod unreadable;
 
 /// Field manager and `app.kubernetes.io/managed-by` value of everything the operator writes.
 pub const MANAGER: &str = "fastvirt-operator";

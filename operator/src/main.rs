@@ -53,9 +53,14 @@ struct RunArgs {
         default_value = "fastvirt-pools"
     )]
     pool_config_map: String,
-    /// The CSI node DaemonSet to restart when the pool configuration changes.
+    /// The CSI node DaemonSet, owner of the pool ConfigMap.
     #[arg(long, env = "FASTVIRT_NODE_DAEMONSET")]
     node_daemonset: Option<String>,
+    /// The directories the node plugins mount from the host (the chart's `node.poolHostDirs`),
+    /// comma-separated: a BlockPool whose path is under none of them is refused. Unset: not
+    /// checked.
+    #[arg(long, env = "FASTVIRT_POOL_HOST_DIRS", value_delimiter = ',')]
+    pool_host_dirs: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FASTVIRT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -103,6 +108,7 @@ async fn main() -> ExitCode {
                     namespace: args.namespace,
                     pool_config_map: args.pool_config_map,
                     node_daemonset: args.node_daemonset,
+                    pool_host_dirs: args.pool_host_dirs,
                 },
                 metrics_addr: args.metrics_addr,
                 leader_election: args.leader_election,

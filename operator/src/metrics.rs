@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics: reconciles by controller and outcome, failures by reason,
-//! reconcile durations, and whether this replica leads.
+//! reconcile durations, objects skipped because they cannot be read, and whether this replica
+//! leads.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,10 +21,16 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
+    unreadable: Family<KindLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
 }
@@ -33,6 +40,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("fastvirt_operator");
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
+        let unreadable = Family::<KindLabels, Counter>::default();
         let durations = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             // 1 ms to ~16 s.
             Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -43,6 +51,11 @@ impl Default for Metrics {
             "reconcile_failures",
             "Reconciles that failed, by reason",
             failures.clone(),
+        );
+        registry.register(
+            "unreadable_objects",
+            "Object versions skipped because they cannot be read, by kind",
+            unreadable.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -58,6 +71,7 @@ impl Default for Metrics {
             registry,
             reconciles,
             failures,
+            unreadable,
             durations,
             leader,
         }
@@ -76,6 +90,12 @@ impl Metrics {
     pub fn failed(&self, controller: &'static str, reason: &'static str) {
         self.failures
             .get_or_create(&FailureLabels { controller, reason })
+            .inc();
+    }
+
+    pub fn unreadable(&self, kind: &str) {
+        self.unreadable
+            .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
     }
 
@@ -98,6 +118,7 @@ mod tests {
         metrics.reconciled("blockpool", Duration::from_millis(3));
         metrics.reconciled("blockpool", Duration::from_millis(5));
         metrics.failed("blockpool", "Kube");
+        metrics.unreadable("NodeTuningProfile");
         metrics.leader.set(1);
         let text = metrics.encode();
         assert!(
@@ -110,6 +131,11 @@ mod tests {
         assert!(text.contains(
             "fastvirt_operator_reconcile_duration_seconds_count{controller=\"blockpool\"} 2"
         ));
+        assert!(
+            text.contains(
+                "fastvirt_operator_unreadable_objects_total{kind=\"NodeTuningProfile\"} 1"
+            )
+        );
         assert!(text.contains("fastvirt_operator_leader 1"));
     }
 }

@@ -1,5 +1,5 @@
-//! The pool configuration ConfigMap the CSI node plugins mount, rendered from every BlockPool,
-//! and the hash that rolls the node plugins when it changes.
+//! The pool configuration ConfigMap the CSI node plugins mount, rendered from every BlockPool.
+//! The plugins follow the mounted file while they run, so a change restarts nothing.
 
 use fastvirt_api::BlockPool;
 use fastvirt_api::assignment::selects;
@@ -7,13 +7,8 @@ use fastvirt_api::pool_config::{CONFIG_MAP_KEY, PoolConfigFile, PoolEntry};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::PartialObjectMeta;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Pod-template annotation of the node DaemonSet carrying the hash of the pool configuration;
-/// changing it makes the DaemonSet restart its pods, which then read the new pools.
-pub const HASH_ANNOTATION: &str = "fastvirt.io/pool-config-hash";
 
 /// A node as the operator caches it: metadata only.
 pub type NodeMeta = PartialObjectMeta<Node>;
@@ -28,10 +23,29 @@ pub fn labels(node: &NodeMeta) -> &BTreeMap<String, String> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rendered {
     pub file: PoolConfigFile,
-    /// Pools left out because their directory is, contains or lies inside the directory of an
-    /// older pool on a node both have: pool → the pool it collides with. A node plugin cannot
-    /// open both (each pool directory is locked by its pool), and would not start at all.
-    pub conflicts: BTreeMap<String, String>,
+    /// Pools left out of the file, and why.
+    pub left_out: BTreeMap<String, LeftOut>,
+}
+
+/// Why a pool is not in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftOut {
+    /// Its directory is, contains or lies inside the directory of this older pool on a node both
+    /// have. A node plugin cannot open both: each pool directory is locked by its pool.
+    PathConflict { older: String },
+    /// Its directory is under none of the directories the node plugins mount from the host, so it
+    /// would be created in the plugin container's own filesystem and lost when it restarts.
+    OutsideHostDirs { host_dirs: Vec<String> },
+}
+
+/// `path` is one of `dirs` or lies inside one. No directories: nothing to check against.
+pub fn inside_host_dirs(path: &str, dirs: &[String]) -> bool {
+    let path = path.trim_end_matches('/');
+    dirs.is_empty()
+        || dirs.iter().any(|dir| {
+            let dir = dir.trim_end_matches('/');
+            path == dir || path.starts_with(&format!("{dir}/"))
+        })
 }
 
 /// `a` and `b` are the same directory or one lies inside the other.
@@ -51,8 +65,9 @@ fn share_a_node(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
 
 /// The file for `pools` on `nodes`. A pool whose selector is empty is on every node, including
 /// ones that join later, so it names no nodes; otherwise the matching nodes are listed. Of pools
-/// whose directories collide on a node, the oldest stays (its volumes keep being served).
-pub fn render(pools: &[&BlockPool], nodes: &[Arc<NodeMeta>]) -> Rendered {
+/// whose directories collide on a node, the oldest stays (its volumes keep being served). A pool
+/// outside every one of `host_dirs` (the node plugins' host mounts; empty: unknown) is left out.
+pub fn render(pools: &[&BlockPool], nodes: &[Arc<NodeMeta>], host_dirs: &[String]) -> Rendered {
     let mut by_age: Vec<&BlockPool> = pools.to_vec();
     by_age.sort_by(|a, b| {
         let created = |p: &BlockPool| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -65,6 +80,7 @@ pub fn render(pools: &[&BlockPool], nodes: &[Arc<NodeMeta>]) -> Rendered {
         let entry = PoolEntry {
             name: pool.metadata.name.clone().unwrap_or_default(),
             path: pool.spec.backend.file.path.clone(),
+            overcommit_percent: pool.spec.overcommit_percent,
             nodes: (!pool.spec.node_selector.is_empty()).then(|| {
                 let mut names: Vec<String> = nodes
                     .iter()
@@ -78,9 +94,19 @@ pub fn render(pools: &[&BlockPool], nodes: &[Arc<NodeMeta>]) -> Rendered {
         let collision = rendered.file.pools.iter().find(|kept| {
             paths_overlap(&kept.path, &entry.path) && share_a_node(&kept.nodes, &entry.nodes)
         });
+        if !inside_host_dirs(&entry.path, host_dirs) {
+            let host_dirs = host_dirs.to_vec();
+            rendered
+                .left_out
+                .insert(entry.name, LeftOut::OutsideHostDirs { host_dirs });
+            continue;
+        }
         match collision {
             Some(kept) => {
-                rendered.conflicts.insert(entry.name, kept.name.clone());
+                let older = kept.name.clone();
+                rendered
+                    .left_out
+                    .insert(entry.name, LeftOut::PathConflict { older });
             }
             None => rendered.file.pools.push(entry),
         }
@@ -135,12 +161,6 @@ pub fn daemonset_owner(
     })
 }
 
-/// A short, stable hash of the rendered file.
-pub fn hash(file: &PoolConfigFile) -> String {
-    let digest = Sha256::digest(file.render().as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +179,15 @@ mod tests {
             },
         }))
         .unwrap()
+    }
+
+    fn kept_names(rendered: &Rendered) -> Vec<&str> {
+        rendered
+            .file
+            .pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect()
     }
 
     fn node(name: &str, rack: &str) -> Arc<NodeMeta> {
@@ -180,22 +209,52 @@ mod tests {
         let inside = pool("inside", 20, "/pools/nvme/sub", &[("rack", "2")]);
         let around = pool("around", 30, "/pools", &[("rack", "1")]);
         let sibling = pool("sibling", 40, "/pools/nvme2", &[]);
-        let rendered = render(&[&around, &sibling, &inside, &same, &old], &nodes);
-        let kept: Vec<&str> = rendered
-            .file
-            .pools
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
+        let rendered = render(&[&around, &sibling, &inside, &same, &old], &nodes, &[]);
+        let kept = kept_names(&rendered);
         assert_eq!(kept, ["old", "sibling"]);
+        let conflict = |older: &str| LeftOut::PathConflict {
+            older: older.to_owned(),
+        };
         assert_eq!(
-            rendered.conflicts,
+            rendered.left_out,
             BTreeMap::from([
-                ("same".to_owned(), "old".to_owned()),
-                ("inside".to_owned(), "old".to_owned()),
-                ("around".to_owned(), "old".to_owned()),
+                ("same".to_owned(), conflict("old")),
+                ("inside".to_owned(), conflict("old")),
+                ("around".to_owned(), conflict("old")),
             ])
         );
+    }
+
+    #[test]
+    fn a_pool_outside_the_host_directories_is_left_out() {
+        let nodes = [node("a", "1")];
+        let host_dirs = vec![
+            "/var/lib/fastvirt/pools".to_owned(),
+            "/mnt/nvme0/".to_owned(),
+        ];
+        let inside = pool("inside", 0, "/var/lib/fastvirt/pools/fast", &[]);
+        let the_dir = pool("the-dir", 10, "/mnt/nvme0", &[]);
+        let lookalike = pool("lookalike", 20, "/var/lib/fastvirt/pools-old/a", &[]);
+        let elsewhere = pool("elsewhere", 30, "/srv/pool", &[]);
+        let rendered = render(
+            &[&inside, &the_dir, &lookalike, &elsewhere],
+            &nodes,
+            &host_dirs,
+        );
+        let kept = kept_names(&rendered);
+        assert_eq!(kept, ["inside", "the-dir"]);
+        let outside = LeftOut::OutsideHostDirs {
+            host_dirs: host_dirs.clone(),
+        };
+        assert_eq!(
+            rendered.left_out,
+            BTreeMap::from([
+                ("lookalike".to_owned(), outside.clone()),
+                ("elsewhere".to_owned(), outside),
+            ])
+        );
+        // Without known host directories nothing is left out for its path.
+        assert!(render(&[&elsewhere], &nodes, &[]).left_out.is_empty());
     }
 
     #[test]
@@ -203,8 +262,8 @@ mod tests {
         let nodes = [node("a", "1"), node("b", "2")];
         let rack1 = pool("rack1", 0, "/mnt/nvme0", &[("rack", "1")]);
         let rack2 = pool("rack2", 10, "/mnt/nvme0", &[("rack", "2")]);
-        let rendered = render(&[&rack1, &rack2], &nodes);
+        let rendered = render(&[&rack1, &rack2], &nodes, &[]);
         assert_eq!(rendered.file.pools.len(), 2);
-        assert!(rendered.conflicts.is_empty());
+        assert!(rendered.left_out.is_empty());
     }
 }

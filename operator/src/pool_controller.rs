@@ -166,32 +166,32 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
             return Ok(Action::await_change());
         }
     };
-    let conflicts = publish_pool_config(ctx, None).await?;
-    if let Some(older) = conflicts.get(&pool.name_any()) {
-        let message = format!(
-            "directory {} is, contains or lies inside the directory of the older pool {older} on a node both have; no node serves this pool until one of them moves",
-            pool.spec.backend.file.path
-        );
-        ctx.event(
-            &reference,
-            true,
-            "PathConflict",
-            "Validate",
-            message.clone(),
-        )
-        .await;
-        let outcome = Outcome {
-            conditions: vec![Condition::new(
-                "Ready",
-                false,
+    let left_out = publish_pool_config(ctx, None).await?;
+    if let Some(why) = left_out.get(&pool.name_any()) {
+        let path = &pool.spec.backend.file.path;
+        let (reason, message) = match why {
+            pool_config::LeftOut::PathConflict { older } => (
                 "PathConflict",
-                message,
-                generation,
-            )],
+                format!(
+                    "directory {path} is, contains or lies inside the directory of the older pool {older} on a node both have; no node serves this pool until one of them moves"
+                ),
+            ),
+            pool_config::LeftOut::OutsideHostDirs { host_dirs } => (
+                "PathOutsideHostDirs",
+                format!(
+                    "directory {path} is not under any directory the node plugins mount from the host ({}); a pool there would live in the plugin container's own filesystem and lose its volumes at the next restart. Move the pool under one of them, or add its directory to the chart value node.poolHostDirs",
+                    host_dirs.join(", ")
+                ),
+            ),
+        };
+        ctx.event(&reference, true, reason, "Validate", message.clone())
+            .await;
+        let outcome = Outcome {
+            conditions: vec![Condition::new("Ready", false, reason, message, generation)],
             storage_class: None,
         };
         write_status(pool, ctx, outcome).await?;
-        // The other pool may move or go without an event on this one.
+        // The other pool may move, or the chart's directories change, without an event on this one.
         return Ok(Action::requeue(WAIT_FOR_VOLUMES));
     }
     let mut conditions = Vec::new();
@@ -356,12 +356,12 @@ async fn apply_snapshot_class(
     Ok(())
 }
 
-/// Renders the pool ConfigMap from every pool except `leaving`, and rolls the node plugins when it
-/// changed. Returns the pools left out because their directories collide with older pools'.
+/// Renders the pool ConfigMap from every pool except `leaving`; the node plugins follow the file.
+/// Returns the pools left out of it, and why.
 async fn publish_pool_config(
     ctx: &Context,
     leaving: Option<&str>,
-) -> kube::Result<BTreeMap<String, String>> {
+) -> kube::Result<BTreeMap<String, pool_config::LeftOut>> {
     let pools = ctx.pools().await?;
     let nodes = ctx.nodes().await?;
     let present: Vec<&BlockPool> = pools
@@ -369,8 +369,9 @@ async fn publish_pool_config(
         .map(AsRef::as_ref)
         .filter(|p| p.metadata.name.as_deref() != leaving)
         .collect();
-    let pool_config::Rendered { file, conflicts } = pool_config::render(&present, &nodes);
     let settings = &ctx.settings;
+    let pool_config::Rendered { file, left_out } =
+        pool_config::render(&present, &nodes, &settings.pool_host_dirs);
     // Permission: rbac::NODE_DAEMONSET.
     let daemonsets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &settings.namespace);
     let daemonset = match &settings.node_daemonset {
@@ -391,45 +392,10 @@ async fn publish_pool_config(
             &Patch::Apply(body),
         )
         .await?;
-    match (&settings.node_daemonset, &daemonset) {
-        (Some(_), Some(current)) => {
-            roll_node_plugins(&daemonsets, current, &pool_config::hash(&file)).await?
-        }
-        (Some(name), None) => tracing::warn!(
-            daemonset = %name,
-            "node DaemonSet not found; node plugins read new pools when they restart"
-        ),
-        (None, _) => {}
+    if let (Some(name), None) = (&settings.node_daemonset, &daemonset) {
+        tracing::warn!(daemonset = %name, "node DaemonSet not found; the pool ConfigMap has no owner");
     }
-    Ok(conflicts)
-}
-
-async fn roll_node_plugins(
-    api: &Api<DaemonSet>,
-    current: &DaemonSet,
-    hash: &str,
-) -> kube::Result<()> {
-    let daemonset = current.metadata.name.as_deref().unwrap_or_default();
-    let annotations = current
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref());
-    if annotations.and_then(|a| a.get(pool_config::HASH_ANNOTATION)) == Some(&hash.to_owned()) {
-        return Ok(());
-    }
-    // A merge patch of one annotation: the chart owns the rest of the DaemonSet.
-    let patch = serde_json::json!({
-        "spec": {"template": {"metadata": {"annotations": {pool_config::HASH_ANNOTATION: hash}}}}
-    });
-    api.patch(daemonset, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    tracing::info!(
-        daemonset,
-        hash,
-        "pool configuration changed; rolling the node plugins"
-    );
-    Ok(())
+    Ok(left_out)
 }
 
 async fn cleanup(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError> {

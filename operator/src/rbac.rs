@@ -49,8 +49,7 @@ pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &[
 /// Server-side apply creates the ConfigMap when it is absent.
 pub const POOL_CONFIG_MAP: Permission =
     Permission::namespaced("", "configmaps", &["create", "patch"]);
-pub const NODE_DAEMONSET: Permission =
-    Permission::namespaced("apps", "daemonsets", &["get", "patch"]);
+pub const NODE_DAEMONSET: Permission = Permission::namespaced("apps", "daemonsets", &["get"]);
 pub const LEASES: Permission = Permission::namespaced(
     "coordination.k8s.io",
     "leases",

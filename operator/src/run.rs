@@ -1,16 +1,20 @@
 //! `fastvirt-operator run`: serve health and metrics, win the leader lease, fill the informer
-//! caches, and run the BlockPool and NodeTuningProfile controllers until told to stop.
+//! caches, and run the BlockPool and NodeTuningProfile controllers until told to stop. fastvirt's
+//! own kinds are listed and watched leniently ([`crate::unreadable`]): an object the types cannot
+//! read is skipped and reported, and stops neither its controller nor the other one.
 
 use crate::context::{Caches, Context, OptionalApis, Settings};
 use crate::foreign::{StorageProfile, VolumeSnapshotClass};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::pool_objects::class_name;
+use crate::unreadable::{self, Unreadables, lenient_ref};
 use crate::{pool_controller, profile_controller};
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use fastvirt_api::lenient::Lenient;
 use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -45,6 +49,24 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(stream);
+    reader
+}
+
+/// [`cache`] of one of fastvirt's kinds, without the objects that cannot be read.
+fn lenient_cache<K>(client: &Client, unreadables: &Arc<Unreadables>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(
+        Api::<Lenient<K>>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let events = unreadable::readable_events(events, reader.clone(), unreadables.clone());
+    let stream = reflector::reflector(writer, events)
         .default_backoff()
         .for_each(|_| futures::future::ready(()));
     tokio::spawn(stream);
@@ -200,9 +222,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         None
     };
 
+    let unreadables = Arc::new(Unreadables::new(
+        client.clone(),
+        options.identity.clone(),
+        metrics.clone(),
+    ));
     let caches = Caches {
-        pools: cache(Api::<BlockPool>::all(client.clone())),
-        profiles: cache(Api::<NodeTuningProfile>::all(client.clone())),
+        pools: lenient_cache(&client, &unreadables),
+        profiles: lenient_cache(&client, &unreadables),
         nodes: {
             let (reader, writer) = reflector::store();
             let stream = reflector::reflector(
@@ -217,7 +244,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             tokio::spawn(stream);
             reader
         },
-        tuned_nodes: cache(Api::<TunedNode>::all(client.clone())),
+        tuned_nodes: lenient_cache(&client, &unreadables),
         capacities: cache(Api::<CSIStorageCapacity>::all(client.clone())),
         volumes: cache(Api::<PersistentVolume>::all(client.clone())),
     };
@@ -268,13 +295,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         pools_store
             .state()
             .iter()
-            .map(|p| ObjectRef::from_obj(&**p))
+            .map(|p| lenient_ref(&**p))
             .collect::<Vec<_>>()
     };
     let pools_on_capacity_change = all_pools.clone();
     let pools_on_volume_change = all_pools;
     let mut pool_controller = Controller::new(
-        Api::<BlockPool>::all(client.clone()),
+        Api::<Lenient<BlockPool>>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(
@@ -309,7 +336,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                     .state()
                     .iter()
                     .filter(|p| class_name(p) == class)
-                    .map(|p| ObjectRef::from_obj(&**p))
+                    .map(|p| lenient_ref(&**p))
                     .collect::<Vec<_>>()
             },
         );
@@ -317,8 +344,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let pools = pool_controller
         .graceful_shutdown_on(shutdown_signal())
         .run(
-            pool_controller::reconcile,
-            pool_controller::error_policy,
+            {
+                let unreadables = unreadables.clone();
+                move |pool, ctx| {
+                    unreadable::reconcile(
+                        pool,
+                        ctx,
+                        unreadables.clone(),
+                        pool_controller::reconcile,
+                    )
+                }
+            },
+            |pool, error, ctx| {
+                unreadable::error_policy(pool, error, ctx, pool_controller::error_policy)
+            },
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -327,33 +366,45 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         profiles_store
             .state()
             .iter()
-            .map(|p| ObjectRef::from_obj(&**p))
+            .map(|p| lenient_ref(&**p))
             .collect::<Vec<_>>()
     };
     let profiles_on_profile_change = all_profiles;
+    let tuned_unreadables = unreadables.clone();
     let profiles = Controller::new(
-        Api::<NodeTuningProfile>::all(client.clone()),
+        Api::<Lenient<NodeTuningProfile>>::all(client.clone()),
         watcher::Config::default(),
     )
     // A profile's selector or priority decides conflicts in the others too.
     .watches(
-        Api::<NodeTuningProfile>::all(client.clone()),
+        Api::<Lenient<NodeTuningProfile>>::all(client.clone()),
         watcher::Config::default(),
         move |_| profiles_on_profile_change(),
     )
     .reconcile_all_on(node_label_changes(&client))
     .watches(
-        Api::<TunedNode>::all(client.clone()),
+        Api::<Lenient<TunedNode>>::all(client.clone()),
         watcher::Config::default(),
-        |tuned| {
-            profile_controller::profiles_for_tuned_node(&tuned)
-                .map(|name| ObjectRef::<NodeTuningProfile>::new(&name))
+        move |tuned| {
+            tuned_unreadables
+                .read(&tuned)
+                .and_then(|tuned| profile_controller::profiles_for_tuned_node(&tuned))
+                .map(|name| ObjectRef::<Lenient<NodeTuningProfile>>::new(&name))
         },
     )
     .graceful_shutdown_on(shutdown_signal())
     .run(
-        profile_controller::reconcile,
-        profile_controller::error_policy,
+        move |profile, ctx| {
+            unreadable::reconcile(
+                profile,
+                ctx,
+                unreadables.clone(),
+                profile_controller::reconcile,
+            )
+        },
+        |profile, error, ctx| {
+            unreadable::error_policy(profile, error, ctx, profile_controller::error_policy)
+        },
         ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));

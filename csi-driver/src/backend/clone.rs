@@ -5,6 +5,7 @@ use rustix::fs::SeekFrom;
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// How a copy was made.
@@ -20,7 +21,11 @@ pub enum CloneMethod {
 /// Copies `source` to a new file `dest` (which must not exist). The caller removes `dest` on error.
 pub fn clone_file(source: &Path, dest: &Path) -> std::io::Result<CloneMethod> {
     let src = File::open(source)?;
-    let dst = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(super::privacy::FILE_MODE)
+        .open(dest)?;
     let method = match rustix::fs::ioctl_ficlone(&dst, &src) {
         Ok(()) => CloneMethod::Reflink,
         Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::PERM) => {

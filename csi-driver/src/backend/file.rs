@@ -12,6 +12,7 @@ use super::{
     AttachedDevice, Backend, BackendError, ContentSource, CreateSpec, PoolUsage, RECORD_VERSION,
     SnapshotRecord, VolumeRecord,
 };
+use super::{overcommit, placement, privacy};
 use crate::atomic_file;
 use crate::ids::{PoolName, SnapshotId, VolumeId, is_volume_key};
 use crate::loopdev::{self, AttachOptions, LoopDevice, LoopError};
@@ -20,7 +21,7 @@ use nix::sys::statvfs::{FsFlags, statvfs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fs::OpenOptions;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,15 +34,24 @@ pub struct FilePool {
     reflink: bool,
     /// Share of the filesystem never offered for volumes.
     reserve_percent: u8,
+    /// How much the pool may promise, in percent of its usable size (see [`overcommit`]); the
+    /// pool file may change it while the pool serves.
+    overcommit_percent: std::sync::atomic::AtomicU32,
     /// Held for the pool's lifetime: one process manages a pool's devices, or their locks and
     /// kernel state would race.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl FilePool {
-    /// Opens the pool in `dir`, creating the directory if needed, and reclaims crash leftovers.
+    /// Opens the pool in `dir`, creating the directory if needed, and reclaims crash leftovers. A
+    /// directory that would not survive a restart of the container or the node is refused before
+    /// anything is created (see [`placement`]).
     pub fn open(name: PoolName, dir: &Path, reserve_percent: u8) -> Result<Self, BackendError> {
-        std::fs::create_dir_all(dir).map_err(BackendError::io(format!(
+        placement::check_here(dir).map_err(|message| BackendError::Pool {
+            pool: name.clone(),
+            message,
+        })?;
+        privacy::create_dir_all(dir).map_err(BackendError::io(format!(
             "creating pool directory {}",
             dir.display()
         )))?;
@@ -51,10 +61,11 @@ impl FilePool {
             .map_err(BackendError::io(format!("resolving {}", dir.display())))?;
         let lock = Self::lock(&name, &dir)?;
         let snapshots = dir.join(SNAPSHOT_DIR);
-        std::fs::create_dir_all(&snapshots).map_err(BackendError::io(format!(
+        privacy::create_dir_all(&snapshots).map_err(BackendError::io(format!(
             "creating {}",
             snapshots.display()
         )))?;
+        Self::make_private(&name, &dir, &snapshots);
         let reflink = clone::supports_reflink(&dir);
         if reflink {
             tracing::info!(pool = %name, "snapshots and clones are instant (reflink)");
@@ -67,12 +78,31 @@ impl FilePool {
             direct_io: true,
             reflink,
             reserve_percent,
+            overcommit_percent: overcommit::DEFAULT_PERCENT.into(),
             _lock: lock,
         };
         pool.reclaim_orphans(&pool.dir, true);
         pool.thaw_attached_filesystems();
         pool.reclaim_orphans(&snapshots, false);
         Ok(pool)
+    }
+
+    /// Takes group and other access away from what an earlier version left readable, and says so
+    /// once.
+    fn make_private(name: &PoolName, dir: &Path, snapshots: &Path) {
+        let mut changed = 0;
+        for d in [dir, snapshots] {
+            match privacy::tighten(d) {
+                Ok(n) => changed += n,
+                // A read-only pool still serves reads; it is tightened when it is writable again.
+                Err(error) => {
+                    tracing::warn!(pool = %name, dir = %d.display(), %error, "cannot restrict access to the pool's files")
+                }
+            }
+        }
+        if changed > 0 {
+            tracing::warn!(pool = %name, changed, "made the pool's files and directories private to root (they were readable by other users)");
+        }
     }
 
     fn lock(name: &PoolName, dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BackendError> {
@@ -82,6 +112,7 @@ impl FilePool {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(privacy::FILE_MODE)
             .open(&path)
             .or_else(|_| std::fs::File::open(&path))
             .map_err(BackendError::io(format!("opening {}", path.display())))?;
@@ -98,6 +129,48 @@ impl FilePool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn overcommit_percent(&self) -> u32 {
+        self.overcommit_percent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Free space less the reserve, and the filesystem's size less the reserve.
+    fn space(&self) -> Result<(u64, u64), BackendError> {
+        let stat = statvfs(&self.dir).map_err(|e| BackendError::Io {
+            context: format!("statvfs {}", self.dir.display()),
+            source: e.into(),
+        })?;
+        let fragment = stat.fragment_size();
+        let total = stat.blocks().saturating_mul(fragment);
+        let reserve = total / 100 * u64::from(self.reserve_percent);
+        let free = stat
+            .blocks_available()
+            .saturating_mul(fragment)
+            .saturating_sub(reserve);
+        Ok((free, total.saturating_sub(reserve)))
+    }
+
+    /// What the pool has promised: every volume's capacity and every snapshot's size, each of
+    /// which may come to need its full size.
+    fn promised(&self) -> Result<u64, BackendError> {
+        let volumes: u64 = self.list()?.iter().map(|v| v.capacity_bytes).sum();
+        let snapshots: u64 = self.list_snapshots()?.iter().map(|s| s.size_bytes).sum();
+        Ok(volumes.saturating_add(snapshots))
+    }
+
+    /// Refuses to promise `needed` more bytes beyond the pool's overcommit limit.
+    fn check_promise(&self, needed: u64) -> Result<(), BackendError> {
+        let (_, usable) = self.space()?;
+        let promised = self.promised()?;
+        match overcommit::refusal(usable, self.overcommit_percent(), promised, needed) {
+            None => Ok(()),
+            Some(message) => Err(BackendError::Overcommitted {
+                pool: self.name.clone(),
+                message,
+            }),
+        }
     }
 
     pub fn data_path(&self, id: &VolumeId) -> PathBuf {
@@ -351,6 +424,7 @@ impl FilePool {
             .write(true)
             .create(source.is_some())
             .create_new(source.is_none())
+            .mode(privacy::FILE_MODE)
             .open(path)
             .map_err(BackendError::io(format!("creating {}", path.display())))?;
         self.resize(&file, path, capacity, thin)?;
@@ -434,6 +508,15 @@ impl Backend for FilePool {
         &self.name
     }
 
+    fn set_overcommit_percent(&self, percent: u32) {
+        let previous = self
+            .overcommit_percent
+            .swap(percent, std::sync::atomic::Ordering::Relaxed);
+        if previous != percent {
+            tracing::info!(pool = %self.name, percent, "overcommit limit set");
+        }
+    }
+
     fn check_ready(&self) -> Result<(), BackendError> {
         let stat = statvfs(&self.dir).map_err(|e| BackendError::Io {
             context: format!("statvfs {}", self.dir.display()),
@@ -449,19 +532,11 @@ impl Backend for FilePool {
     }
 
     fn usage(&self) -> Result<PoolUsage, BackendError> {
-        let stat = statvfs(&self.dir).map_err(|e| BackendError::Io {
-            context: format!("statvfs {}", self.dir.display()),
-            source: e.into(),
-        })?;
-        let fragment = stat.fragment_size();
-        let total = stat.blocks().saturating_mul(fragment);
-        let reserve = total / 100 * u64::from(self.reserve_percent);
+        let (free, usable) = self.space()?;
+        let headroom = overcommit::headroom(usable, self.overcommit_percent(), self.promised()?);
         Ok(PoolUsage {
-            total_bytes: total,
-            available_bytes: stat
-                .blocks_available()
-                .saturating_mul(fragment)
-                .saturating_sub(reserve),
+            total_bytes: usable,
+            available_bytes: free.min(headroom),
         })
     }
 
@@ -492,15 +567,16 @@ impl Backend for FilePool {
         // A reflinked clone needs space only for what it does not share; fallocate reports ENOSPC.
         let shares_extents = source_path.is_some() && self.reflink;
         if !spec.thin && !shares_extents {
-            let available = self.usage()?.available_bytes;
-            if available < spec.capacity_bytes {
+            let (free, _) = self.space()?;
+            if free < spec.capacity_bytes {
                 return Err(BackendError::NoSpace {
                     pool: self.name.clone(),
                     needed: spec.capacity_bytes,
-                    available,
+                    available: free,
                 });
             }
         }
+        self.check_promise(spec.capacity_bytes)?;
         let data = self.data_path(&spec.id);
         // A data file without a record is a crash leftover of this very volume.
         let _ = std::fs::remove_file(&data);
@@ -617,6 +693,7 @@ impl Backend for FilePool {
         grown.capacity_bytes = grown.capacity_bytes.max(new_size);
         if new_size > record.capacity_bytes {
             let needed = new_size - record.capacity_bytes;
+            self.check_promise(needed)?;
             let available = self.usage()?.available_bytes;
             if !record.thin && available < needed {
                 return Err(BackendError::NoSpace {

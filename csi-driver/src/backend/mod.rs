@@ -4,6 +4,9 @@
 
 pub mod clone;
 pub mod file;
+pub mod overcommit;
+pub mod placement;
+pub mod privacy;
 
 use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::mountinfo::MountEntry;
@@ -80,6 +83,8 @@ pub struct CreateSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
     pub total_bytes: u64,
+    /// What a new volume can get: free space less the reserve, and no more than the pool may
+    /// still promise.
     pub available_bytes: u64,
 }
 
@@ -117,6 +122,9 @@ pub enum BackendError {
     },
     #[error("pool {pool}: {message}")]
     Pool { pool: PoolName, message: String },
+    /// The pool may not promise more: see [`overcommit`].
+    #[error("pool {pool} {message}")]
+    Overcommitted { pool: PoolName, message: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -134,6 +142,8 @@ impl BackendError {
 /// One pool of volumes on this node.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     fn pool(&self) -> &PoolName;
+    /// How much the pool may promise, in percent of its usable size; takes effect at once.
+    fn set_overcommit_percent(&self, percent: u32);
     /// Whether the pool is usable; the message says why not.
     fn check_ready(&self) -> Result<(), BackendError>;
     fn usage(&self) -> Result<PoolUsage, BackendError>;

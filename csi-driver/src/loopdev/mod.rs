@@ -343,6 +343,7 @@ pub fn attach(backing: &Path, options: AttachOptions) -> Result<LoopDevice, Loop
             backing.as_os_str().as_bytes(),
         ) {
             Ok(()) => {
+                wait_for_capacity(&device, &file)?;
                 set_scheduler_none(&device);
                 return Ok(device);
             }
@@ -357,6 +358,32 @@ pub fn attach(backing: &Path, options: AttachOptions) -> Result<LoopDevice, Loop
         }
     }
     Err(LoopError::NoFreeDevice)
+}
+
+/// Waits until the device shows its backing file's size. Right after a detach of the same device
+/// number, the kernel can report the new binding while the disk still has capacity 0; a probe in
+/// that window sees no filesystem, and a format would then run over the volume's data. A device
+/// that never shows its size is detached and reported, never handed out.
+fn wait_for_capacity(device: &LoopDevice, backing: &File) -> Result<(), LoopError> {
+    let expected = backing.metadata().map(|m| m.len() / 512 * 512).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let size = device.size_bytes()?;
+        if size == expected || expected == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = device.detach(&[]);
+            return Err(LoopError::Sysfs {
+                path: device.sysfs("size"),
+                source: std::io::Error::other(format!(
+                    "{} shows {size} bytes, its backing file has {expected}",
+                    device.path().display()
+                )),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn set_scheduler_none(device: &LoopDevice) {

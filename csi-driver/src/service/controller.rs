@@ -179,7 +179,7 @@ fn create_snapshot(
         )));
     }
     let volume_id = parse_volume_id(&req.source_volume_id)?;
-    let backend = driver.backend(volume_id.pool()).cloned().ok_or_else(|| {
+    let backend = driver.backend(volume_id.pool()).ok_or_else(|| {
         Status::not_found(format!(
             "volume {volume_id} does not exist on node {}",
             driver.node_id
@@ -244,7 +244,7 @@ fn list_snapshots(
             snapshots.push(record.map_err(backend_status)?);
         }
     } else {
-        for backend in driver.pools.values() {
+        for (_, backend) in driver.pools.served() {
             snapshots.extend(backend.list_snapshots().map_err(backend_status)?);
         }
     }
@@ -358,12 +358,7 @@ fn create_volume(
     }
     // RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: the request is fine for a node that has the pool,
     // and this code makes external-provisioner reschedule instead of giving up.
-    let backend = driver.backend(&params.pool).ok_or_else(|| {
-        Status::resource_exhausted(format!(
-            "pool {} is not configured on node {}; another node may have it",
-            params.pool, driver.node_id
-        ))
-    })?;
+    let backend = driver.usable_backend(&params.pool)?;
     let (mut required, limit) = req
         .capacity_range
         .map(|r| (r.required_bytes, r.limit_bytes))
@@ -508,9 +503,9 @@ fn validate_capabilities(
 
 fn list_volumes(driver: &Driver, req: ListVolumesRequest) -> Result<ListVolumesResponse, Status> {
     let mut volumes = Vec::new();
-    for (pool, backend) in driver.pools.iter() {
+    for (pool, backend) in driver.pools.served() {
         for record in backend.list().map_err(backend_status)? {
-            volumes.push(csi_volume(driver, &record, pool, None));
+            volumes.push(csi_volume(driver, &record, &pool, None));
         }
     }
     volumes.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
@@ -553,7 +548,8 @@ fn get_capacity(driver: &Driver, req: GetCapacityRequest) -> Result<GetCapacityR
     {
         return Ok(none);
     }
-    let Some(backend) = driver.backend(&params.pool) else {
+    // An unhealthy pool offers nothing, so the scheduler places new volumes elsewhere.
+    let Ok(backend) = driver.usable_backend(&params.pool) else {
         return Ok(none);
     };
     let usage = backend.usage().map_err(backend_status)?;

@@ -11,8 +11,9 @@ use crate::backend::{Backend, BackendError, VolumeRecord};
 use crate::config::Config;
 use crate::ids::{PoolName, VolumeId};
 use crate::locks::{OperationGuard, OperationLocks};
+use crate::pool_set::PoolSet;
 use crate::proto::Topology;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub use node::NodeService;
 #[derive(Debug, Clone)]
 pub struct Driver {
     pub node_id: String,
-    pub pools: Arc<BTreeMap<PoolName, Arc<dyn Backend>>>,
+    pub pools: Arc<PoolSet>,
     pub locks: OperationLocks,
     pub max_volumes_per_node: i64,
     pub serves_controller: bool,
@@ -34,7 +35,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(config: &Config, pools: BTreeMap<PoolName, Arc<dyn Backend>>) -> Self {
+    pub fn new(config: &Config, pools: PoolSet) -> Self {
         Self {
             node_id: config.node_id.clone(),
             pools: Arc::new(pools),
@@ -52,31 +53,58 @@ impl Driver {
         }
     }
 
-    pub fn backend(&self, pool: &PoolName) -> Option<&Arc<dyn Backend>> {
+    pub fn backend(&self, pool: &PoolName) -> Option<Arc<dyn Backend>> {
         self.pools.get(pool)
+    }
+
+    /// A served pool that can take new volumes now; RESOURCE_EXHAUSTED otherwise, which makes
+    /// external-provisioner try another node.
+    pub fn usable_backend(&self, pool: &PoolName) -> Result<Arc<dyn Backend>, Status> {
+        let Some(backend) = self.pools.get_configured(pool) else {
+            let why = match self.pools.unavailable_reason(pool) {
+                Some(reason) => format!("is unavailable ({reason})"),
+                None => "is not configured".to_owned(),
+            };
+            return Err(Status::resource_exhausted(format!(
+                "pool {pool} {why} on node {}; another node may have it",
+                self.node_id
+            )));
+        };
+        backend.check_ready().map_err(|e| {
+            Status::resource_exhausted(format!(
+                "pool {pool} on node {} cannot take new volumes: {e}",
+                self.node_id
+            ))
+        })?;
+        Ok(backend)
     }
 
     /// A node no BlockPool selects yet runs with no pools.
     pub fn has_no_pools(&self) -> bool {
-        self.pools.is_empty()
+        self.pools.names().is_empty()
     }
 
     /// The pool a StorageClass means when it names none: `default`, or the only pool there is.
-    pub fn default_pool(&self) -> Option<&PoolName> {
+    pub fn default_pool(&self) -> Option<PoolName> {
         let default = PoolName::new("default").ok()?;
-        match self.pools.get_key_value(&default) {
-            Some((name, _)) => Some(name),
-            None if self.pools.len() == 1 => self.pools.keys().next(),
-            None => None,
+        let names = self.pools.names();
+        if names.contains(&default) {
+            return Some(default);
+        }
+        match names.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
         }
     }
 
-    /// Whether every pool is usable: the Identity Probe and the built-in `/healthz` both ask this.
+    /// The plugin's own health, for the Identity Probe and the built-in `/healthz`. Pools are
+    /// healthy or not one by one ([`PoolSet::health`]): one bad pool must not make kubelet restart
+    /// the plugin and take the healthy pools down with it.
     pub fn check_ready(&self) -> Result<(), String> {
-        for backend in self.pools.values() {
-            backend
-                .check_ready()
-                .map_err(|e| format!("pool {} is not ready: {e}", backend.pool()))?;
+        for pool in self.pools.health() {
+            if let Some(problem) = pool.problem {
+                tracing::debug!(pool = %pool.name, %problem, "pool unhealthy");
+            }
         }
         Ok(())
     }
@@ -121,7 +149,7 @@ impl Driver {
             .lookup(&id)
             .map_err(backend_status)?
             .ok_or_else(not_found)?;
-        Ok((id, Arc::clone(backend), record))
+        Ok((id, backend, record))
     }
 }
 
@@ -137,7 +165,9 @@ pub fn backend_status(error: BackendError) -> Status {
     let message = error.to_string();
     match error {
         BackendError::NotFound(_) => Status::not_found(message),
-        BackendError::NoSpace { .. } => Status::resource_exhausted(message),
+        BackendError::NoSpace { .. } | BackendError::Overcommitted { .. } => {
+            Status::resource_exhausted(message)
+        }
         BackendError::InUse { .. } => Status::failed_precondition(message),
         BackendError::AccessConflict { .. } => Status::already_exists(message),
         BackendError::Inconsistent(_) => Status::failed_precondition(message),

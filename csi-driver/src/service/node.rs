@@ -361,6 +361,17 @@ fn volume_stats(
 ) -> Result<NodeGetVolumeStatsResponse, Status> {
     request::required("volume_id", &req.volume_id)?;
     request::required("volume_path", &req.volume_path)?;
+    // A volume of a pool that cannot be opened is not gone: it is abnormal, and says why.
+    let pool = parse_volume_id(&req.volume_id)?.pool().clone();
+    if let Some(reason) = driver.pools.unavailable_reason(&pool) {
+        return Ok(NodeGetVolumeStatsResponse {
+            usage: Vec::new(),
+            volume_condition: Some(VolumeCondition {
+                abnormal: true,
+                message: format!("pool {pool} is unavailable on this node: {reason}"),
+            }),
+        });
+    }
     let (id, backend, record) = driver.volume(&req.volume_id)?;
     let path = request::path_of_volume(&req.volume_path)?;
     let meta = std::fs::metadata(&path)

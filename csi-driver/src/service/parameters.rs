@@ -58,6 +58,13 @@ pub fn parse_parameters(
             // Also the legacy StorageClass key, which external-provisioner passes through (the
             // capability then carries the same value).
             key if key.eq_ignore_ascii_case(PARAM_FS_TYPE) => {
+                // Two spellings of it (`fsType`, `fstype`) would leave the choice to the map's
+                // iteration order.
+                if fs_type.is_some() {
+                    return Err(Status::invalid_argument(format!(
+                        "parameter {PARAM_FS_TYPE} is given more than once, in different cases"
+                    )));
+                }
                 fs_type = Some(FsType::parse(value).map_err(|e| {
                     Status::invalid_argument(format!("parameter {PARAM_FS_TYPE}: {e}"))
                 })?);
@@ -77,7 +84,7 @@ pub fn parse_parameters(
                 "this node has no pools: no BlockPool selects it yet",
             ));
         }
-        None => driver.default_pool().cloned().ok_or_else(|| {
+        None => driver.default_pool().ok_or_else(|| {
             Status::invalid_argument(
                 "parameter pool is required: this node has several pools and none is named default",
             )
@@ -88,4 +95,51 @@ pub fn parse_parameters(
         thin,
         fs_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Mode};
+    use crate::pool_set::PoolSet;
+
+    fn driver_without_pools() -> Driver {
+        let config = Cli {
+            node_id: Some("n1".into()),
+            mode: Some(Mode::Controller),
+            ..Cli::default()
+        }
+        .resolve()
+        .unwrap();
+        Driver::new(&config, PoolSet::new(Box::new(|_| Err("unused".into()))))
+    }
+
+    #[test]
+    fn fs_type_in_two_spellings_is_refused_whatever_the_order() {
+        // Found by the `storage_class_parameters` fuzz target: with `fsType: xfs` and `fstype: ""`
+        // the volume got xfs or ext4 depending on the map's iteration order.
+        let driver = driver_without_pools();
+        for _ in 0..32 {
+            let parameters = HashMap::from([
+                ("pool".to_owned(), "fast".to_owned()),
+                ("fsType".to_owned(), "xfs".to_owned()),
+                ("fstype".to_owned(), String::new()),
+            ]);
+            let status = parse_parameters(&driver, &parameters).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains("more than once"),
+                "{}",
+                status.message()
+            );
+        }
+        let one = HashMap::from([
+            ("pool".to_owned(), "fast".to_owned()),
+            ("FSTYPE".to_owned(), "xfs".to_owned()),
+        ]);
+        assert_eq!(
+            parse_parameters(&driver, &one).unwrap().fs_type,
+            Some(FsType::Xfs)
+        );
+    }
 }

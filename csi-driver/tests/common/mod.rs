@@ -1,6 +1,8 @@
 //! Harness for tests that drive the real `fastvirt-csi` binary over its socket, on real loop devices.
 #![allow(dead_code)]
 
+pub mod standard_clients;
+
 use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};
 use fastvirt_csi::loopdev;
 use fastvirt_csi::mountinfo;
@@ -377,4 +379,54 @@ pub fn pool_files(dir: &Path) -> Vec<String> {
         }
     }
     files
+}
+
+/// CreateVolume of a block volume restored from a snapshot.
+pub fn from_snapshot(name: &str, bytes: i64, snapshot_id: &str) -> CreateVolumeRequest {
+    let mut req = create_req(name, bytes, block_cap());
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: snapshot_id.into(),
+            },
+        )),
+    });
+    req
+}
+
+/// CreateVolume of a block volume cloned from another volume.
+pub fn from_volume(name: &str, bytes: i64, volume_id: &str) -> CreateVolumeRequest {
+    let mut req = create_req(name, bytes, block_cap());
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: volume_id.into(),
+            },
+        )),
+    });
+    req
+}
+
+pub fn snapshot_req(name: &str, source: &str) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        ..Default::default()
+    }
+}
+
+/// The VolumeCondition NodeGetVolumeStats reports for a volume published at `target`.
+pub async fn volume_condition(
+    clients: &mut Clients,
+    volume_id: &str,
+    target: &Path,
+) -> VolumeCondition {
+    clients
+        .node
+        .node_get_volume_stats(stats_req(volume_id, target))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_condition
+        .expect("a volume condition")
 }

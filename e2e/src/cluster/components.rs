@@ -293,6 +293,9 @@ pub fn kubelet_config(layout: &Layout) -> String {
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": false,
+        // A changed ConfigMap reaches a pod's volume at the pod's next sync (1 min by default):
+        // the node plugin follows its pool file, and a shorter period keeps the tests short.
+        "syncFrequency": "10s",
         "evictionHard": {
             "memory.available": "100Mi",
             "nodefs.available": "1%",

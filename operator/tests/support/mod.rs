@@ -48,6 +48,7 @@ pub async fn context(objects: Vec<Value>, snapshots: bool, cdi: bool) -> Arc<Con
         namespace: NAMESPACE.into(),
         pool_config_map: "fastvirt-pools".into(),
         node_daemonset: Some("fastvirt-node".into()),
+        pool_host_dirs: Vec::new(),
     };
     Arc::new(Context::new(
         client,
