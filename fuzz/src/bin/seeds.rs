@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Every request names the objects a fresh fuzz driver holds (`pvc-seed`, `snap-seed`, ...), so the
-//! fuzzer starts from requests that get past validation as well as from ones that do not.
+//! fuzzer starts from requests that get past validation as well as from ones that do not. prost
+//! writes map fields in hash order, so a rerun may change the bytes of requests with maps (not
+//! the requests): commit only the seeds you meant to change.
 
 use fastvirt_csi::proto::volume_capability::access_mode::Mode;
 use fastvirt_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
