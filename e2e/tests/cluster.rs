@@ -16,7 +16,6 @@ use fastvirt_e2e::cluster::kubectl::Kubectl;
 use fastvirt_e2e::cluster::{self, State};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 #[path = "cluster/pool_following.rs"]
@@ -46,38 +45,7 @@ fn fastvirt_binaries() -> PathBuf {
     cluster::build_fastvirt_binaries(&cluster::default_repo(), false).expect("binaries build")
 }
 
-fn cluster_binary(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fastvirt-cluster"))
-        .args(args)
-        .output()
-        .expect("fastvirt-cluster runs")
-}
-
-/// Takes the cluster down however the test ends.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = cluster_binary(&["down", "--workdir", &self.0.to_string_lossy()]);
-        if !out.status.success() {
-            eprintln!(
-                "fastvirt-cluster down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-fn wait<T>(
-    kubectl: &Kubectl,
-    what: &str,
-    secs: u64,
-    check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> T {
-    kubectl
-        .wait_for(what, Duration::from_secs(secs), check)
-        .unwrap_or_else(|e| panic!("{e:#}"))
-}
+use common::{Down, cluster_binary, wait};
 
 fn apply(kubectl: &Kubectl, manifest: &str) {
     kubectl

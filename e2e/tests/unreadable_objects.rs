@@ -15,9 +15,8 @@ mod common;
 use fastvirt_e2e::cluster::kubectl::Kubectl;
 use fastvirt_e2e::cluster::{self, State};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 const CRD: &str = "nodetuningprofiles.fastvirt.io";
 const BAD: &str = "typo";
@@ -35,38 +34,7 @@ fn skip_reason() -> Option<String> {
     common::skip_reason(&["containerd", "runc", "iptables", "nsenter"])
 }
 
-fn cluster_binary(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fastvirt-cluster"))
-        .args(args)
-        .output()
-        .expect("fastvirt-cluster runs")
-}
-
-/// Takes the cluster down however the test ends.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let out = cluster_binary(&["down", "--workdir", &self.0.to_string_lossy()]);
-        if !out.status.success() {
-            eprintln!(
-                "fastvirt-cluster down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-fn wait<T>(
-    kubectl: &Kubectl,
-    what: &str,
-    secs: u64,
-    check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> T {
-    kubectl
-        .wait_for(what, Duration::from_secs(secs), check)
-        .unwrap_or_else(|e| panic!("{e:#}"))
-}
+use common::{Down, cluster_binary, wait};
 
 fn run(kubectl: &Kubectl, args: &[&str]) -> String {
     kubectl

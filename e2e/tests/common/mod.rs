@@ -40,3 +40,38 @@ pub fn driver_binary() -> PathBuf {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_fastvirt-bench"));
     bench.parent().unwrap().join("fastvirt-csi")
 }
+
+/// Runs the `fastvirt-cluster` binary of this build.
+pub fn cluster_binary(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fastvirt-cluster"))
+        .args(args)
+        .output()
+        .expect("fastvirt-cluster runs")
+}
+
+/// Takes the cluster in this work directory down however the test ends.
+pub struct Down(pub PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let out = cluster_binary(&["down", "--workdir", &self.0.to_string_lossy()]);
+        if !out.status.success() {
+            eprintln!(
+                "fastvirt-cluster down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Waits for `check` to return `Some`, at most `secs`; panics with what was awaited.
+pub fn wait<T>(
+    kubectl: &fastvirt_e2e::cluster::kubectl::Kubectl,
+    what: &str,
+    secs: u64,
+    check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> T {
+    kubectl
+        .wait_for(what, std::time::Duration::from_secs(secs), check)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
