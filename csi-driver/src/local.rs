@@ -45,6 +45,20 @@ impl Clients {
     }
 }
 
+/// Flags for a pool on the disk that runs the tests or a benchmark: no capacity reserve, so that a
+/// build directory filling that disk to within 5 % of full does not fail runs about other things.
+/// The reserve itself is tested on a pool of its own
+/// (`out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool`).
+pub const ON_THE_HOST_DISK: &[&str] = &["--capacity-reserve-percent", "0"];
+
+/// [`ON_THE_HOST_DISK`] as [`DriverArgs::extra_args`].
+pub fn on_the_host_disk() -> Vec<String> {
+    ON_THE_HOST_DISK
+        .iter()
+        .map(|flag| flag.to_string())
+        .collect()
+}
+
 /// How to start a driver process.
 #[derive(Debug, Clone)]
 pub struct DriverArgs {

@@ -1628,7 +1628,7 @@ async fn pools_come_from_the_operators_pool_file() {
     let mut args = driver_args(&root, Vec::new());
     args.extra_args = vec!["--pool-config".into(), pool_file.to_str().unwrap().into()];
     args.extra_args
-        .extend(common::ON_THE_HOST_DISK.iter().map(|f| f.to_string()));
+        .extend(fastvirt_csi::local::on_the_host_disk());
 
     // No BlockPool yet: the plugin runs, registers, and says why it cannot provision.
     let (mut driver, mut clients) = fastvirt_csi::local::DriverProcess::start(args.clone())

@@ -153,7 +153,7 @@ async fn one_unusable_pool_leaves_the_plugin_and_the_other_pools_serving() {
             ("readonly".into(), ro.clone()),
         ],
     );
-    args.extra_args = ON_THE_HOST_DISK.iter().map(|s| s.to_string()).collect();
+    args.extra_args = fastvirt_csi::local::on_the_host_disk();
     let (mut driver, mut clients) = DriverProcess::start(args).await.expect("the plugin starts");
 
     let probe = clients.identity.probe(ProbeRequest {}).await.unwrap();
@@ -232,7 +232,7 @@ async fn the_plugin_follows_its_pool_file_without_restarting() {
     let root = test_root("follow");
     let pool_file = root.join("pools.yaml");
     let mut args = driver_args(&root, Vec::new());
-    args.extra_args = ON_THE_HOST_DISK.iter().map(|s| s.to_string()).collect();
+    args.extra_args = fastvirt_csi::local::on_the_host_disk();
     args.extra_args.push("--pool-config".into());
     args.extra_args.push(pool_file.display().to_string());
     let (mut driver, clients) = DriverProcess::start(args)

@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         pools: vec![("default".into(), pool.clone())],
         state_dir: work_dir.join("state"),
         log_file: Some(work_dir.join("driver.log")),
-        extra_args: Vec::new(),
+        extra_args: fastvirt_csi::local::on_the_host_disk(),
     };
     eprintln!("starting fastvirt-csi on pool {}", pool.display());
     let (mut process, mut clients) = DriverProcess::start(args).await?;
@@ -247,7 +247,7 @@ async fn run_snapshots(
         state_dir: work_dir.join("state"),
         log_file: Some(work_dir.join("driver.log")),
         // The copies need all of the disk this benchmark may use.
-        extra_args: vec!["--capacity-reserve-percent".into(), "0".into()],
+        extra_args: fastvirt_csi::local::on_the_host_disk(),
     };
     let (mut process, mut clients) = DriverProcess::start(args).await?;
     let engine = fio::engine();

@@ -64,10 +64,7 @@ pub fn test_root(name: &str) -> PathBuf {
     root
 }
 
-/// Flags for a pool on the disk that runs the tests: no reserve, so that a build directory filling
-/// that disk to within 5 % of full does not fail tests about other things. The reserve itself is
-/// tested on a pool of its own (`out_of_space_is_resource_exhausted_and_capacity_tracks_the_pool`).
-pub const ON_THE_HOST_DISK: &[&str] = &["--capacity-reserve-percent", "0"];
+pub use fastvirt_csi::local::ON_THE_HOST_DISK;
 
 impl TestEnv {
     pub async fn start(name: &str) -> Self {

@@ -27,6 +27,9 @@ pub fn cluster_values(state: &State) -> serde_json::Value {
             "builtinRegistration": true,
             "stateDir": layout.csi_state_dir(),
             "poolHostDirs": [layout.pool_host_dir()],
+            // The pools share the disk the tests build on; a nearly full build disk must not
+            // refuse their volumes (the reserve has tests of its own).
+            "capacityReservePercent": 0,
         },
         "agent": {"image": image("fastvirt-agent")},
     })
