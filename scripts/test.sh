@@ -15,20 +15,34 @@ kube_log="$(mktemp)"
 # Its own process group (setsid), so a failing step below can stop it with its go children.
 setsid scripts/install-kube.sh >"$kube_log.out" 2>"$kube_log" &
 kube_pid=$!
-# A failing step below must not leave the build running.
-trap 'kill -- "-$kube_pid" 2>/dev/null || true' EXIT
+# The previous release's fastvirt-csi, for the upgrade test: built from git history into a cache
+# outside the checkout, once per release.
+release_log="$(mktemp)"
+setsid scripts/build-previous-release.sh >"$release_log.out" 2>"$release_log" &
+release_pid=$!
+# A failing step below must not leave the builds running.
+trap 'kill -- "-$kube_pid" "-$release_pid" 2>/dev/null || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-run
 if ! wait "$kube_pid"; then
   trap - EXIT
+  kill -- "-$release_pid" 2>/dev/null || true
   echo "scripts/install-kube.sh failed:" >&2
   cat "$kube_log" >&2
   exit 1
 fi
+if ! wait "$release_pid"; then
+  trap - EXIT
+  echo "scripts/build-previous-release.sh failed:" >&2
+  cat "$release_log" >&2
+  exit 1
+fi
 trap - EXIT
+cat "$release_log" >&2
 FASTVIRT_KUBE_BIN="$(tail -n 1 "$kube_log.out")"
-export FASTVIRT_KUBE_BIN
-rm -f "$kube_log" "$kube_log.out"
+FASTVIRT_PREVIOUS_RELEASE="$(tail -n 1 "$release_log.out")"
+export FASTVIRT_KUBE_BIN FASTVIRT_PREVIOUS_RELEASE
+rm -f "$kube_log" "$kube_log.out" "$release_log" "$release_log.out"
 cargo test --workspace --locked
 scripts/fuzz.sh

@@ -63,7 +63,7 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// One reserved core (both threads) per NUMA node; every other CPU isolated.
-fn bench_profile(spec: &FixtureSpec) -> anyhow::Result<NodeTuningProfileSpec> {
+pub fn bench_profile(spec: &FixtureSpec) -> anyhow::Result<NodeTuningProfileSpec> {
     let cores = spec.sockets * spec.cores_per_socket;
     let reserved: CpuSet = (0..spec.sockets)
         .flat_map(|node| {
@@ -91,7 +91,7 @@ fn bench_profile(spec: &FixtureSpec) -> anyhow::Result<NodeTuningProfileSpec> {
 }
 
 /// sysfs and procfs live in memory; a tmpfs tree is the closer model when the machine has one.
-fn memory_backed_tempdir() -> std::io::Result<tempfile::TempDir> {
+pub fn memory_backed_tempdir() -> std::io::Result<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
         tempfile::tempdir_in(shm)

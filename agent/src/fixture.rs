@@ -173,6 +173,32 @@ fn sysctl_default(name: &str) -> &'static str {
     }
 }
 
+/// Every file of a host tree by path relative to `root`, except the fixture's own markers and the
+/// agent's journal: what a test compares before and after the agent worked on it.
+pub fn host_files(root: &Path) -> io::Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let relative = path
+                .strip_prefix(root)
+                .map_err(io::Error::other)?
+                .to_string_lossy()
+                .into_owned();
+            if relative.starts_with(".fixture") || relative.starts_with("var/lib/fastvirt") {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(relative, fs::read_to_string(&path)?);
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Writes a host tree for `spec` below `root`.
 pub fn write_host(root: &Path, spec: &FixtureSpec) -> io::Result<()> {
     let cpus = spec.cpu_count();

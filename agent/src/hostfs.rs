@@ -62,6 +62,63 @@ pub trait HostFs: Send + Sync {
     }
 }
 
+/// Whether `path` is a kernel attribute (sysfs, procfs, cgroupfs, debugfs, securityfs) rather than
+/// a file on a disk; unknown counts as the kernel's, whose files are written in place.
+fn on_kernel_filesystem(path: &Path) -> bool {
+    use nix::sys::statfs::{
+        CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, DEBUGFS_MAGIC, PROC_SUPER_MAGIC, SECURITYFS_MAGIC,
+        SYSFS_MAGIC, statfs,
+    };
+    statfs(path).map_or(true, |stat| {
+        [
+            SYSFS_MAGIC,
+            PROC_SUPER_MAGIC,
+            CGROUP_SUPER_MAGIC,
+            CGROUP2_SUPER_MAGIC,
+            DEBUGFS_MAGIC,
+            SECURITYFS_MAGIC,
+        ]
+        .contains(&stat.filesystem_type())
+    })
+}
+
+/// Replaces `target` with `content` through a sibling temporary file and a rename. The temporary
+/// file's name is fixed (`.<name>.fastvirt-new`): one left by a killed agent is taken up by the
+/// next write of the same file (restore and apply both rewrite every file a kill interrupted), so
+/// none is left behind for good. `durable`: fsync the file and the directory entry.
+fn replace_by_rename(
+    target: &Path,
+    content: &[u8],
+    permissions: Option<fs::Permissions>,
+    durable: bool,
+) -> io::Result<()> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    let name = target
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(".fastvirt-new");
+    let temporary = dir.join(temporary_name);
+    let mut file = fs::File::create(&temporary)?;
+    file.write_all(content)?;
+    if let Some(permissions) = permissions {
+        file.set_permissions(permissions)?;
+    }
+    if durable {
+        file.sync_all()?;
+    }
+    drop(file);
+    fs::rename(&temporary, target)?;
+    if durable {
+        // The rename is durable only once the directory entry is.
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The real filesystem below a root directory.
 #[derive(Debug, Clone)]
 pub struct RealHostFs {
@@ -135,15 +192,23 @@ impl HostFs for RealHostFs {
             value: value.to_owned(),
             source,
         };
-        // No create: the file must be the kernel's. Truncate, as `echo value > file` does: sysfs
-        // and procfs ignore it, and a plain file (a host tree copy) then holds just the value.
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(self.full_path(path))
-            .map_err(write_error)?;
-        file.write_all(format!("{value}\n").as_bytes())
-            .map_err(write_error)
+        let target = self.full_path(path);
+        // No create: the file must be the kernel's.
+        let permissions = fs::metadata(&target).map_err(write_error)?.permissions();
+        let line = format!("{value}\n");
+        if on_kernel_filesystem(&target) {
+            // One write(2), which sysfs and procfs take whole or refuse; they ignore the truncate.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&target)
+                .map_err(write_error)?;
+            return file.write_all(line.as_bytes()).map_err(write_error);
+        }
+        // A host tree copied onto a disk (a dry run's, a test's): replaced by a rename, so that a
+        // kill mid-write leaves the old value or the new one, as the kernel's files do, never an
+        // empty file. No fsync: the tree is a model of the kernel's state, not data to keep.
+        replace_by_rename(&target, line.as_bytes(), Some(permissions), false).map_err(write_error)
     }
 
     fn replace_file(&self, path: &str, content: &str) -> Result<(), HostFsError> {
@@ -154,22 +219,10 @@ impl HostFs for RealHostFs {
             value: format!("({} bytes)", content.len()),
             source,
         };
-        let dir = target
-            .parent()
-            .ok_or_else(|| write_error(io::Error::other("no parent directory")))?;
-        fs::create_dir_all(dir).map_err(write_error)?;
-        let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
-        temporary
-            .write_all(content.as_bytes())
-            .map_err(write_error)?;
-        temporary.as_file().sync_all().map_err(write_error)?;
-        temporary
-            .persist(&target)
-            .map_err(|e| write_error(e.error))?;
-        // The rename is durable only once the directory entry is.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_error)
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        replace_by_rename(&target, content.as_bytes(), None, true).map_err(write_error)
     }
 
     fn remove_file(&self, path: &str) -> Result<(), HostFsError> {

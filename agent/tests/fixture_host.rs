@@ -37,27 +37,7 @@ fn fixture() -> (tempfile::TempDir, FixtureFs) {
 
 /// Every file of the host tree except the fixture's own markers and the agent's journal.
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
-        for entry in std::fs::read_dir(dir).expect("readable fixture dir") {
-            let path = entry.expect("dir entry").path();
-            let relative = path
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .into_owned();
-            if relative.starts_with(".fixture") || relative.starts_with("var/lib/fastvirt") {
-                continue;
-            }
-            if path.is_dir() {
-                walk(root, &path, files);
-            } else {
-                files.insert(relative, std::fs::read_to_string(&path).expect("text file"));
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(root, root, &mut files);
-    files
+    fixture::host_files(root).expect("a readable fixture tree")
 }
 
 fn plan_for(

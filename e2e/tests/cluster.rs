@@ -18,6 +18,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "cluster/chaos.rs"]
+mod chaos;
 #[path = "cluster/pool_following.rs"]
 mod pool_following;
 
@@ -218,6 +220,7 @@ fn fastvirt_in_a_real_cluster() {
     filesystem_grows_in_a_running_pod(&kubectl);
     snapshot_restores_the_data(&kubectl);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
+    chaos::node_plugin_kills_and_an_apiserver_restart_lose_nothing(&kubectl, &state);
     deleting_claims_removes_their_files(&kubectl, &pool_dir);
     uninstall_leaves_only_the_crds(&kubectl, &state);
 

@@ -296,6 +296,9 @@ pub fn kubelet_config(layout: &Layout) -> String {
         // A changed ConfigMap reaches a pod's volume at the pod's next sync (1 min by default):
         // the node plugin follows its pool file, and a shorter period keeps the tests short.
         "syncFrequency": "10s",
+        // A container killed on purpose (the chaos test kills the node plugin several times) comes
+        // back within seconds instead of after a crash-loop back-off that doubles up to 5 min.
+        "crashLoopBackOff": {"maxContainerRestartPeriod": "2s"},
         "evictionHard": {
             "memory.available": "100Mi",
             "nodefs.available": "1%",

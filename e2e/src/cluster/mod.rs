@@ -16,6 +16,7 @@ pub mod network;
 mod node_images;
 pub mod pki;
 pub mod process;
+mod restart;
 mod start;
 mod stop;
 
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use chart_install::{cluster_values, wait_plugin_registered};
 pub use node_images::{build_fastvirt_binaries, chart_sidecar_image};
+pub use restart::restart_apiserver;
 pub use start::{UpOptions, up};
 pub use stop::down;
 

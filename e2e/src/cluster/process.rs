@@ -6,7 +6,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,7 +70,13 @@ pub fn start(
 ) -> Result<Component> {
     std::fs::create_dir_all(logs)?;
     let log = logs.join(format!("{name}.log"));
-    let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    // Appended to: a restarted component keeps its earlier life's log (a new cluster starts
+    // with an empty log directory).
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
     // setsid: a new session, so the component survives `up` and no terminal signal reaches it.
     // nsenter --net only (not `ip netns exec`, which would also give it a private mount
