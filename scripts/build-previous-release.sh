@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the previous release's fastvirt-csi (scripts/previous-release.env) from git history into a
-# cache outside the checkout, for the upgrade test. Idempotent: a second run only prints.
+# Builds the previous release (scripts/previous-release.env) from git history into a cache outside
+# the checkout, for the upgrade tests: its fastvirt-csi, fastvirt-operator and fastvirt-agent, and
+# its chart in `repo/charts/fastvirt`. Idempotent: a second run only prints.
 #
-# The last line of output is the directory holding `fastvirt-csi`; csi-driver/tests/upgrade.rs
-# finds it through FASTVIRT_PREVIOUS_RELEASE. When this clone's history lacks the release (a
-# shallow clone), the last line is empty and the test skips, saying so.
+# The last line of output is that directory; csi-driver/tests/upgrade.rs and
+# e2e/tests/chart_upgrade.rs find it through FASTVIRT_PREVIOUS_RELEASE. When this clone's history
+# lacks the release (a shallow clone), the last line is empty and the tests skip, saying so.
 #
 # Environment:
 #   FASTVIRT_RELEASE_CACHE  cache root (default /var/cache/fastvirt/releases)
@@ -15,12 +16,13 @@ cd "$(dirname "$0")/.."
 
 cache_root="${FASTVIRT_RELEASE_CACHE:-/var/cache/fastvirt/releases}"
 out="$cache_root/$PREVIOUS_RELEASE"
-if [ -x "$out/fastvirt-csi" ]; then
+binaries=(fastvirt-csi fastvirt-operator fastvirt-agent)
+if [ -x "$out/fastvirt-agent" ] && [ -d "$out/repo/charts/fastvirt" ]; then
   echo "$out"
   exit 0
 fi
 if ! git cat-file -e "$PREVIOUS_RELEASE^{commit}" 2>/dev/null; then
-  echo "build-previous-release.sh: this clone has no commit $PREVIOUS_RELEASE (shallow?); the upgrade test will skip" >&2
+  echo "build-previous-release.sh: this clone has no commit $PREVIOUS_RELEASE (shallow?); the upgrade tests will skip" >&2
   echo ""
   exit 0
 fi
@@ -30,9 +32,14 @@ mkdir -p "$src"
 git archive "$PREVIOUS_RELEASE" | tar -x -C "$src"
 # One target directory for every release: their dependencies mostly agree, so a newer previous
 # release rebuilds little.
-(cd "$src" && CARGO_TARGET_DIR="$cache_root/target" cargo build --locked --quiet -p fastvirt-csi --bin fastvirt-csi)
-mkdir -p "$out.tmp"
-cp "$cache_root/target/debug/fastvirt-csi" "$out.tmp/fastvirt-csi"
+(cd "$src" && CARGO_TARGET_DIR="$cache_root/target" cargo build --locked --quiet \
+  -p fastvirt-csi -p fastvirt-operator -p fastvirt-agent --bins)
+rm -rf "$out.tmp"
+mkdir -p "$out.tmp/repo"
+for binary in "${binaries[@]}"; do
+  cp "$cache_root/target/debug/$binary" "$out.tmp/$binary"
+done
+git archive "$PREVIOUS_RELEASE" charts | tar -x -C "$out.tmp/repo"
 rm -rf "$out" "$src"
 mv "$out.tmp" "$out"
 echo "$out"

@@ -23,105 +23,22 @@ mod chaos;
 #[path = "cluster/pool_following.rs"]
 mod pool_following;
 
-const TEST_NS: &str = "fastvirt-test";
 const POOL: &str = "local";
-
-fn skip_reason() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (network namespace, mounts, loop devices)".into());
-    }
-    let Some(dir) = std::env::var_os("FASTVIRT_KUBE_BIN") else {
-        return Some("FASTVIRT_KUBE_BIN is not set: run scripts/install-kube.sh and set it to the directory it prints (scripts/test.sh does both)".into());
-    };
-    if !Path::new(&dir).join("kube-apiserver").is_file() {
-        return Some(format!(
-            "{} has no kube-apiserver",
-            Path::new(&dir).display()
-        ));
-    }
-    common::skip_reason(&["containerd", "runc", "iptables", "nsenter"])
-}
 
 /// The workspace's debug binaries of the three images, built if `cargo test` has not yet.
 fn fastvirt_binaries() -> PathBuf {
     cluster::build_fastvirt_binaries(&cluster::default_repo(), false).expect("binaries build")
 }
 
-use common::{Down, cluster_binary, wait};
+use common::{
+    Down, TEST_NS, cluster_binary, cluster_skip_reason as skip_reason, delete_snapshots_and_claims,
+    placed_pod, pod, pod_phase, pvc, volume_files, wait,
+};
 
 fn apply(kubectl: &Kubectl, manifest: &str) {
     kubectl
         .apply(manifest)
         .unwrap_or_else(|e| panic!("applying:\n{manifest}\n{e:#}"));
-}
-
-/// A pod in the test namespace running `script` in the toolbox image with the claim at
-/// /data (Filesystem) or /dev/xvda (Block).
-fn pod(name: &str, claim: &str, block: bool, script: &str) -> String {
-    placed_pod(name, claim, block, script, "")
-}
-
-/// [`pod`] with more lines of pod spec (`placement`: tolerations, affinity), two-space indented.
-fn placed_pod(name: &str, claim: &str, block: bool, script: &str, placement: &str) -> String {
-    let attach = if block {
-        "      volumeDevices:\n        - name: data\n          devicePath: /dev/xvda\n"
-    } else {
-        "      volumeMounts:\n        - name: data\n          mountPath: /data\n"
-    };
-    let script = serde_json::to_string(script).unwrap();
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {TEST_NS}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-{placement}  containers:
-    - name: main
-      image: {toolbox}
-      imagePullPolicy: Never
-      command: [sh, -c, {script}]
-{attach}  volumes:
-    - name: data
-      persistentVolumeClaim:
-        claimName: {claim}
-",
-        toolbox = cluster::TOOLBOX_IMAGE
-    )
-}
-
-fn pvc(name: &str, class: &str, block: bool, size: &str, source: Option<&str>) -> String {
-    let mode = if block { "Block" } else { "Filesystem" };
-    let source = source
-        .map(|s| {
-            format!("  dataSource:\n    apiGroup: snapshot.storage.k8s.io\n    kind: VolumeSnapshot\n    name: {s}\n")
-        })
-        .unwrap_or_default();
-    format!(
-        "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: {name}
-  namespace: {TEST_NS}
-spec:
-  storageClassName: {class}
-  volumeMode: {mode}
-  accessModes: [ReadWriteOnce]
-  resources:
-    requests:
-      storage: {size}
-{source}"
-    )
-}
-
-fn pod_phase(kubectl: &Kubectl, name: &str) -> anyhow::Result<String> {
-    let pod = kubectl.get_json(&["pod", name, "-n", TEST_NS])?;
-    Ok(pod["status"]["phase"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
 }
 
 /// Waits until the pod has run to completion successfully, then returns its output.
@@ -986,43 +903,15 @@ fn parse_quantity(text: &str) -> Option<i64> {
 }
 
 fn deleting_claims_removes_their_files(kubectl: &Kubectl, pool_dir: &Path) {
-    let volumes = |dir: &Path| -> usize {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    let files_before = volumes(pool_dir);
+    let files_before = volume_files(pool_dir);
     assert!(
         files_before >= 3,
         "three claims have volume files in {}",
         pool_dir.display()
     );
-    kubectl
-        .run(&[
-            "delete",
-            "volumesnapshot",
-            "--all",
-            "-n",
-            TEST_NS,
-            "--wait=true",
-        ])
-        .expect("snapshots deleted");
-    kubectl
-        .run(&["delete", "pvc", "--all", "-n", TEST_NS, "--wait=true"])
-        .expect("claims deleted");
-    wait(kubectl, "every PV gone", 180, || {
-        let pvs = kubectl.get_json(&["pv"])?;
-        Ok(pvs["items"]
-            .as_array()
-            .is_some_and(|i| i.is_empty())
-            .then_some(()))
-    });
+    delete_snapshots_and_claims(kubectl);
     assert_eq!(
-        volumes(pool_dir),
+        volume_files(pool_dir),
         0,
         "the volume files are gone from {}",
         pool_dir.display()

@@ -21,20 +21,7 @@ use std::time::Instant;
 const CRD: &str = "nodetuningprofiles.fastvirt.io";
 const BAD: &str = "typo";
 
-fn skip_reason() -> Option<String> {
-    let Some(dir) = std::env::var_os("FASTVIRT_KUBE_BIN") else {
-        return Some("FASTVIRT_KUBE_BIN is not set: run scripts/install-kube.sh and set it to the directory it prints (scripts/test.sh does both)".into());
-    };
-    if !Path::new(&dir).join("kube-apiserver").is_file() {
-        return Some(format!(
-            "{} has no kube-apiserver",
-            Path::new(&dir).display()
-        ));
-    }
-    common::skip_reason(&["containerd", "runc", "iptables", "nsenter"])
-}
-
-use common::{Down, cluster_binary, wait};
+use common::{Down, cluster_binary, cluster_skip_reason as skip_reason, wait};
 
 fn run(kubectl: &Kubectl, args: &[&str]) -> String {
     kubectl

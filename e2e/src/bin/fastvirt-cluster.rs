@@ -47,6 +47,24 @@ enum Command {
         /// scheduling across nodes can be tested.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// The tag fastvirt's images are imported under.
+        #[arg(long, default_value = cluster::IMAGE_TAG)]
+        image_tag: String,
+    },
+    /// Upgrade fastvirt in a running cluster as docs/install.md describes: import the new
+    /// version's images under a new tag, apply its CRDs, `helm upgrade` to its chart.
+    Upgrade {
+        #[arg(long)]
+        workdir: PathBuf,
+        /// fastvirt-csi, fastvirt-operator and fastvirt-agent of the new version.
+        #[arg(long)]
+        binaries: PathBuf,
+        /// The checkout with the new chart (default: the one this binary was built from).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// The new images' tag; it must differ from the running one.
+        #[arg(long)]
+        image_tag: String,
     },
     /// Stop everything `up` started and undo its changes to the host.
     Down {
@@ -75,6 +93,7 @@ fn run(cli: Cli) -> Result<()> {
             values,
             no_chart,
             nodes,
+            image_tag,
         } => {
             let state = cluster::up(&UpOptions {
                 workdir,
@@ -84,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
                 values,
                 install_chart: !no_chart,
                 nodes,
+                image_tag,
             })?;
             println!("kubectl: {}", state.kube_bin.join("kubectl").display());
             println!("logs: {}", state.layout().logs().display());
@@ -91,6 +111,21 @@ fn run(cli: Cli) -> Result<()> {
                 "export KUBECONFIG={}",
                 state.layout().admin_kubeconfig().display()
             );
+            Ok(())
+        }
+        Command::Upgrade {
+            workdir,
+            binaries,
+            repo,
+            image_tag,
+        } => {
+            cluster::upgrade(&cluster::UpgradeOptions {
+                workdir,
+                repo: repo.unwrap_or_else(cluster::default_repo),
+                binaries,
+                image_tag,
+            })?;
+            println!("upgraded");
             Ok(())
         }
         Command::Down { workdir } => cluster::down(&workdir),

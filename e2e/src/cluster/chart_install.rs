@@ -4,8 +4,9 @@
 use super::components::Layout;
 use super::process;
 use super::start::{START_TIMEOUT, UpOptions};
-use super::{IMAGE_TAG, NAMESPACE, RELEASE, State};
+use super::{NAMESPACE, RELEASE, State};
 use anyhow::{Context, Result};
+use std::path::Path;
 
 /// The chart's values for this cluster: the images just imported, the built-in registrar (the
 /// registrar and livenessprobe sidecars are not buildable here), and host paths in the workdir.
@@ -14,7 +15,7 @@ pub fn cluster_values(state: &State) -> serde_json::Value {
     let image = |name: &str| {
         serde_json::json!({
             "repository": format!("localhost/fastvirt/{name}"),
-            "tag": IMAGE_TAG,
+            "tag": state.image_tag,
             "pullPolicy": "Never",
         })
     };
@@ -41,9 +42,21 @@ pub(super) fn install_chart(state: &State, layout: &Layout, options: &UpOptions)
     kubectl.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n    pod-security.kubernetes.io/warn: privileged\n"
     ))?;
+    helm_upgrade(state, layout, &options.repo, &options.values)
+}
+
+/// `helm upgrade --install` of `repo`'s chart with the cluster's values (then `extra_values`),
+/// waiting for its workloads and for kubelet to register the driver: the install, and an upgrade.
+pub(super) fn helm_upgrade(
+    state: &State,
+    layout: &Layout,
+    repo: &Path,
+    extra_values: &[std::path::PathBuf],
+) -> Result<()> {
+    let kubectl = state.kubectl();
     let values = layout.workdir.join("values.yaml");
     std::fs::write(&values, serde_yaml::to_string(&cluster_values(state))?)?;
-    let chart = options.repo.join("charts/fastvirt");
+    let chart = repo.join("charts/fastvirt");
     let mut args = vec![
         "upgrade".to_owned(),
         "--install".into(),
@@ -54,7 +67,7 @@ pub(super) fn install_chart(state: &State, layout: &Layout, options: &UpOptions)
         "--values".into(),
         values.to_string_lossy().into_owned(),
     ];
-    for extra in &options.values {
+    for extra in extra_values {
         args.push("--values".into());
         args.push(extra.to_string_lossy().into_owned());
     }

@@ -19,6 +19,7 @@ pub mod process;
 mod restart;
 mod start;
 mod stop;
+mod upgrade;
 
 use anyhow::{Context, Result};
 use components::Layout;
@@ -33,12 +34,13 @@ pub use node_images::{build_fastvirt_binaries, chart_sidecar_image};
 pub use restart::restart_apiserver;
 pub use start::{UpOptions, up};
 pub use stop::down;
+pub use upgrade::{UpgradeOptions, upgrade};
 
 /// The pod sandbox image containerd is told to use; built from `install-kube.sh`'s pause binary.
 pub const PAUSE_IMAGE: &str = "localhost/fastvirt/pause:test";
 /// busybox, for test pods and demos.
 pub const TOOLBOX_IMAGE: &str = "localhost/fastvirt/toolbox:test";
-/// The tag of fastvirt's own images built from the working tree.
+/// The default tag of fastvirt's own images built from the working tree.
 pub const IMAGE_TAG: &str = "dev";
 /// Where the chart is installed.
 pub const NAMESPACE: &str = "fastvirt-system";
@@ -68,6 +70,9 @@ pub struct State {
     /// Nodes in the cluster: the kubelet's, and kubelet-less extra ones (`--nodes`).
     #[serde(default = "one")]
     pub nodes: u32,
+    /// The tag of fastvirt's images the chart runs (`upgrade` imports new ones under another).
+    #[serde(default = "default_image_tag")]
+    pub image_tag: String,
     pub components: Vec<Component>,
 }
 
@@ -94,6 +99,7 @@ impl State {
             components: Vec::new(),
             fastvirt_binaries: PathBuf::new(),
             nodes: 1,
+            image_tag: IMAGE_TAG.to_owned(),
             workdir: workdir.to_owned(),
             id,
         }
@@ -147,6 +153,10 @@ impl State {
 
 fn one() -> u32 {
     1
+}
+
+fn default_image_tag() -> String {
+    IMAGE_TAG.to_owned()
 }
 
 /// The directory `scripts/install-kube.sh` reports (its last line), running it if needed:

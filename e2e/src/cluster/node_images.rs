@@ -5,14 +5,21 @@
 use super::components::Layout;
 use super::images::{self, ImageSpec};
 use super::start::{UpOptions, ctr, which};
-use super::{IMAGE_TAG, PAUSE_IMAGE, State, TOOLBOX_IMAGE};
+use super::{PAUSE_IMAGE, State, TOOLBOX_IMAGE};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 
 /// The images the node runs: the sandbox, the toolbox, fastvirt's three, and the sidecars at
 /// exactly the references the chart renders.
-fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Vec<ImageSpec>> {
+/// `chart_repo`: the checkout whose chart names the sidecars, `None` for a bare cluster; fastvirt's
+/// images get the state's tag.
+fn image_specs(
+    state: &State,
+    chart_repo: Option<&Path>,
+    binaries: &Path,
+) -> Result<Vec<ImageSpec>> {
     let kube_bin = &state.kube_bin;
+    let tag = &state.image_tag;
     let mut specs = vec![
         ImageSpec {
             user: "65535:65535".into(),
@@ -33,7 +40,7 @@ fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Ve
     toolbox.cmd = vec!["sh".into()];
     specs.push(toolbox);
 
-    let mut csi = ImageSpec::new(format!("localhost/fastvirt/fastvirt-csi:{IMAGE_TAG}")).program(
+    let mut csi = ImageSpec::new(format!("localhost/fastvirt/fastvirt-csi:{tag}")).program(
         &binaries.join("fastvirt-csi"),
         "/usr/local/bin/fastvirt-csi",
     )?;
@@ -56,7 +63,7 @@ fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Ve
     specs.push(
         ImageSpec {
             user: "65532:65532".into(),
-            ..ImageSpec::new(format!("localhost/fastvirt/fastvirt-operator:{IMAGE_TAG}")).program(
+            ..ImageSpec::new(format!("localhost/fastvirt/fastvirt-operator:{tag}")).program(
                 &binaries.join("fastvirt-operator"),
                 "/usr/local/bin/fastvirt-operator",
             )?
@@ -64,25 +71,22 @@ fn image_specs(state: &State, options: &UpOptions, binaries: &Path) -> Result<Ve
         .entrypoint(&["/usr/local/bin/fastvirt-operator"]),
     );
     specs.push(
-        ImageSpec::new(format!("localhost/fastvirt/fastvirt-agent:{IMAGE_TAG}"))
+        ImageSpec::new(format!("localhost/fastvirt/fastvirt-agent:{tag}"))
             .program(
                 &binaries.join("fastvirt-agent"),
                 "/usr/local/bin/fastvirt-agent",
             )?
             .entrypoint(&["/usr/local/bin/fastvirt-agent"]),
     );
-    let sidecars: &[(&str, &str)] = if options.install_chart {
-        &[
-            ("provisioner", "csi-provisioner"),
-            ("resizer", "csi-resizer"),
-            ("snapshotter", "csi-snapshotter"),
-        ]
-    } else {
-        &[]
+    let Some(repo) = chart_repo else {
+        return Ok(specs);
     };
-    for (key, binary) in sidecars {
-        let reference = chart_sidecar_image(&options.repo, key)?;
-        let binary = *binary;
+    for (key, binary) in [
+        ("provisioner", "csi-provisioner"),
+        ("resizer", "csi-resizer"),
+        ("snapshotter", "csi-snapshotter"),
+    ] {
+        let reference = chart_sidecar_image(repo, key)?;
         let entry = format!("/{binary}");
         specs.push(
             ImageSpec::new(reference)
@@ -106,7 +110,7 @@ pub fn chart_sidecar_image(repo: &Path, key: &str) -> Result<String> {
     Ok(format!("{repository}:{tag}"))
 }
 
-fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
+pub(super) fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {
     if let Some(dir) = &options.binaries {
         return Ok(dir.clone());
     }
@@ -145,11 +149,19 @@ pub fn build_fastvirt_binaries(repo: &Path, release: bool) -> Result<PathBuf> {
         .join(if release { "release" } else { "debug" }))
 }
 
-pub(super) fn import_images(state: &mut State, layout: &Layout, options: &UpOptions) -> Result<()> {
-    let binaries = fastvirt_binaries(options)?;
-    state.fastvirt_binaries = binaries.canonicalize().unwrap_or_else(|_| binaries.clone());
+/// Builds and imports the node's images: fastvirt's from `binaries` under the state's tag, the
+/// sidecars `chart_repo`'s chart names.
+pub(super) fn import_images(
+    state: &mut State,
+    layout: &Layout,
+    chart_repo: Option<&Path>,
+    binaries: &Path,
+) -> Result<()> {
+    state.fastvirt_binaries = binaries
+        .canonicalize()
+        .unwrap_or_else(|_| binaries.to_owned());
     state.save()?;
-    for spec in image_specs(state, options, &binaries)? {
+    for spec in image_specs(state, chart_repo, binaries)? {
         let file_name = spec
             .reference
             .rsplit('/')

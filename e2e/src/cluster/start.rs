@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub install_chart: bool,
     /// Nodes: 1 is the kubelet's; more adds kubelet-less nodes (see `extra_nodes`).
     pub nodes: u32,
+    /// The tag fastvirt's images are imported under and the chart runs.
+    pub image_tag: String,
 }
 
 pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -82,6 +84,7 @@ pub fn up(options: &UpOptions) -> Result<State> {
     );
     let mut state = State::new(&workdir, &kube_bin);
     state.nodes = options.nodes;
+    state.image_tag = options.image_tag.clone();
     state.save()?;
     bring_up(&mut state, options).map_err(|error| {
         error.context(format!(
@@ -176,7 +179,9 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
 
     host::create_cgroup(&state.cgroup_root)?;
     start_containerd(state, &layout)?;
-    super::node_images::import_images(state, &layout, options)?;
+    let binaries = super::node_images::fastvirt_binaries(options)?;
+    let chart_repo = options.install_chart.then_some(options.repo.as_path());
+    super::node_images::import_images(state, &layout, chart_repo, &binaries)?;
     start_kubelet(state, &layout)?;
     start_snapshot_controller(state, &layout)?;
     if options.install_chart {
