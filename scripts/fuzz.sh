@@ -9,6 +9,9 @@
 #   FASTVIRT_FUZZ_JOBS     targets run side by side (default: the number of CPUs)
 #   FASTVIRT_FUZZ_TARGETS  space-separated targets to run (default: all)
 #   FASTVIRT_FUZZ_RSS_MB   memory limit per target (default 2048)
+#   FASTVIRT_FUZZ_TARGET_DIR  where the instrumented build goes (default
+#                          /var/cache/fastvirt/fuzz-target, outside the checkout, so that a fresh
+#                          clone rebuilds only fastvirt's own crates, not every dependency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,7 @@ cargo_fuzz_version=0.13.2
 seconds="${FASTVIRT_FUZZ_SECONDS:-20}"
 jobs="${FASTVIRT_FUZZ_JOBS:-$(nproc)}"
 rss_mb="${FASTVIRT_FUZZ_RSS_MB:-2048}"
+target_dir="${FASTVIRT_FUZZ_TARGET_DIR:-/var/cache/fastvirt/fuzz-target}"
 
 # cargo-fuzz and libFuzzer's instrumentation need a nightly toolchain; this machine cannot download
 # one, so without it the run is skipped, as the host tests skip without root.
@@ -29,9 +33,10 @@ fi
 
 cd fuzz
 build_started=$SECONDS
-cargo +nightly fuzz build
+mkdir -p "$target_dir"
+cargo +nightly fuzz build --target-dir "$target_dir"
 echo "fuzz: built every target in $((SECONDS - build_started)) s"
-bin_dir="target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
+bin_dir="$target_dir/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 
 # The targets are the files of fuzz_targets/ (`cargo fuzz list` also shows the seed generator).
 read -r -a targets <<<"${FASTVIRT_FUZZ_TARGETS:-$(cd fuzz_targets && ls -- *.rs | sed 's/\.rs$//' | tr '\n' ' ')}"
