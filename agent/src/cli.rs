@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Refuse hugepage pools larger than this share of the host's memory.
     #[arg(long, env = "FASTVIRT_MAX_HUGEPAGE_PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_hugepage_percent: u32,
+    /// The kubelet's root directory on the host, below --host-root (its CPU manager state file
+    /// tells the policy the kubelet really runs).
+    #[arg(long, env = "FASTVIRT_KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: String,
 }
 
 #[derive(Debug, Args)]

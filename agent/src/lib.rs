@@ -15,6 +15,7 @@ pub mod interrupts;
 pub mod journal;
 pub mod kubelet;
 pub mod metrics;
+pub mod node_labels;
 pub mod plan;
 pub mod rbac;
 pub mod reconcile;

@@ -6,6 +6,9 @@ use fastvirt_api::rbac::Permission;
 /// The agent's own Node: its labels select a profile, and the
 /// `kubevirt.io/ksm-handler-managed` annotation tells it to leave KSM to KubeVirt.
 pub const NODES: Permission = Permission::cluster("", "nodes", &["get", "list", "watch"]);
+/// The node's facts as `node.fastvirt.io/` labels (a merge patch of its own Node; the chart's
+/// ValidatingAdmissionPolicy lets the agent change nothing else, on no other Node).
+pub const NODE_LABELS: Permission = Permission::cluster("", "nodes", &["patch"]);
 pub const PROFILES: Permission =
     Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list", "watch"]);
 /// The agent creates the TunedNode named after its node with a server-side apply patch.
@@ -17,4 +20,11 @@ pub const TUNED_NODE_STATUS: Permission =
 pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
 
 /// All of the above, for the chart's tests.
-pub const REQUIRED: &[Permission] = &[NODES, PROFILES, TUNED_NODES, TUNED_NODE_STATUS, EVENTS];
+pub const REQUIRED: &[Permission] = &[
+    NODES,
+    NODE_LABELS,
+    PROFILES,
+    TUNED_NODES,
+    TUNED_NODE_STATUS,
+    EVENTS,
+];

@@ -9,6 +9,7 @@ use crate::host;
 use crate::hostfs::HostFs;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
+use crate::node_labels::{self, NodeFacts};
 use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions};
 use crate::status_lines;
 use fastvirt_api::assignment::{Assignment, assign, may_select};
@@ -42,6 +43,8 @@ pub enum ReconcileError {
 pub struct AgentConfig {
     pub node_name: String,
     pub max_hugepage_percent: u32,
+    /// The kubelet's root directory on the host (its CPU manager state is read from there).
+    pub kubelet_dir: String,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +90,9 @@ struct HostOutcome {
     degraded: (bool, &'static str, String),
     events: Vec<(EventType, &'static str, String)>,
     isolated: CpuSet,
+    /// Whether the IRQs are off the isolated CPUs after this pass (`None`: nothing isolated, or
+    /// not known because nothing was applied).
+    irqs_isolated: Option<bool>,
 }
 
 fn now() -> String {
@@ -176,6 +182,7 @@ impl Agent {
             .recheck_seconds
             .set(started.elapsed().as_secs_f64());
         self.write_status(&node, &mut status).await?;
+        self.write_labels(&node, &outcome).await?;
         for (type_, reason, note) in outcome.events {
             self.publish(type_, reason, note).await;
         }
@@ -364,6 +371,12 @@ impl Agent {
                     ));
                 }
                 outcome.report = Some(report);
+                outcome.irqs_isolated = node_labels::irqs_isolated(
+                    &host,
+                    &plan.changes,
+                    &outcome.isolated,
+                    &Journal::load(self.fs.as_ref())?.managed_irqs,
+                );
             }
             Err(error) => {
                 state.applied = None;
@@ -608,6 +621,33 @@ impl Agent {
         // rbac::TUNED_NODE_STATUS
         api.patch_status(name, &params, &Patch::Apply(&status_patch))
             .await?;
+        Ok(())
+    }
+
+    /// The node's facts as labels, written only when they differ from the node's.
+    async fn write_labels(&self, node: &Node, outcome: &HostOutcome) -> Result<(), ReconcileError> {
+        let facts = NodeFacts {
+            profile: outcome.profile.clone(),
+            fully_applied: outcome.applied.0 && !outcome.degraded.0,
+            hugepages_free: node_labels::hugepages_free(self.fs.as_ref()),
+            isolated_cpus: outcome.isolated.len() as u32,
+            cpu_manager_policy: node_labels::cpu_manager_policy(
+                self.fs.as_ref(),
+                &self.config.kubelet_dir,
+            ),
+            irqs_isolated: outcome.irqs_isolated,
+        };
+        let desired = node_labels::desired(&facts);
+        let current = node_labels::current(node.labels());
+        if current != desired {
+            node_labels::apply(
+                self.client.clone(),
+                &self.config.node_name,
+                &current,
+                &desired,
+            )
+            .await?;
+        }
         Ok(())
     }
 

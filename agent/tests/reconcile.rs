@@ -3,6 +3,7 @@
 use fastvirt_agent::fixture::{self, FixtureFs, FixtureSpec};
 use fastvirt_agent::hostfs::HostFs;
 use fastvirt_agent::metrics::Metrics;
+use fastvirt_agent::node_labels;
 use fastvirt_agent::reconcile::{Agent, AgentConfig};
 use fastvirt_api::{NodeTuningProfile, NodeTuningProfileSpec, TunedNode, TunedNodeStatus};
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
@@ -75,6 +76,7 @@ async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
     let config = AgentConfig {
         node_name: NODE.to_owned(),
         max_hugepage_percent: 80,
+        kubelet_dir: "/var/lib/kubelet".to_owned(),
     };
     let agent = Agent::new(
         client.clone(),
@@ -355,4 +357,66 @@ async fn a_profile_that_cannot_be_read_but_may_select_the_node_holds_the_host() 
         setup.fs.read_trimmed("proc/sys/vm/swappiness").unwrap(),
         "60"
     );
+}
+
+#[tokio::test]
+async fn the_node_carries_its_facts_as_labels_until_no_profile_selects_it() {
+    let setup = setup(vec![profile("vm-hosts", 0)]).await;
+    std::fs::create_dir_all(setup.fs.root().join("var/lib/kubelet")).unwrap();
+    std::fs::write(
+        setup.fs.root().join("var/lib/kubelet/cpu_manager_state"),
+        r#"{"policyName":"static","defaultCpuSet":"0,16,32,48","checksum":1}"#,
+    )
+    .unwrap();
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let fastvirt_labels = |node: &Node| -> BTreeMap<String, String> {
+        node_labels::current(node.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+    };
+
+    setup.agent.reconcile_once().await.unwrap();
+    let node = nodes.get(NODE).await.unwrap();
+    let labels = fastvirt_labels(&node);
+    // The fixture may or may not model free pages; the label follows whatever it says.
+    let free_2mi: u64 = setup
+        .fs
+        .read_trimmed("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .and_then(|free| free.parse().ok())
+        .unwrap_or(0);
+    let mut expected = BTreeMap::from([
+        (node_labels::PROFILE, "vm-hosts"),
+        (node_labels::TUNED, "true"),
+        (node_labels::ISOLATED_CPUS, "60"),
+        (node_labels::CPU_MANAGER_POLICY, "static"),
+        (node_labels::IRQ_ISOLATION, "true"),
+    ]);
+    let hugepages = node_labels::hugepages_label(2048);
+    if free_2mi > 0 {
+        expected.insert(&hugepages, "true");
+    }
+    let expected: BTreeMap<String, String> = expected
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(labels, expected);
+    assert_eq!(
+        node.metadata.labels.as_ref().unwrap()["fastvirt.io/vm-host"],
+        "true",
+        "the node's own labels stay"
+    );
+    let version = node.metadata.resource_version.clone();
+    setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(
+        nodes.get(NODE).await.unwrap().metadata.resource_version,
+        version,
+        "the same facts write nothing"
+    );
+
+    let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    setup.agent.reconcile_once().await.unwrap();
+    let node = nodes.get(NODE).await.unwrap();
+    assert_eq!(fastvirt_labels(&node), BTreeMap::new(), "every label went");
 }

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 #[path = "cluster/chaos.rs"]
 mod chaos;
+#[path = "cluster/node_facts.rs"]
+mod node_facts;
 #[path = "cluster/pool_following.rs"]
 mod pool_following;
 
@@ -712,6 +714,8 @@ spec:
     assert_eq!(tuned["status"]["profile"], "test-host", "{tuned}");
     assert_eq!(read_host(HUGEPAGES), pages.to_string());
     assert_eq!(thp_selected(&read_host(THP)), thp_target);
+    node_facts::labels_show_the_applied_profile(kubectl, state, "test-host");
+    node_facts::the_agent_may_change_only_its_own_labels(kubectl, state);
     wait(
         kubectl,
         "the profile's status counting the node",
@@ -736,6 +740,7 @@ spec:
                 .then_some(()),
         )
     });
+    node_facts::labels_are_gone(kubectl, state);
     kubectl
         .run(&["label", "node", &state.node_name, "fastvirt.io/vm-host-"])
         .expect("label removed");
