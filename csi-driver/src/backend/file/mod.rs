@@ -7,19 +7,20 @@
 //! The record is written last on create and removed first on delete, so it alone decides whether a
 //! volume exists; an image without a record is the leftover of a crash and is reclaimed.
 
+mod consistency;
+mod records;
+mod space;
+
 use super::clone;
 use super::{
     AttachedDevice, Backend, BackendError, ContentSource, CreateSpec, PoolUsage, RECORD_VERSION,
     SnapshotRecord, VolumeRecord,
 };
 use super::{overcommit, placement, privacy};
-use crate::atomic_file;
-use crate::ids::{PoolName, SnapshotId, VolumeId, is_volume_key};
+use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::loopdev::{self, AttachOptions, LoopDevice, LoopError};
 use crate::mountinfo::MountEntry;
 use nix::sys::statvfs::{FsFlags, statvfs};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -131,48 +132,6 @@ impl FilePool {
         &self.dir
     }
 
-    fn overcommit_percent(&self) -> u32 {
-        self.overcommit_percent
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Free space less the reserve, and the filesystem's size less the reserve.
-    fn space(&self) -> Result<(u64, u64), BackendError> {
-        let stat = statvfs(&self.dir).map_err(|e| BackendError::Io {
-            context: format!("statvfs {}", self.dir.display()),
-            source: e.into(),
-        })?;
-        let fragment = stat.fragment_size();
-        let total = stat.blocks().saturating_mul(fragment);
-        let reserve = total / 100 * u64::from(self.reserve_percent);
-        let free = stat
-            .blocks_available()
-            .saturating_mul(fragment)
-            .saturating_sub(reserve);
-        Ok((free, total.saturating_sub(reserve)))
-    }
-
-    /// What the pool has promised: every volume's capacity and every snapshot's size, each of
-    /// which may come to need its full size.
-    fn promised(&self) -> Result<u64, BackendError> {
-        let volumes: u64 = self.list()?.iter().map(|v| v.capacity_bytes).sum();
-        let snapshots: u64 = self.list_snapshots()?.iter().map(|s| s.size_bytes).sum();
-        Ok(volumes.saturating_add(snapshots))
-    }
-
-    /// Refuses to promise `needed` more bytes beyond the pool's overcommit limit.
-    fn check_promise(&self, needed: u64) -> Result<(), BackendError> {
-        let (_, usable) = self.space()?;
-        let promised = self.promised()?;
-        match overcommit::refusal(usable, self.overcommit_percent(), promised, needed) {
-            None => Ok(()),
-            Some(message) => Err(BackendError::Overcommitted {
-                pool: self.name.clone(),
-                message,
-            }),
-        }
-    }
-
     pub fn data_path(&self, id: &VolumeId) -> PathBuf {
         self.dir.join(format!("{}.img", id.key()))
     }
@@ -191,193 +150,6 @@ impl FilePool {
         self.dir
             .join(SNAPSHOT_DIR)
             .join(format!("{}.json", id.key()))
-    }
-
-    fn reclaim_orphans(&self, dir: &Path, may_be_attached: bool) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(key) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".img"))
-                .filter(|k| is_volume_key(k))
-            else {
-                continue;
-            };
-            let attached =
-                may_be_attached && !loopdev::find_by_backing_file(&entry.path()).is_empty();
-            if !dir.join(format!("{key}.json")).exists() && !attached {
-                tracing::warn!(pool = %self.name, file = %entry.path().display(), "removing a data file left by an interrupted create or delete");
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-
-    fn read_record<T: DeserializeOwned>(&self, path: &Path) -> Result<T, BackendError> {
-        let bytes =
-            std::fs::read(path).map_err(BackendError::io(format!("reading {}", path.display())))?;
-        serde_json::from_slice(&bytes).map_err(|e| BackendError::Pool {
-            pool: self.name.clone(),
-            message: format!("record {} is corrupt: {e}", path.display()),
-        })
-    }
-
-    /// A record if its file exists.
-    fn read_optional<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, BackendError> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        self.read_record(path).map(Some)
-    }
-
-    fn write_record<T: Serialize>(&self, path: &Path, record: &T) -> Result<(), BackendError> {
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| BackendError::io("encoding record")(e.into()))?;
-        atomic_file::write(path, &json)
-            .map_err(BackendError::io(format!("writing {}", path.display())))
-    }
-
-    /// Every record in `dir`, sorted by file name (and so by ID), skipping unreadable ones.
-    fn read_all<T: DeserializeOwned>(&self, dir: &Path) -> Result<Vec<T>, BackendError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(BackendError::io(format!("listing {}", dir.display())))?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .is_some_and(is_volume_key)
-            })
-            .map(|e| e.path())
-            .collect();
-        paths.sort();
-        let mut records = Vec::with_capacity(paths.len());
-        for path in paths {
-            match self.read_record(&path) {
-                Ok(record) => records.push(record),
-                Err(error) => tracing::warn!(%error, "skipping unreadable record"),
-            }
-        }
-        Ok(records)
-    }
-
-    /// Removes a record, then its data: once the record is gone the object no longer exists.
-    fn remove_pair(&self, record: &Path, data: &Path) -> Result<(), BackendError> {
-        match std::fs::remove_file(record) {
-            Ok(()) => {
-                let dir = record.parent().unwrap_or(&self.dir);
-                atomic_file::sync_dir(dir).map_err(BackendError::io("syncing pool directory"))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(BackendError::io(format!("removing {}", record.display()))(
-                    e,
-                ));
-            }
-        }
-        match std::fs::remove_file(data) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::io(format!("removing {}", data.display()))(e)),
-        }
-    }
-
-    /// Runs `work` with the filesystem on the volume frozen, when this node has it mounted, so a
-    /// snapshot of a mounted filesystem is consistent rather than merely crash-consistent.
-    /// Runs `work` (a copy of the volume's file) so that the copy is consistent: a reflink is
-    /// atomic by itself; a data copy is consistent only while nothing writes, so a mounted
-    /// filesystem is frozen around it and a block volume in use is refused. A mounted filesystem is
-    /// frozen for a reflink too, which makes the snapshot consistent rather than crash-consistent.
-    fn with_consistent_source<T>(
-        &self,
-        id: &VolumeId,
-        work: impl FnOnce() -> Result<T, BackendError>,
-    ) -> Result<T, BackendError> {
-        let Some(device) = self.loop_device(id) else {
-            return work();
-        };
-        let mount_point = device.device_numbers().ok().and_then(|(major, minor)| {
-            let table = crate::mountinfo::read().ok()?;
-            table
-                .into_iter()
-                .find(|e| (e.major, e.minor) == (major, minor))
-                .map(|e| e.mount_point)
-        });
-        let Some(mount_point) = mount_point else {
-            if self.reflink {
-                return work();
-            }
-            return Err(BackendError::Inconsistent(format!(
-                "volume {id} is attached as {} and pool {} cannot reflink, so a copy taken now could mix old and new data; \
-                 detach it (stop the VM or pod) or use a pool on XFS with reflink or btrfs",
-                device.path().display(),
-                self.name
-            )));
-        };
-        if let Err(error) = crate::tools::run("fsfreeze", [Path::new("--freeze"), &mount_point]) {
-            if !self.reflink {
-                return Err(BackendError::Inconsistent(format!(
-                    "volume {id} is in use and its filesystem could not be frozen: {error}"
-                )));
-            }
-            tracing::warn!(volume = %id, %error, "could not freeze the filesystem; the snapshot is crash-consistent only");
-            return work();
-        }
-        let result = work();
-        if let Err(error) = crate::tools::run("fsfreeze", [Path::new("--unfreeze"), &mount_point]) {
-            tracing::error!(volume = %id, mount = %mount_point.display(), %error, "could not thaw the filesystem");
-        }
-        result
-    }
-
-    fn copy_error(&self, error: std::io::Error, from: &Path, to: &Path) -> BackendError {
-        if error.raw_os_error() == Some(libc::ENOSPC) {
-            let available = self.usage().map(|u| u.available_bytes).unwrap_or(0);
-            let needed = std::fs::metadata(from).map(|m| m.len()).unwrap_or(0);
-            return BackendError::NoSpace {
-                pool: self.name.clone(),
-                needed,
-                available,
-            };
-        }
-        BackendError::Io {
-            context: format!("copying {} to {}", from.display(), to.display()),
-            source: error,
-        }
-    }
-
-    /// Thaws the filesystems of this pool's attached volumes: a driver killed while a snapshot was
-    /// being taken would otherwise leave them frozen, and every write to them hanging.
-    fn thaw_attached_filesystems(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        let table = crate::mountinfo::read().unwrap_or_default();
-        for entry in entries.flatten() {
-            if !entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.ends_with(".img"))
-            {
-                continue;
-            }
-            for device in loopdev::find_by_backing_file(&entry.path()) {
-                let Ok((major, minor)) = device.device_numbers() else {
-                    continue;
-                };
-                if let Some(mount) = table.iter().find(|e| (e.major, e.minor) == (major, minor)) {
-                    // Thawing a filesystem that is not frozen fails harmlessly with EINVAL.
-                    if crate::tools::run("fsfreeze", [Path::new("--unfreeze"), &mount.mount_point])
-                        .is_ok()
-                    {
-                        tracing::warn!(pool = %self.name, mount = %mount.mount_point.display(), "thawed a filesystem left frozen by an interrupted snapshot");
-                    }
-                }
-            }
-        }
     }
 
     fn source_path(&self, source: &ContentSource) -> Result<PathBuf, BackendError> {

@@ -2,10 +2,12 @@
 //! them to pods. Every RPC reads the kernel's state (sysfs, mountinfo) instead of remembering its
 //! own, so a restarted driver picks up exactly where the last one stopped.
 
+mod expand;
+mod stats;
+
 use super::request::{self, AccessType, Capability};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::AttachedDevice;
-use crate::config::Expansion;
 use crate::filesystem::{self, Content};
 use crate::mount_options::MountOptions;
 use crate::mounter::{self, MountError};
@@ -13,8 +15,9 @@ use crate::mountinfo::{self, MountEntry};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{self, rpc};
 use crate::proto::*;
+use expand::expand;
 use nix::mount::MsFlags;
-use std::io::{Seek, SeekFrom};
+use stats::volume_stats;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use tonic::{Request, Response, Status};
@@ -33,7 +36,7 @@ impl NodeService {
     }
 }
 
-fn mount_table() -> Result<Vec<MountEntry>, Status> {
+pub(super) fn mount_table() -> Result<Vec<MountEntry>, Status> {
     mountinfo::read().map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -46,12 +49,12 @@ fn mount_status(error: MountError) -> Status {
     }
 }
 
-fn io_status(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Status {
+pub(super) fn io_status(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Status {
     let message = format!("{context} {}", path.display());
     move |e| Status::internal(format!("{message}: {e}"))
 }
 
-fn is_device_mount(entry: &MountEntry, rdev: u64) -> bool {
+pub(super) fn is_device_mount(entry: &MountEntry, rdev: u64) -> bool {
     (u64::from(entry.major), u64::from(entry.minor))
         == (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
@@ -353,205 +356,6 @@ fn unpublish(
         Err(_) => {}
     }
     Ok(NodeUnpublishVolumeResponse {})
-}
-
-fn volume_stats(
-    driver: &Driver,
-    req: NodeGetVolumeStatsRequest,
-) -> Result<NodeGetVolumeStatsResponse, Status> {
-    request::required("volume_id", &req.volume_id)?;
-    request::required("volume_path", &req.volume_path)?;
-    // A volume of a pool that cannot be opened is not gone: it is abnormal, and says why.
-    let pool = parse_volume_id(&req.volume_id)?.pool().clone();
-    if let Some(reason) = driver.pools.unavailable_reason(&pool) {
-        return Ok(NodeGetVolumeStatsResponse {
-            usage: Vec::new(),
-            volume_condition: Some(VolumeCondition {
-                abnormal: true,
-                message: format!("pool {pool} is unavailable on this node: {reason}"),
-            }),
-        });
-    }
-    let (id, backend, record) = driver.volume(&req.volume_id)?;
-    let path = request::path_of_volume(&req.volume_path)?;
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
-    let device = backend.attached(&id).map_err(backend_status)?;
-    let mut problem = backend.abnormal(&record);
-    let usage = if meta.file_type().is_block_device() {
-        if problem.is_none() && device.as_ref().is_none_or(|d| d.rdev != meta.rdev()) {
-            problem = Some(format!(
-                "{} is {}, not the device of volume {id}: it was detached or replaced",
-                path.display(),
-                describe_device(meta.rdev())
-            ));
-        }
-        let size = std::fs::File::open(&path)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .map_err(io_status("measuring", &path))?;
-        vec![VolumeUsage {
-            available: 0,
-            total: size as i64,
-            used: 0,
-            unit: volume_usage::Unit::Bytes as i32,
-        }]
-    } else {
-        let table = mount_table()?;
-        let mounted = device.as_ref().is_some_and(|d| {
-            table
-                .iter()
-                .any(|e| e.mount_point == path && is_device_mount(e, d.rdev))
-        });
-        if problem.is_none() && !mounted {
-            problem = Some(format!("volume {id} is not mounted at {}", path.display()));
-        }
-        if problem.is_none() {
-            problem = device.as_ref().and_then(|d| filesystem_errors(d.rdev));
-        }
-        let stat = match nix::sys::statvfs::statvfs(&path) {
-            Ok(stat) => stat,
-            // A filesystem that shut down after errors answers EIO; that is the volume's condition.
-            Err(errno) => {
-                return Ok(NodeGetVolumeStatsResponse {
-                    usage: Vec::new(),
-                    volume_condition: Some(VolumeCondition {
-                        abnormal: true,
-                        message: format!("the filesystem at {} fails: {errno}", path.display()),
-                    }),
-                });
-            }
-        };
-        let fragment = stat.fragment_size();
-        let total = stat.blocks() * fragment;
-        let available = stat.blocks_available() * fragment;
-        let used = total.saturating_sub(stat.blocks_free() * fragment);
-        vec![
-            VolumeUsage {
-                available: available as i64,
-                total: total as i64,
-                used: used as i64,
-                unit: volume_usage::Unit::Bytes as i32,
-            },
-            VolumeUsage {
-                available: stat.files_available() as i64,
-                total: stat.files() as i64,
-                used: stat.files().saturating_sub(stat.files_free()) as i64,
-                unit: volume_usage::Unit::Inodes as i32,
-            },
-        ]
-    };
-    Ok(NodeGetVolumeStatsResponse {
-        usage,
-        volume_condition: Some(VolumeCondition {
-            abnormal: problem.is_some(),
-            message: problem.unwrap_or_else(|| "healthy".into()),
-        }),
-    })
-}
-
-/// Lets the node see a grown volume: the loop device picks up the file's new size, and a mounted
-/// filesystem grows online (resize2fs for ext4, xfs_growfs for xfs).
-fn expand(
-    driver: &Driver,
-    req: NodeExpandVolumeRequest,
-) -> Result<NodeExpandVolumeResponse, Status> {
-    request::required("volume_id", &req.volume_id)?;
-    request::required("volume_path", &req.volume_path)?;
-    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
-    let path = request::path_of_volume(&req.volume_path)?;
-    let device = backend
-        .attached(&id)
-        .map_err(backend_status)?
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("volume {id} is not staged on this node"))
-        })?;
-    let record = match &req.capacity_range {
-        Some(range)
-            if range.required_bytes > 0 && range.required_bytes as u64 > record.capacity_bytes =>
-        {
-            if driver.expansion != Expansion::Node {
-                return Err(Status::out_of_range(format!(
-                    "volume {id} has {} bytes; ControllerExpandVolume must grow it to {} first",
-                    record.capacity_bytes, range.required_bytes
-                )));
-            }
-            super::controller::grow(&id, backend.as_ref(), &record, range)?
-        }
-        // Refreshes the loop device's size when the file grew while it was not attached.
-        _ => backend
-            .expand(&record, record.capacity_bytes)
-            .map_err(backend_status)?,
-    };
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
-    if !meta.file_type().is_block_device() {
-        let table = mount_table()?;
-        let mount = table
-            .iter()
-            .rev()
-            .find(|e| e.mount_point == path && is_device_mount(e, device.rdev))
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "volume {id} is not mounted at {}",
-                    path.display()
-                ))
-            })?;
-        if mount.read_only() || device.read_only {
-            return Err(Status::failed_precondition(format!(
-                "volume {id} is mounted read-only at {}; it cannot grow there",
-                path.display()
-            )));
-        }
-        let grown = match mount.fs_type.as_str() {
-            "ext4" if !has_sys_resource_capability() => {
-                return Err(Status::failed_precondition(
-                    "growing a mounted ext4 filesystem needs CAP_SYS_RESOURCE, which this driver process lacks; run the node plugin privileged",
-                ));
-            }
-            "ext4" => crate::tools::run("resize2fs", [device.path.as_os_str()]),
-            "xfs" => crate::tools::run("xfs_growfs", [path.as_os_str()]),
-            other => {
-                return Err(Status::failed_precondition(format!(
-                    "cannot grow a {other} filesystem"
-                )));
-            }
-        };
-        grown.map_err(|e| Status::internal(e.to_string()))?;
-        tracing::info!(volume = %id, fs = %mount.fs_type, bytes = record.capacity_bytes, "filesystem grown");
-    }
-    Ok(NodeExpandVolumeResponse {
-        capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
-    })
-}
-
-/// What a block device is, for messages: a loop device and its backing file where it is one.
-fn describe_device(rdev: u64) -> String {
-    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    let sysfs = format!("/sys/dev/block/{major}:{minor}");
-    let name = std::fs::read_link(&sysfs)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| format!("{major}:{minor}"));
-    match std::fs::read_to_string(format!("{sysfs}/loop/backing_file")) {
-        Ok(backing) => format!("/dev/{name} bound to {}", backing.trim()),
-        Err(_) => format!("/dev/{name}"),
-    }
-}
-
-/// Errors the kernel recorded on an ext4 filesystem on the device (`/sys/fs/ext4/<dev>/errors_count`).
-fn filesystem_errors(rdev: u64) -> Option<String> {
-    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    let name = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
-        .ok()?
-        .file_name()?
-        .to_string_lossy()
-        .into_owned();
-    let count: u64 = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/errors_count"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (count > 0).then(|| format!("the ext4 filesystem on /dev/{name} has recorded {count} errors; run fsck before trusting it"))
 }
 
 /// Whether this process may use reserved filesystem resources; the kernel requires it for online
