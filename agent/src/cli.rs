@@ -59,6 +59,29 @@ pub struct HostArgs {
     pub host_root: PathBuf,
 }
 
+/// Where the node's kubelet keeps its state and reads its drop-ins.
+#[derive(Debug, Args)]
+pub struct KubeletArgs {
+    /// The kubelet's root directory on the host, below --host-root (its CPU manager state file
+    /// tells the policy the kubelet really runs).
+    #[arg(long, env = "FASTVIRT_KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: String,
+    /// The kubelet's drop-in directory on the host, below --host-root (its `--config-dir`), where
+    /// a profile with `kubelet.manageDropIn` has the agent write `90-fastvirt.conf`.
+    #[arg(
+        long,
+        env = "FASTVIRT_KUBELET_CONFIG_DIR",
+        default_value = "/etc/kubernetes/kubelet.conf.d"
+    )]
+    pub kubelet_config_dir: String,
+}
+
+impl KubeletArgs {
+    pub fn dirs(&self) -> crate::kubelet_drop_in::KubeletDirs {
+        crate::kubelet_drop_in::KubeletDirs::new(&self.kubelet_dir, &self.kubelet_config_dir)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
     /// A NodeTuningProfile manifest, or just its spec, in YAML or JSON.
@@ -72,6 +95,8 @@ pub struct ProfileArgs {
     /// KubeVirt's KSM handler manages KSM on this node: leave KSM alone.
     #[arg(long)]
     pub ksm_handled_by_kubevirt: bool,
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -129,10 +154,8 @@ pub struct RunArgs {
     /// Refuse hugepage pools larger than this share of the host's memory.
     #[arg(long, env = "FASTVIRT_MAX_HUGEPAGE_PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_hugepage_percent: u32,
-    /// The kubelet's root directory on the host, below --host-root (its CPU manager state file
-    /// tells the policy the kubelet really runs).
-    #[arg(long, env = "FASTVIRT_KUBELET_DIR", default_value = "/var/lib/kubelet")]
-    pub kubelet_dir: String,
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
 }
 
 #[derive(Debug, Args)]

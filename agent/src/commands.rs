@@ -58,6 +58,10 @@ fn planned(args: &ProfileArgs, fs: &dyn HostFs) -> anyhow::Result<Plan> {
         max_hugepage_percent: args.max_hugepage_percent,
         ksm_handled_by_kubevirt: args.ksm_handled_by_kubevirt,
         known_managed_irqs: Journal::load(fs)?.managed_irqs,
+        kubelet_drop_in: Some(crate::kubelet_drop_in::DropInFile::read(
+            fs,
+            &args.kubelet.dirs(),
+        )),
     };
     Ok(plan::plan(&host, &spec, &options)?)
 }

@@ -572,4 +572,8 @@ impl HostFs for FixtureFs {
     fn exists(&self, path: &str) -> bool {
         self.real.exists(path)
     }
+
+    fn modified_unix(&self, path: &str) -> Option<u64> {
+        self.real.modified_unix(path)
+    }
 }

@@ -48,6 +48,8 @@ pub trait HostFs: Send + Sync {
     /// Entry names of a directory, sorted; empty when the directory does not exist.
     fn list(&self, dir: &str) -> Vec<String>;
     fn exists(&self, path: &str) -> bool;
+    /// When the file was last written (seconds since the epoch); `None` when it is absent.
+    fn modified_unix(&self, path: &str) -> Option<u64>;
 
     /// Calls `line` for each line of a file, without holding it whole (/proc/interrupts of a large
     /// host runs to megabytes).
@@ -248,6 +250,14 @@ impl HostFs for RealHostFs {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    fn modified_unix(&self, path: &str) -> Option<u64> {
+        let modified = fs::metadata(self.full_path(path)).ok()?.modified().ok()?;
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
     }
 
     fn exists(&self, path: &str) -> bool {

@@ -14,6 +14,7 @@ pub mod hostfs;
 pub mod interrupts;
 pub mod journal;
 pub mod kubelet;
+pub mod kubelet_drop_in;
 pub mod metrics;
 pub mod node_labels;
 pub mod plan;

@@ -119,21 +119,6 @@ pub fn hugepages_free(fs: &dyn HostFs) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-/// The `policyName` of the kubelet's CPU manager state file (`<kubelet-dir>/cpu_manager_state`),
-/// which the kubelet writes with the policy it really runs.
-pub fn cpu_manager_policy(fs: &dyn HostFs, kubelet_dir: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct State {
-        policy_name: String,
-    }
-    let path = format!("{}/cpu_manager_state", kubelet_dir.trim_matches('/'));
-    let text = fs.read(&path).ok()?;
-    serde_json::from_str::<State>(&text)
-        .ok()
-        .map(|state| state.policy_name)
-}
-
 /// Whether every IRQ the agent may move has its affinity outside `isolated` once `applied` (the
 /// changes of a plan that took) is on the host; `None` when nothing is isolated. IRQs the kernel
 /// manages (flagged, or refused earlier: `known_managed`) do not count.

@@ -112,6 +112,9 @@ pub struct PlanOptions {
     pub ksm_handled_by_kubevirt: bool,
     /// IRQs whose affinity the kernel refused earlier (from the journal).
     pub known_managed_irqs: BTreeSet<u32>,
+    /// The kubelet drop-in a profile may ask for; `None` where the kubelet's drop-in directory
+    /// is unknown.
+    pub kubelet_drop_in: Option<crate::kubelet_drop_in::DropInFile>,
 }
 
 impl Default for PlanOptions {
@@ -120,6 +123,7 @@ impl Default for PlanOptions {
             max_hugepage_percent: 80,
             ksm_handled_by_kubevirt: false,
             known_managed_irqs: BTreeSet::new(),
+            kubelet_drop_in: None,
         }
     }
 }
@@ -270,7 +274,28 @@ pub fn plan(
     plan_ksm(&mut planner, profile, options);
     plan_sysctls(&mut planner, profile);
     plan_kernel_args(&mut planner, profile);
-    plan_kubelet(&mut planner, &cpus.reserved, &cpus.isolated);
+    let drop_in = profile
+        .kubelet
+        .as_ref()
+        .filter(|kubelet| kubelet.manage_drop_in)
+        .zip(options.kubelet_drop_in.as_ref());
+    plan_kubelet(
+        &mut planner,
+        &cpus.reserved,
+        &cpus.isolated,
+        drop_in.is_some(),
+    );
+    if let Some((settings, file)) = drop_in {
+        planner.want(
+            "kubelet drop-in".to_owned(),
+            file.path.clone(),
+            // An absent drop-in is created (and removed again by a restore).
+            Some(file.current.clone().unwrap_or_default()),
+            crate::kubelet_drop_in::render(settings, &cpus.reserved),
+            Compare::File,
+            Target::ConfigFile,
+        );
+    }
     Ok(planner.plan)
 }
 
@@ -735,7 +760,9 @@ fn plan_kernel_args(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
     }
 }
 
-fn plan_kubelet(planner: &mut Planner, reserved: &CpuSet, isolated: &CpuSet) {
+/// `drop_in`: the agent writes the kubelet's CPU settings itself, and what the running kubelet does
+/// with them is reported apart (see [`crate::kubelet_drop_in::differences`]).
+fn plan_kubelet(planner: &mut Planner, reserved: &CpuSet, isolated: &CpuSet, drop_in: bool) {
     let hugepages_change = planner
         .plan
         .changes
@@ -748,6 +775,9 @@ fn plan_kubelet(planner: &mut Planner, reserved: &CpuSet, isolated: &CpuSet) {
              pools are allocated so the new pages become allocatable"
                 .to_owned(),
         );
+    }
+    if drop_in {
+        return;
     }
     match &planner.host.kubelet {
         None => planner.note("no kubelet configuration found on this host".to_owned()),

@@ -8,6 +8,7 @@ use crate::congestion::{self, Sample, Source};
 use crate::host;
 use crate::hostfs::HostFs;
 use crate::journal::{Journal, JournalError};
+use crate::kubelet_drop_in::{self, DropInFile, KubeletDirs};
 use crate::metrics::Metrics;
 use crate::node_labels::{self, NodeFacts};
 use crate::plan::{self, KSM_HANDLER_ANNOTATION, Plan, PlanOptions};
@@ -43,8 +44,8 @@ pub enum ReconcileError {
 pub struct AgentConfig {
     pub node_name: String,
     pub max_hugepage_percent: u32,
-    /// The kubelet's root directory on the host (its CPU manager state is read from there).
-    pub kubelet_dir: String,
+    /// Where the kubelet keeps its CPU manager state and reads its drop-ins.
+    pub kubelet_dirs: KubeletDirs,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +94,8 @@ struct HostOutcome {
     /// Whether the IRQs are off the isolated CPUs after this pass (`None`: nothing isolated, or
     /// not known because nothing was applied).
     irqs_isolated: Option<bool>,
+    /// The applied profile has the agent write the kubelet drop-in.
+    manages_kubelet_drop_in: bool,
 }
 
 fn now() -> String {
@@ -276,7 +279,25 @@ impl Agent {
             max_hugepage_percent: self.config.max_hugepage_percent,
             ksm_handled_by_kubevirt: ksm_handled,
             known_managed_irqs: Journal::load(self.fs.as_ref())?.managed_irqs,
+            kubelet_drop_in: Some(DropInFile::read(
+                self.fs.as_ref(),
+                &self.config.kubelet_dirs,
+            )),
         })
+    }
+
+    /// With the drop-in managed: what the running kubelet does not yet do of it, and what a
+    /// restart would break.
+    fn kubelet_drop_in_reasons(&self) -> Vec<String> {
+        let dirs = &self.config.kubelet_dirs;
+        let fs = self.fs.as_ref();
+        let (mut differing, hazards) = kubelet_drop_in::differences(
+            dirs,
+            fs.modified_unix(&dirs.drop_in()),
+            &kubelet_drop_in::running(fs, dirs),
+        );
+        differing.extend(hazards);
+        differing
     }
 
     /// Plans and applies `profile`; on a re-check of the same generation, every change is drift.
@@ -295,6 +316,11 @@ impl Agent {
         if let Ok(cpus) = profile.spec.validate() {
             outcome.isolated = cpus.isolated;
         }
+        outcome.manages_kubelet_drop_in = profile
+            .spec
+            .kubelet
+            .as_ref()
+            .is_some_and(|kubelet| kubelet.manage_drop_in);
         if profile.spec.paused {
             outcome.applied = (
                 false,
@@ -510,6 +536,9 @@ impl Agent {
         let mut kubelet_reasons: Vec<String> = plan
             .map(|p| p.kubelet_mismatches.clone())
             .unwrap_or_default();
+        if outcome.manages_kubelet_drop_in {
+            kubelet_reasons.extend(self.kubelet_drop_in_reasons());
+        }
         if outcome.profile.is_some() {
             kubelet_reasons.extend(self.hugepage_capacity_mismatches(node));
         }
@@ -631,9 +660,9 @@ impl Agent {
             fully_applied: outcome.applied.0 && !outcome.degraded.0,
             hugepages_free: node_labels::hugepages_free(self.fs.as_ref()),
             isolated_cpus: outcome.isolated.len() as u32,
-            cpu_manager_policy: node_labels::cpu_manager_policy(
+            cpu_manager_policy: kubelet_drop_in::cpu_manager_policy(
                 self.fs.as_ref(),
-                &self.config.kubelet_dir,
+                &self.config.kubelet_dirs,
             ),
             irqs_isolated: outcome.irqs_isolated,
         };

@@ -113,7 +113,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config = AgentConfig {
         node_name: args.node_name.clone(),
         max_hugepage_percent: args.max_hugepage_percent,
-        kubelet_dir: args.kubelet_dir.clone(),
+        kubelet_dirs: args.kubelet.dirs(),
     };
     let agent = Agent::new(client.clone(), config, fs, metrics.clone());
     let wake = Arc::new(Notify::new());

@@ -53,8 +53,13 @@ pub fn check(path: &str) -> Result<(), WriteAllowlistError> {
     let normal = Path::new(path)
         .components()
         .all(|c| matches!(c, Component::Normal(_)));
+    // The kubelet drop-in lives wherever the node's kubelet reads its `--config-dir`; only that
+    // one file name, which no other tool uses.
+    let drop_in = Path::new(path).file_name()
+        == Some(std::ffi::OsStr::new(crate::kubelet_drop_in::FILE_NAME));
     let allowed = normal
-        && (PATTERNS.iter().any(|p| matches(p, path))
+        && (drop_in
+            || PATTERNS.iter().any(|p| matches(p, path))
             || SYSCTL_ALLOWLIST
                 .iter()
                 .any(|name| sysctl_path(name) == path));

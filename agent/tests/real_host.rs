@@ -59,6 +59,10 @@ impl HostFs for TestHost {
     fn exists(&self, path: &str) -> bool {
         self.route(path).exists(path)
     }
+
+    fn modified_unix(&self, path: &str) -> Option<u64> {
+        self.route(path).modified_unix(path)
+    }
 }
 
 fn skip_unless_root(test: &str) -> bool {

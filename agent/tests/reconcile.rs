@@ -2,6 +2,7 @@
 
 use fastvirt_agent::fixture::{self, FixtureFs, FixtureSpec};
 use fastvirt_agent::hostfs::HostFs;
+use fastvirt_agent::kubelet_drop_in::KubeletDirs;
 use fastvirt_agent::metrics::Metrics;
 use fastvirt_agent::node_labels;
 use fastvirt_agent::reconcile::{Agent, AgentConfig};
@@ -76,7 +77,7 @@ async fn setup(profiles: Vec<NodeTuningProfile>) -> Setup {
     let config = AgentConfig {
         node_name: NODE.to_owned(),
         max_hugepage_percent: 80,
-        kubelet_dir: "/var/lib/kubelet".to_owned(),
+        kubelet_dirs: KubeletDirs::new("/var/lib/kubelet", "/etc/kubernetes/kubelet.conf.d"),
     };
     let agent = Agent::new(
         client.clone(),
@@ -419,4 +420,100 @@ async fn the_node_carries_its_facts_as_labels_until_no_profile_selects_it() {
     setup.agent.reconcile_once().await.unwrap();
     let node = nodes.get(NODE).await.unwrap();
     assert_eq!(fastvirt_labels(&node), BTreeMap::new(), "every label went");
+}
+
+fn condition_message(status: &TunedNodeStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_kubelet_drop_in_is_written_and_reported_until_the_kubelet_runs_it() {
+    let mut with_drop_in = profile("vm-hosts", 0);
+    with_drop_in.spec.kubelet = Some(
+        serde_yaml::from_str("{manageDropIn: true, topologyManagerPolicy: single-numa-node}")
+            .unwrap(),
+    );
+    let setup = setup(vec![with_drop_in]).await;
+    let root = setup.fs.root().to_owned();
+    std::fs::create_dir_all(root.join("var/lib/kubelet")).unwrap();
+    std::fs::write(
+        root.join("var/lib/kubelet/cpu_manager_state"),
+        r#"{"policyName":"none","defaultCpuSet":"","checksum":1}"#,
+    )
+    .unwrap();
+    let drop_in = root.join("etc/kubernetes/kubelet.conf.d/90-fastvirt.conf");
+
+    let status = setup.agent.reconcile_once().await.unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&drop_in).unwrap()).unwrap();
+    assert_eq!(written["cpuManagerPolicy"], "static");
+    assert_eq!(written["reservedSystemCPUs"], "0,16,32,48");
+    assert_eq!(written["topologyManagerPolicy"], "single-numa-node");
+    assert_eq!(condition(&status, "KubeletRestartRequired").0, "True");
+    let message = condition_message(&status, "KubeletRestartRequired");
+    assert!(message.contains("runs cpuManagerPolicy none"), "{message}");
+    assert!(
+        message.contains("/var/lib/kubelet/cpu_manager_state records policy none"),
+        "what a restart would break: {message}"
+    );
+
+    // The kubelet restarted after the file was written, with the state file removed first: it
+    // now runs the static policy.
+    let started_after = std::fs::metadata(&drop_in)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 5;
+    std::fs::create_dir_all(root.join("proc/4242")).unwrap();
+    std::fs::write(root.join("proc/4242/comm"), "kubelet\n").unwrap();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    let boot = started_after - 1000;
+    std::fs::write(
+        root.join("proc/4242/stat"),
+        format!(
+            "4242 (kubelet) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 10 0 {} 0 0\n",
+            1000 * ticks
+        ),
+    )
+    .unwrap();
+    let stat = std::fs::read_to_string(root.join("proc/stat")).unwrap_or_default();
+    let stat: String = stat
+        .lines()
+        .filter(|l| !l.starts_with("btime "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(root.join("proc/stat"), format!("{stat}btime {boot}\n")).unwrap();
+    std::fs::write(
+        root.join("var/lib/kubelet/cpu_manager_state"),
+        r#"{"policyName":"static","defaultCpuSet":"0,16,32,48","checksum":2}"#,
+    )
+    .unwrap();
+    let status = setup.agent.reconcile_once().await.unwrap();
+    let message = condition_message(&status, "KubeletRestartRequired");
+    assert!(
+        !message.contains("cpuManagerPolicy") && !message.contains("90-fastvirt.conf"),
+        "the kubelet runs the drop-in: {message}"
+    );
+
+    let nodes = Api::<Node>::all(setup.client.clone());
+    let unlabel = json!({"metadata": {"labels": {"fastvirt.io/vm-host": null}}});
+    nodes
+        .patch(NODE, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    setup.agent.reconcile_once().await.unwrap();
+    assert!(
+        !drop_in.exists(),
+        "the restore removes the drop-in it created"
+    );
 }

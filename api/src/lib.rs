@@ -6,6 +6,7 @@ pub mod assignment;
 pub mod block_pool;
 pub mod condition;
 pub mod cpuset;
+pub mod kubelet_settings;
 pub mod lenient;
 pub mod pool_config;
 pub mod quantity;

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.kubelet.manageDropIn) || !self.kubelet.manageDropIn || (has(self.cpu) && has(self.cpu.reserved) && self.cpu.reserved != '')").message("kubelet.manageDropIn needs cpu.reserved: the static CPU manager it writes needs reserved CPUs"))]
 pub struct NodeTuningProfileSpec {
     /// Labels a node must carry for the profile to apply; empty selects every node.
     #[serde(default)]
@@ -68,6 +69,10 @@ pub struct NodeTuningProfileSpec {
     #[serde(default)]
     #[schemars(length(max = 512), inner(length(max = 4096)))]
     pub kernel_args: Vec<String>,
+    /// Kubelet settings the profile implies (static CPU manager, topology manager), written as a
+    /// kubelet drop-in when asked; the kubelet is never restarted by fastvirt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<crate::kubelet_settings::KubeletSettings>,
 }
 
 /// CPU partitioning: housekeeping on `reserved`, guests on `isolated`.
@@ -255,6 +260,10 @@ pub enum ProfileError {
     UnknownSysctl(String),
     #[error("hugepages: {0} pages of {1} requested twice for the same NUMA node")]
     DuplicateHugepages(u32, &'static str),
+    #[error(
+        "kubelet.manageDropIn needs cpu.reserved: the static CPU manager it writes needs reserved CPUs, or the kubelet does not start"
+    )]
+    DropInWithoutReserved,
 }
 
 /// The validated CPU partition.
@@ -282,6 +291,10 @@ impl NodeTuningProfileSpec {
         // sysctls only) is valid.
         if reserved.is_empty() && !isolated.is_empty() {
             return Err(ProfileError::EmptyReserved);
+        }
+        let manages_drop_in = self.kubelet.as_ref().is_some_and(|k| k.manage_drop_in);
+        if manages_drop_in && reserved.is_empty() {
+            return Err(ProfileError::DropInWithoutReserved);
         }
         let overlap = reserved.intersection(&isolated);
         if !overlap.is_empty() {
@@ -326,6 +339,24 @@ mod tests {
 
     fn spec(yaml: &str) -> NodeTuningProfileSpec {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_kubelet_drop_in_needs_reserved_cpus() {
+        assert_eq!(
+            spec("kubelet: {manageDropIn: true}").validate(),
+            Err(ProfileError::DropInWithoutReserved)
+        );
+        assert!(
+            spec("cpu: {reserved: '0'}\nkubelet: {manageDropIn: true}")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            spec("kubelet: {topologyManagerPolicy: restricted}")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

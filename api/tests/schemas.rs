@@ -144,6 +144,15 @@ fn cel_rules_refuse_with_their_messages() {
             },
             "cpu.reserved must name at least one CPU when cpu.isolated is set",
         ),
+        (
+            {
+                let mut p = profile();
+                p["spec"]["cpu"] = json!({});
+                p["spec"]["kubelet"] = json!({"manageDropIn": true});
+                p
+            },
+            "kubelet.manageDropIn needs cpu.reserved",
+        ),
     ];
     for (document, message) in cases {
         let found = problems(&validator, &document);

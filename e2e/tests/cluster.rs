@@ -20,6 +20,8 @@ use std::time::Duration;
 
 #[path = "cluster/chaos.rs"]
 mod chaos;
+#[path = "cluster/kubelet_drop_in.rs"]
+mod kubelet_drop_in;
 #[path = "cluster/node_facts.rs"]
 mod node_facts;
 #[path = "cluster/pool_following.rs"]
@@ -135,6 +137,7 @@ fn fastvirt_in_a_real_cluster() {
     pool_on_a_hostname_selected_node(&kubectl, &state);
     unknown_class_parameters_are_refused(&kubectl, &state);
     tuning_profile_is_applied_and_restored(&kubectl, &state);
+    kubelet_drop_in::the_kubelet_runs_the_profiles_drop_in(&kubectl, &state);
     capacity_decides_the_node(&kubectl, &state);
     filesystem_grows_in_a_running_pod(&kubectl);
     snapshot_restores_the_data(&kubectl);

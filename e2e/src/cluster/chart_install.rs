@@ -32,7 +32,10 @@ pub fn cluster_values(state: &State) -> serde_json::Value {
             // refuse their volumes (the reserve has tests of its own).
             "capacityReservePercent": 0,
         },
-        "agent": {"image": image("fastvirt-agent")},
+        "agent": {
+            "image": image("fastvirt-agent"),
+            "kubeletConfigDir": layout.kubelet_config_dir(),
+        },
     })
 }
 

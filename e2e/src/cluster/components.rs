@@ -68,6 +68,11 @@ impl Layout {
         self.workdir.join("pools")
     }
 
+    /// The kubelet's drop-in directory (`--config-dir`), where the agent may write its drop-in.
+    pub fn kubelet_config_dir(&self) -> PathBuf {
+        self.workdir.join("kubelet-config.d")
+    }
+
     pub fn csi_state_dir(&self) -> PathBuf {
         self.workdir.join("csi-state")
     }
@@ -321,6 +326,7 @@ pub fn kubelet_args(layout: &Layout) -> Vec<OsString> {
             "--config={}",
             layout.workdir.join("kubelet/config.json").display()
         ),
+        format!("--config-dir={}", layout.kubelet_config_dir().display()),
         format!("--kubeconfig={}", layout.kubeconfig("kubelet").display()),
         format!("--root-dir={}", layout.kubelet_dir.display()),
         format!("--hostname-override={}", layout.node_name),

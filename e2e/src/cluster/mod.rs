@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use chart_install::{cluster_values, wait_plugin_registered};
 pub use node_images::{build_fastvirt_binaries, chart_sidecar_image};
-pub use restart::restart_apiserver;
+pub use restart::{restart_apiserver, restart_kubelet};
 pub use start::{UpOptions, up};
 pub use stop::down;
 pub use upgrade::{UpgradeOptions, upgrade};

@@ -101,6 +101,7 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
     let layout = state.layout();
     // Every `up` is a new cluster: nothing of an earlier one's data (etcd, images, pools) is kept.
     for stale in [
+        "kubelet-config.d",
         "etcd",
         "containerd",
         "kubelet",
@@ -327,6 +328,7 @@ pub(super) fn which(program: &str) -> Result<PathBuf> {
 }
 
 fn start_kubelet(state: &mut State, layout: &Layout) -> Result<()> {
+    std::fs::create_dir_all(layout.kubelet_config_dir())?;
     std::fs::write(
         layout.workdir.join("kubelet/config.json"),
         components::kubelet_config(layout),
