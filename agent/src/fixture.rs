@@ -573,7 +573,7 @@ impl HostFs for FixtureFs {
         self.real.exists(path)
     }
 
-    fn modified_unix(&self, path: &str) -> Option<u64> {
-        self.real.modified_unix(path)
+    fn modified(&self, path: &str) -> Option<std::time::SystemTime> {
+        self.real.modified(path)
     }
 }

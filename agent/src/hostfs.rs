@@ -48,8 +48,8 @@ pub trait HostFs: Send + Sync {
     /// Entry names of a directory, sorted; empty when the directory does not exist.
     fn list(&self, dir: &str) -> Vec<String>;
     fn exists(&self, path: &str) -> bool;
-    /// When the file was last written (seconds since the epoch); `None` when it is absent.
-    fn modified_unix(&self, path: &str) -> Option<u64>;
+    /// When the file was last written; `None` when it is absent.
+    fn modified(&self, path: &str) -> Option<std::time::SystemTime>;
 
     /// Calls `line` for each line of a file, without holding it whole (/proc/interrupts of a large
     /// host runs to megabytes).
@@ -252,12 +252,8 @@ impl HostFs for RealHostFs {
         names
     }
 
-    fn modified_unix(&self, path: &str) -> Option<u64> {
-        let modified = fs::metadata(self.full_path(path)).ok()?.modified().ok()?;
-        modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs())
+    fn modified(&self, path: &str) -> Option<std::time::SystemTime> {
+        fs::metadata(self.full_path(path)).ok()?.modified().ok()
     }
 
     fn exists(&self, path: &str) -> bool {

@@ -8,6 +8,7 @@
 use crate::hostfs::HostFs;
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::kubelet_settings::KubeletSettings;
+use std::time::{Duration, SystemTime};
 
 /// The drop-in's file name: late in the directory's order, so it wins over the usual ones.
 pub const FILE_NAME: &str = "90-fastvirt.conf";
@@ -67,15 +68,15 @@ pub fn render(settings: &KubeletSettings, reserved: &CpuSet) -> String {
 pub struct RunningKubelet {
     /// `policyName` of its CPU manager state file, written with the policy it runs.
     pub cpu_manager_policy: Option<String>,
-    /// When its process started (seconds since the epoch), if one is found.
-    pub started_unix: Option<u64>,
+    /// When its process started, if one is found.
+    pub started: Option<SystemTime>,
 }
 
 /// The running kubelet's CPU manager policy and start time, read from the host.
 pub fn running(fs: &dyn HostFs, dirs: &KubeletDirs) -> RunningKubelet {
     RunningKubelet {
         cpu_manager_policy: cpu_manager_policy(fs, dirs),
-        started_unix: kubelet_started_unix(fs),
+        started: kubelet_started(fs),
     }
 }
 
@@ -109,21 +110,18 @@ impl DropInFile {
 }
 
 /// The start time of the host's `kubelet` process: its `starttime` (clock ticks after boot, field
-/// 22 of `/proc/<pid>/stat`) plus the boot time (`btime` of `/proc/stat`).
-fn kubelet_started_unix(fs: &dyn HostFs) -> Option<u64> {
+/// 22 of `/proc/<pid>/stat`) on the boot-time clock, turned into wall-clock time with the offset
+/// between the two clocks now. Precise to a clock tick (10 ms), where `/proc/stat`'s whole-second
+/// `btime` could put a kubelet restarted right after a write before it.
+fn kubelet_started(fs: &dyn HostFs) -> Option<SystemTime> {
+    use nix::time::{ClockId, clock_gettime};
     let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .and_then(|t| u64::try_from(t).ok())
         .filter(|t| *t > 0)?;
-    let boot: u64 = fs
-        .read("proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let since_boot = Duration::from(clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?);
+    let boot = SystemTime::now().checked_sub(since_boot)?;
     fs.list("proc")
         .into_iter()
         .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
@@ -133,16 +131,18 @@ fn kubelet_started_unix(fs: &dyn HostFs) -> Option<u64> {
             // Fields after the command, which may itself hold spaces and parentheses.
             let rest = stat.rsplit_once(") ")?.1;
             let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-            Some(boot + start_ticks / ticks_per_second)
+            let after_boot =
+                Duration::from_nanos(start_ticks.checked_mul(1_000_000_000)? / ticks_per_second);
+            boot.checked_add(after_boot)
         })
         .max()
 }
 
 /// What the kubelet runs that the drop-in changes, and what a restart would break; both empty when
-/// the kubelet runs with the drop-in. `written_unix`: when the drop-in was last written.
+/// the kubelet runs with the drop-in. `written`: when the drop-in was last written.
 pub fn differences(
     dirs: &KubeletDirs,
-    written_unix: Option<u64>,
+    written: Option<SystemTime>,
     running: &RunningKubelet,
 ) -> (Vec<String>, Vec<String>) {
     let path = dirs.drop_in();
@@ -160,8 +160,8 @@ pub fn differences(
             ));
         }
     }
-    match (written_unix, running.started_unix) {
-        (Some(written), Some(started)) if written >= started => differing.push(format!(
+    match (written, running.started) {
+        (Some(written), Some(started)) if written > started => differing.push(format!(
             "the kubelet started before /{path} was written: restart it to read the file"
         )),
         (_, None) => differing.push("no running kubelet found on this host".to_owned()),
@@ -174,6 +174,10 @@ pub fn differences(
 mod tests {
     use super::*;
     use fastvirt_api::kubelet_settings::{TopologyManagerPolicy, TopologyManagerScope};
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
 
     fn dirs() -> KubeletDirs {
         KubeletDirs::new("/var/lib/kubelet", "/etc/kubernetes/kubelet.conf.d")
@@ -210,9 +214,9 @@ mod tests {
     fn a_kubelet_on_another_policy_needs_a_restart_and_its_state_file_removed() {
         let running = RunningKubelet {
             cpu_manager_policy: Some("none".into()),
-            started_unix: Some(100),
+            started: Some(at(100)),
         };
-        let (differing, hazards) = differences(&dirs(), Some(200), &running);
+        let (differing, hazards) = differences(&dirs(), Some(at(200)), &running);
         assert_eq!(differing.len(), 2, "{differing:?}");
         assert!(differing[0].contains("runs cpuManagerPolicy none"));
         assert!(differing[1].contains("started before"));
@@ -227,8 +231,11 @@ mod tests {
     fn a_kubelet_started_after_the_file_with_the_static_policy_is_up_to_date() {
         let running = RunningKubelet {
             cpu_manager_policy: Some("static".into()),
-            started_unix: Some(300),
+            started: Some(at(300)),
         };
-        assert_eq!(differences(&dirs(), Some(200), &running), (vec![], vec![]));
+        assert_eq!(
+            differences(&dirs(), Some(at(200)), &running),
+            (vec![], vec![])
+        );
     }
 }

@@ -293,7 +293,7 @@ impl Agent {
         let fs = self.fs.as_ref();
         let (mut differing, hazards) = kubelet_drop_in::differences(
             dirs,
-            fs.modified_unix(&dirs.drop_in()),
+            fs.modified(&dirs.drop_in()),
             &kubelet_drop_in::running(fs, dirs),
         );
         differing.extend(hazards);

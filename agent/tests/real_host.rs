@@ -60,8 +60,8 @@ impl HostFs for TestHost {
         self.route(path).exists(path)
     }
 
-    fn modified_unix(&self, path: &str) -> Option<u64> {
-        self.route(path).modified_unix(path)
+    fn modified(&self, path: &str) -> Option<std::time::SystemTime> {
+        self.route(path).modified(path)
     }
 }
 

@@ -462,37 +462,31 @@ async fn the_kubelet_drop_in_is_written_and_reported_until_the_kubelet_runs_it()
         "what a restart would break: {message}"
     );
 
+    // A re-check rewrites nothing (a rewrite would be a new inode, and newer than the kubelet).
+    let inode = |path: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+    };
+    let first = inode(&drop_in);
+    setup.agent.reconcile_once().await.unwrap();
+    assert_eq!(inode(&drop_in), first, "the drop-in is not written again");
+
     // The kubelet restarted after the file was written, with the state file removed first: it
     // now runs the static policy.
-    let started_after = std::fs::metadata(&drop_in)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 5;
-    std::fs::create_dir_all(root.join("proc/4242")).unwrap();
-    std::fs::write(root.join("proc/4242/comm"), "kubelet\n").unwrap();
+    // Started 5 s from now on the boot-time clock, which is how the kernel counts it.
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
         .unwrap() as u64;
-    let boot = started_after - 1000;
+    let since_boot = std::time::Duration::from(
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap(),
+    );
+    let start_ticks = (since_boot.as_secs() + 5) * ticks;
+    std::fs::create_dir_all(root.join("proc/4242")).unwrap();
+    std::fs::write(root.join("proc/4242/comm"), "kubelet\n").unwrap();
     std::fs::write(
         root.join("proc/4242/stat"),
-        format!(
-            "4242 (kubelet) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 10 0 {} 0 0\n",
-            1000 * ticks
-        ),
+        format!("4242 (kubelet) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 10 0 {start_ticks} 0 0\n"),
     )
     .unwrap();
-    let stat = std::fs::read_to_string(root.join("proc/stat")).unwrap_or_default();
-    let stat: String = stat
-        .lines()
-        .filter(|l| !l.starts_with("btime "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(root.join("proc/stat"), format!("{stat}btime {boot}\n")).unwrap();
     std::fs::write(
         root.join("var/lib/kubelet/cpu_manager_state"),
         r#"{"policyName":"static","defaultCpuSet":"0,16,32,48","checksum":2}"#,

@@ -146,6 +146,8 @@ fn fastvirt_in_a_real_cluster() {
     deleting_claims_removes_their_files(&kubectl, &pool_dir);
     uninstall_leaves_only_the_crds(&kubectl, &state);
 
+    // As saved: the API server and the kubelet were restarted, under new pids.
+    let state = State::load(&state.workdir).unwrap().expect("state file");
     drop(_down);
     host_is_clean_after_down(&state);
 }

@@ -90,7 +90,11 @@ pub(super) fn helm_upgrade(
 /// Waits until kubelet lists block.fastvirt.io in the node's CSINode.
 pub fn wait_plugin_registered(state: &State) -> Result<()> {
     let kubectl = state.kubectl();
-    let kubelet = state
+    // As saved now: a restarted kubelet (`restart_kubelet`) has another pid than `state` knows.
+    let saved = State::load(&state.workdir).ok().flatten();
+    let kubelet = saved
+        .as_ref()
+        .unwrap_or(state)
         .component("kubelet")
         .cloned()
         .context("no kubelet was started")?;

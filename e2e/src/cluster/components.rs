@@ -316,6 +316,9 @@ pub fn kubelet_config(layout: &Layout) -> String {
         "kubeletCgroups": "",
         "localStorageCapacityIsolation": true,
         "shutdownGracePeriod": "0s",
+        // Pod logs under the work directory, not the host's /var/log/pods, so `down` leaves
+        // nothing behind.
+        "podLogsDir": layout.workdir.join("pod-logs"),
     })
     .to_string()
 }

@@ -102,6 +102,7 @@ fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
     // Every `up` is a new cluster: nothing of an earlier one's data (etcd, images, pools) is kept.
     for stale in [
         "kubelet-config.d",
+        "pod-logs",
         "etcd",
         "containerd",
         "kubelet",

@@ -117,11 +117,17 @@ spec:
         let tuned = kubectl.get_json(&["tunednode", &state.node_name])?;
         let node = kubectl.get_json(&["node", &state.node_name])?;
         let policy = node["metadata"]["labels"][node_labels::CPU_MANAGER_POLICY].clone();
-        Ok((condition_true(&tuned, "Applied")
+        let applied = condition_true(&tuned, "Applied");
+        let done = applied
             && !message.contains("90-fastvirt.conf")
             && !message.contains("cpuManagerPolicy")
-            && policy == "static")
-            .then_some(()))
+            && policy == "static";
+        // The last state goes into the failure message.
+        anyhow::ensure!(
+            done,
+            "Applied {applied}, KubeletRestartRequired says {message:?}, label {policy}"
+        );
+        Ok(Some(()))
     });
 
     kubectl
