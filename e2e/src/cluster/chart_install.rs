@@ -57,9 +57,23 @@ pub(super) fn helm_upgrade(
     extra_values: &[std::path::PathBuf],
 ) -> Result<()> {
     let kubectl = state.kubectl();
-    let values = layout.workdir.join("values.yaml");
-    std::fs::write(&values, serde_yaml::to_string(&cluster_values(state))?)?;
     let chart = repo.join("charts/fastvirt");
+    let mut cluster = cluster_values(state);
+    // An older chart (the upgrade test's previous release) lacks values added since; its schema
+    // would refuse them.
+    let defaults_path = chart.join("values.yaml");
+    let defaults: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&defaults_path)
+            .with_context(|| format!("reading {}", defaults_path.display()))?,
+    )?;
+    for left_out in keep_known(&mut cluster, &defaults, "") {
+        eprintln!(
+            "fastvirt-cluster: the chart in {} has no {left_out}; not set",
+            chart.display()
+        );
+    }
+    let values = layout.workdir.join("values.yaml");
+    std::fs::write(&values, serde_yaml::to_string(&cluster)?)?;
     let mut args = vec![
         "upgrade".to_owned(),
         "--install".into(),
@@ -85,6 +99,34 @@ pub(super) fn helm_upgrade(
         ))
     })?;
     wait_plugin_registered(state)
+}
+
+/// Removes from `values` every key the chart's `defaults` (its values.yaml) lack, below maps both
+/// have; returns their dotted paths.
+fn keep_known(
+    values: &mut serde_json::Value,
+    defaults: &serde_json::Value,
+    prefix: &str,
+) -> Vec<String> {
+    let (Some(values), Some(defaults)) = (values.as_object_mut(), defaults.as_object()) else {
+        return Vec::new();
+    };
+    let mut left_out = Vec::new();
+    values.retain(|key, _| {
+        let known = defaults.contains_key(key);
+        if !known {
+            left_out.push(format!("{prefix}{key}"));
+        }
+        known
+    });
+    for (key, value) in values.iter_mut() {
+        left_out.extend(keep_known(
+            value,
+            &defaults[key],
+            &format!("{prefix}{key}."),
+        ));
+    }
+    left_out
 }
 
 /// Waits until kubelet lists block.fastvirt.io in the node's CSINode.
@@ -115,4 +157,29 @@ pub fn wait_plugin_registered(state: &State) -> Result<()> {
                 .unwrap_or(false)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_an_older_chart_lacks_are_left_out() {
+        let mut values = serde_json::json!({
+            "kubeletDir": "/k",
+            "agent": {"image": {"tag": "x"}, "kubeletConfigDir": "/d"},
+        });
+        let defaults = serde_json::json!({
+            "kubeletDir": "/var/lib/kubelet",
+            "agent": {"image": {"tag": ""}},
+        });
+        assert_eq!(
+            keep_known(&mut values, &defaults, ""),
+            vec!["agent.kubeletConfigDir".to_owned()]
+        );
+        assert_eq!(
+            values,
+            serde_json::json!({"kubeletDir": "/k", "agent": {"image": {"tag": "x"}}})
+        );
+    }
 }
