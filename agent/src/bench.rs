@@ -223,7 +223,9 @@ pub fn markdown(results: &BenchResults, machine: &str) -> String {
          against the journal, apply the (empty) drift, read the applied settings for the status and take one \
          congestion sample of the machine's real /proc. \
          The tree lives on tmpfs (/dev/shm), as sysfs and procfs live in memory, and each write includes the \
-         fixture's model of the kernel's answer (FixtureFs); the journal's fsync costs nothing there, on a node it \
+         fixture's model of the kernel's answer (FixtureFs). A tmpfs tree is no kernel filesystem, so each write \
+         there is a temporary file and a rename (what keeps a killed apply whole on a plain tree), where sysfs \
+         takes one write(2): an upper bound for a node. The journal's fsync costs nothing there, on a node it \
          adds one disk flush to the first apply. The RSS is the whole benchmark process, tree generation \
          included; `run` adds its Kubernetes client on top. The machine is shared with other builds, so wall \
          times vary with the load; CPU time varies less. Regenerate with `cargo run --release -p fastvirt-agent -- bench --write-docs docs/benchmarks.md`.\n\
