@@ -1,6 +1,8 @@
 //! Planning: host model + profile → the exact list of changes, what cannot change at runtime and
 //! why. Pure: no I/O, so `plan` prints exactly what `apply` will do.
 
+mod kubelet;
+
 use crate::cpumask;
 use crate::host::{Choice, DEFAULT_SMP_AFFINITY, HostModel, KSM_DIR, THP_DIR, WORKQUEUE_CPUMASK};
 use crate::write_allowlist::sysctl_path;
@@ -274,28 +276,7 @@ pub fn plan(
     plan_ksm(&mut planner, profile, options);
     plan_sysctls(&mut planner, profile);
     plan_kernel_args(&mut planner, profile);
-    let drop_in = profile
-        .kubelet
-        .as_ref()
-        .filter(|kubelet| kubelet.manage_drop_in)
-        .zip(options.kubelet_drop_in.as_ref());
-    plan_kubelet(
-        &mut planner,
-        &cpus.reserved,
-        &cpus.isolated,
-        drop_in.is_some(),
-    );
-    if let Some((settings, file)) = drop_in {
-        planner.want(
-            "kubelet drop-in".to_owned(),
-            file.path.clone(),
-            // An absent drop-in is created (and removed again by a restore).
-            Some(file.current.clone().unwrap_or_default()),
-            crate::kubelet_drop_in::render(settings, &cpus.reserved),
-            Compare::File,
-            Target::ConfigFile,
-        );
-    }
+    kubelet::plan_kubelet(&mut planner, profile, &cpus, options);
     Ok(planner.plan)
 }
 
@@ -757,57 +738,5 @@ fn plan_kernel_args(planner: &mut Planner, profile: &NodeTuningProfileSpec) {
             } else {
                 format!("{arg} (booted with {})", differing.join(" "))
             });
-    }
-}
-
-/// `drop_in`: the agent writes the kubelet's CPU settings itself, and what the running kubelet does
-/// with them is reported apart (see [`crate::kubelet_drop_in::differences`]).
-fn plan_kubelet(planner: &mut Planner, reserved: &CpuSet, isolated: &CpuSet, drop_in: bool) {
-    let hugepages_change = planner
-        .plan
-        .changes
-        .iter()
-        .any(|c| matches!(c.target, Target::Hugepages { .. }));
-    if hugepages_change {
-        planner.plan.kubelet_restart_required = true;
-        planner.note(
-            "the kubelet reports hugepage capacity from when it started: restart it once the \
-             pools are allocated so the new pages become allocatable"
-                .to_owned(),
-        );
-    }
-    if drop_in {
-        return;
-    }
-    match &planner.host.kubelet {
-        None => planner.note("no kubelet configuration found on this host".to_owned()),
-        Some(Err(error)) => planner.note(format!("kubelet configuration unreadable: {error}")),
-        Some(Ok(config)) => {
-            let mut mismatches = Vec::new();
-            let policy = config.cpu_manager_policy.as_deref().unwrap_or("none");
-            if !isolated.is_empty() && policy != "static" {
-                mismatches.push(format!(
-                    "{}: cpuManagerPolicy is {policy}; pinned vCPUs need static",
-                    config.path
-                ));
-            }
-            let configured = config
-                .reserved_system_cpus
-                .as_deref()
-                .and_then(|c| CpuSet::parse(c).ok())
-                .unwrap_or_default();
-            // Without CPU partitioning the profile has no opinion on the kubelet's reserved CPUs.
-            if !reserved.is_empty() && &configured != reserved {
-                mismatches.push(format!(
-                    "{}: reservedSystemCPUs is {:?}, the profile reserves {reserved}",
-                    config.path,
-                    config.reserved_system_cpus.as_deref().unwrap_or("")
-                ));
-            }
-            if !mismatches.is_empty() {
-                planner.plan.kubelet_restart_required = true;
-            }
-            planner.plan.kubelet_mismatches = mismatches;
-        }
     }
 }
