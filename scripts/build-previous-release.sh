@@ -31,8 +31,10 @@ rm -rf "$src"
 mkdir -p "$src"
 git archive "$PREVIOUS_RELEASE" | tar -x -C "$src"
 # One target directory for every release: their dependencies mostly agree, so a newer previous
-# release rebuilds little.
-(cd "$src" && CARGO_TARGET_DIR="$cache_root/target" cargo build --locked --quiet \
+# release rebuilds little. No debug info and no incremental state: these binaries are only run,
+# and the CI disk is shared with the main build.
+(cd "$src" && CARGO_TARGET_DIR="$cache_root/target" CARGO_INCREMENTAL=0 cargo build --locked --quiet \
+  --config 'profile.dev.debug=false' --config 'profile.dev.package."*".debug=false' \
   -p fastvirt-csi -p fastvirt-operator -p fastvirt-agent --bins)
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp/repo"

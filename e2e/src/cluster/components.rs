@@ -80,6 +80,33 @@ impl Layout {
     pub fn images_dir(&self) -> PathBuf {
         self.workdir.join("images")
     }
+
+    /// The cluster's data: etcd, images and their snapshots, pools, the kubelet's and the
+    /// plugins' state. `down` removes it (it is gigabytes, and no later `up` reuses it);
+    /// logs, pod logs and the PKI stay for a look after the fact.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        [
+            "kubelet-config.d",
+            "etcd",
+            "containerd",
+            "kubelet",
+            "pools",
+            "nodes",
+            "csi-state",
+            "images",
+            "cni",
+        ]
+        .iter()
+        .map(|name| self.workdir.join(name))
+        .collect()
+    }
+
+    /// What `up` removes before it starts: everything of an earlier cluster.
+    pub fn stale_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.data_dirs();
+        dirs.extend(["pod-logs", "pki", "logs"].map(|name| self.workdir.join(name)));
+        dirs
+    }
 }
 
 fn args(items: &[String]) -> Vec<OsString> {

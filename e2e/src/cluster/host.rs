@@ -3,7 +3,7 @@
 //! processes and pod network namespaces the cluster left.
 
 use super::process::{pid_alive, run, stop};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use fastvirt_csi::loopdev;
 use fastvirt_csi::mountinfo;
 use std::os::unix::fs::MetadataExt;
@@ -139,6 +139,34 @@ pub fn mounts_under(roots: &[&Path]) -> Vec<PathBuf> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     points
+}
+
+/// Removes each of `dirs` that exists; refuses (before removing any) when one has a mount below
+/// it, since a volume a crashed cluster left mounted holds data.
+pub fn remove_dirs_without_mounts(dirs: &[PathBuf]) -> Result<()> {
+    let roots: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let mounted = mounts_under(&roots);
+    ensure!(
+        mounted.is_empty(),
+        "{} still has mounts ({}); unmount them or run `fastvirt-cluster down` first",
+        roots
+            .iter()
+            .filter(|root| mounted.iter().any(|m| m.starts_with(root)))
+            .map(|root| root.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        mounted
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for dir in dirs {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts everything at or below `roots` (lazily: a process that still holds one is gone).

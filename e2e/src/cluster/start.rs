@@ -100,36 +100,7 @@ pub fn up(options: &UpOptions) -> Result<State> {
 fn bring_up(state: &mut State, options: &UpOptions) -> Result<()> {
     let layout = state.layout();
     // Every `up` is a new cluster: nothing of an earlier one's data (etcd, images, pools) is kept.
-    for stale in [
-        "kubelet-config.d",
-        "pod-logs",
-        "etcd",
-        "containerd",
-        "kubelet",
-        "pools",
-        "csi-state",
-        "images",
-        "cni",
-        "pki",
-        "logs",
-    ] {
-        let dir = layout.workdir.join(stale);
-        // Never delete through a mount (a volume a crashed cluster left mounted holds data).
-        let mounted = host::mounts_under(&[&dir]);
-        ensure!(
-            mounted.is_empty(),
-            "{} still has mounts ({}); unmount them or run `fastvirt-cluster down` first",
-            dir.display(),
-            mounted
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
-    }
+    host::remove_dirs_without_mounts(&layout.stale_dirs())?;
     for dir in [
         layout.logs(),
         layout.workdir.join("etcd"),

@@ -41,7 +41,10 @@ pub fn down(workdir: &Path) -> Result<()> {
         host::make_root_private()?;
     }
     let _ = std::fs::remove_dir_all(&state.run_dir);
-    // Kept: logs and the PKI, for a look after the fact. The state file goes: nothing runs.
+    // Kept: logs and the PKI, for a look after the fact. A mount that would not go keeps the
+    // data and the state file, so a second `down` can try again.
+    host::remove_dirs_without_mounts(&state.layout().data_dirs())?;
+    // The state file goes last: nothing runs.
     std::fs::remove_file(State::path(&workdir))?;
     Ok(())
 }
