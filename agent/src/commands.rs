@@ -62,6 +62,8 @@ fn planned(args: &ProfileArgs, fs: &dyn HostFs) -> anyhow::Result<Plan> {
             fs,
             &args.kubelet.dirs(),
         )),
+        // Offline there is no Node to read the kubelet's memory reservation from.
+        kubelet_reserved_memory: None,
     };
     Ok(plan::plan(&host, &spec, &options)?)
 }

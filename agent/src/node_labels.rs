@@ -15,20 +15,15 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Every label the agent sets starts with this.
-pub const PREFIX: &str = "node.fastvirt.io/";
+pub use fastvirt_api::node_labels::{
+    CPU_MANAGER_POLICY, IRQ_ISOLATION, ISOLATED_CPUS, PREFIX, PROFILE, TUNED,
+};
 /// The field manager the label patches are recorded under.
 pub const MANAGER: &str = "fastvirt-agent-node-labels";
 
-pub const PROFILE: &str = "node.fastvirt.io/profile";
-pub const TUNED: &str = "node.fastvirt.io/tuned";
-pub const ISOLATED_CPUS: &str = "node.fastvirt.io/isolated-cpus";
-pub const CPU_MANAGER_POLICY: &str = "node.fastvirt.io/cpu-manager-policy";
-pub const IRQ_ISOLATION: &str = "node.fastvirt.io/irq-isolation";
-
 /// `node.fastvirt.io/hugepages-2Mi` and its kin: pages of that size are free on the node.
 pub fn hugepages_label(size_kb: u64) -> String {
-    format!("{PREFIX}hugepages-{}", plan::size_name(size_kb))
+    fastvirt_api::node_labels::hugepages(&plan::size_name(size_kb))
 }
 
 /// What the labels say.

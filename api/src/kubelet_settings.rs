@@ -13,7 +13,9 @@ pub struct KubeletSettings {
     /// topology manager settings below. Off, the agent only reports what differs.
     #[serde(default)]
     pub manage_drop_in: bool,
-    /// `topologyManagerPolicy` in the drop-in; unset leaves the kubelet's own.
+    /// `topologyManagerPolicy` in the drop-in; unset leaves the kubelet's own. `restricted` and
+    /// `single-numa-node` also turn on the static memory manager, reserving on NUMA node 0 what
+    /// the kubelet already keeps back of memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_manager_policy: Option<TopologyManagerPolicy>,
     /// `topologyManagerScope` in the drop-in; unset leaves the kubelet's own.

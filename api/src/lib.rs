@@ -1,5 +1,6 @@
 //! fastvirt's Kubernetes API, group `fastvirt.io`, version `v1alpha1`: what platform teams declare
-//! (`BlockPool`, `NodeTuningProfile`) and what each node reports (`TunedNode`). The CRDs in `crds/`
+//! (`BlockPool`, `NodeTuningProfile`), what each node reports (`TunedNode`) and what the operator
+//! sums up for admission (`TuningSummary`). The CRDs in `crds/`
 //! are generated from these types by `cargo run -p fastvirt-api --bin crdgen`.
 
 pub mod assignment;
@@ -7,13 +8,16 @@ pub mod block_pool;
 pub mod condition;
 pub mod cpuset;
 pub mod kubelet_settings;
+pub mod kubevirt_settings;
 pub mod lenient;
+pub mod node_labels;
 pub mod pool_config;
 pub mod quantity;
 pub mod rbac;
 pub mod strict_yaml;
 pub mod tuned_node;
 pub mod tuning_profile;
+pub mod tuning_summary;
 #[cfg(feature = "validation")]
 pub mod validation;
 
@@ -21,6 +25,7 @@ pub use block_pool::{BlockPool, BlockPoolSpec, BlockPoolStatus};
 pub use condition::Condition;
 pub use tuned_node::{TunedNode, TunedNodeSpec, TunedNodeStatus};
 pub use tuning_profile::{NodeTuningProfile, NodeTuningProfileSpec, NodeTuningProfileStatus};
+pub use tuning_summary::{TuningSummary, TuningSummarySpec, TuningSummaryStatus};
 
 use kube::CustomResourceExt;
 
@@ -39,6 +44,7 @@ pub fn crds() -> Vec<(
             NodeTuningProfile::crd(),
         ),
         ("tunednodes.fastvirt.io.yaml", TunedNode::crd()),
+        ("tuningsummaries.fastvirt.io.yaml", TuningSummary::crd()),
     ]
 }
 

@@ -73,6 +73,9 @@ pub struct NodeTuningProfileSpec {
     /// kubelet drop-in when asked; the kubelet is never restarted by fastvirt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<crate::kubelet_settings::KubeletSettings>,
+    /// The KubeVirt instancetypes the operator makes for the profile's nodes.
+    #[serde(default)]
+    pub kubevirt: crate::kubevirt_settings::KubevirtSettings,
 }
 
 /// CPU partitioning: housekeeping on `reserved`, guests on `isolated`.
@@ -95,6 +98,24 @@ pub enum HugepageSize {
     TwoMi,
     #[serde(rename = "1Gi")]
     OneGi,
+}
+
+impl HugepageSize {
+    /// The size as Kubernetes and KubeVirt spell it (`hugepages-2Mi`, `pageSize: 2Mi`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TwoMi => "2Mi",
+            Self::OneGi => "1Gi",
+        }
+    }
+
+    /// The page size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::TwoMi => 2 << 20,
+            Self::OneGi => 1 << 30,
+        }
+    }
 }
 
 /// A number of hugepages of one size, on one NUMA node or spread by the kernel.

@@ -22,6 +22,8 @@ use std::time::Duration;
 mod chaos;
 #[path = "cluster/kubelet_drop_in.rs"]
 mod kubelet_drop_in;
+#[path = "cluster/kubevirt.rs"]
+mod kubevirt;
 #[path = "cluster/node_facts.rs"]
 mod node_facts;
 #[path = "cluster/pool_following.rs"]
@@ -938,6 +940,7 @@ fn uninstall_leaves_only_the_crds(kubectl: &Kubectl, state: &State) {
             "--timeout=120s",
         ])
         .expect("the pools are deleted once they have no volumes");
+    kubevirt::preferences_go_with_their_pools(kubectl);
     kubectl
         .helm(&[
             "uninstall",
@@ -1002,4 +1005,12 @@ fn host_is_clean_after_down(state: &State) {
             "/ is private again, as before up"
         );
     }
+    let layout = state.layout();
+    let data_left: Vec<_> = layout
+        .data_dirs()
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(data_left.is_empty(), "cluster data left: {data_left:?}");
+    assert!(layout.logs().is_dir(), "the logs stay after down");
 }

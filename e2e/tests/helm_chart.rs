@@ -1532,3 +1532,51 @@ fn chart_arguments_are_accepted_by_the_binaries() {
         );
     }
 }
+
+#[test]
+fn vm_placement_policy_warns_by_default_and_can_deny() {
+    let binding_actions = |manifest: &Manifest| {
+        manifest
+            .of_kind("ValidatingAdmissionPolicyBinding")
+            .find(|b| {
+                b["spec"]["policyName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("-vm-placement")
+            })
+            .map(|b| b["spec"]["validationActions"].clone())
+    };
+    let manifest = defaults();
+    let policy = manifest
+        .of_kind("ValidatingAdmissionPolicy")
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-vm-placement")
+        })
+        .expect("the VM placement policy");
+    assert_eq!(policy["spec"]["paramKind"]["kind"], "TuningSummary");
+    assert_eq!(
+        policy["spec"]["failurePolicy"], "Ignore",
+        "never blocks VMs by failing"
+    );
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"][0],
+        "virtualmachines"
+    );
+    assert_eq!(
+        binding_actions(&manifest),
+        Some(serde_json::json!(["Warn"]))
+    );
+    let deny = render(&[], &["kubevirt.admissionPolicy.action=Deny"]);
+    assert_eq!(binding_actions(&deny), Some(serde_json::json!(["Deny"])));
+    let off = render(&[], &["kubevirt.admissionPolicy.enabled=false"]);
+    assert_eq!(binding_actions(&off), None);
+    assert!(
+        helm()
+            .render(&[], &["kubevirt.admissionPolicy.action=Audit"])
+            .is_err(),
+        "the schema allows only Warn and Deny"
+    );
+}

@@ -38,6 +38,7 @@ pub struct Settings {
 pub struct OptionalApis {
     snapshots: AtomicBool,
     cdi: AtomicBool,
+    instancetypes: AtomicBool,
 }
 
 impl OptionalApis {
@@ -58,6 +59,15 @@ impl OptionalApis {
 
     pub fn cdi(&self) -> bool {
         self.cdi.load(Ordering::Relaxed)
+    }
+
+    /// KubeVirt's `instancetype.kubevirt.io/v1beta1` cluster instancetypes and preferences.
+    pub fn instancetypes(&self) -> bool {
+        self.instancetypes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_instancetypes(&self, served: bool) {
+        self.instancetypes.store(served, Ordering::Relaxed);
     }
 }
 

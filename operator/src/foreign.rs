@@ -1,40 +1,42 @@
 //! Typed views of the other projects' resources the operator writes: the external-snapshotter's
-//! VolumeSnapshotClass and CDI's StorageProfile. Both are optional APIs; the operator only touches
-//! them where discovery finds them served.
+//! VolumeSnapshotClass and CDI's StorageProfile (KubeVirt's are in `kubevirt::types`). Both are
+//! optional APIs; the operator only touches them where discovery finds them served.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::ClusterResourceScope;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// Implements `kube::Resource` for a cluster-scoped type with a `metadata` field.
 macro_rules! cluster_resource {
     ($type:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
         impl kube::Resource for $type {
             type DynamicType = ();
-            type Scope = ClusterResourceScope;
+            type Scope = kube::core::ClusterResourceScope;
 
-            fn kind(_: &()) -> Cow<'_, str> {
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
                 $kind.into()
             }
-            fn group(_: &()) -> Cow<'_, str> {
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
                 $group.into()
             }
-            fn version(_: &()) -> Cow<'_, str> {
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
                 $version.into()
             }
-            fn plural(_: &()) -> Cow<'_, str> {
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
                 $plural.into()
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+pub(crate) use cluster_resource;
 
 /// `snapshot.storage.k8s.io/v1` VolumeSnapshotClass (it has no spec: its fields are top-level).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

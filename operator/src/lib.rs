@@ -3,10 +3,12 @@
 //! The reconcilers (read → validate → build → server-side apply → status) call these functions;
 //! keeping them free of I/O makes every decision testable with YAML fixtures.
 
+pub mod apply;
 pub mod capacity;
 pub mod check_install;
 pub mod context;
 pub mod foreign;
+pub mod kubevirt;
 pub mod leader;
 pub mod metrics;
 pub mod pool_config;

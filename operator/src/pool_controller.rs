@@ -2,6 +2,7 @@
 //! `pool_objects`) → server-side apply → status. Deletion waits until no volume of the pool is
 //! left, because the node plugins need the pool's configuration to serve those volumes.
 
+use crate::apply::{apply, apply_params, remove_labelled_except};
 use crate::context::Context;
 use crate::foreign::{StorageProfile, VolumeSnapshotClass};
 use crate::pool_objects::{POOL_LABEL, class_name, snapshot_class, storage_profile};
@@ -11,10 +12,9 @@ use fastvirt_api::{BlockPool, BlockPoolStatus, Condition};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -44,28 +44,6 @@ impl PoolError {
             PoolError::ForeignStorageClass(_) => "ForeignStorageClass",
         }
     }
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(crate::MANAGER).force()
-}
-
-/// Server-side applies `object` (cluster-scoped) under the operator's field manager.
-async fn apply<K>(ctx: &Context, object: &K) -> kube::Result<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    let mut body = serde_json::to_value(object).expect("objects serialize");
-    body["apiVersion"] = K::api_version(&()).into();
-    body["kind"] = K::kind(&()).into();
-    Api::<K>::all(ctx.client.clone())
-        .patch(&name, &apply_params(), &Patch::Apply(body))
-        .await
 }
 
 /// What reconciling one pool found, for its status.
@@ -205,6 +183,7 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
         // Permission: rbac::STORAGE_PROFILES.
         apply::<StorageProfile>(ctx, &profile).await?;
     }
+    crate::kubevirt::apply_preference(pool, ctx).await?;
 
     conditions.insert(
         0,
@@ -295,7 +274,7 @@ fn belongs_to(
         .is_some_and(|p| Some(p) == pool.metadata.name.as_ref())
 }
 
-/// Deletes the pool's objects of kind `K` other than `keep` (e.g. after a rename); `keep: None`
+/// Deletes the pool's objects of kind `K` other than `keep` (e.g. after a rename); `keep: ""`
 /// deletes them all.
 async fn remove_stale<K>(pool: &BlockPool, ctx: &Context, keep: &str) -> kube::Result<Vec<String>>
 where
@@ -304,17 +283,8 @@ where
         + Debug
         + DeserializeOwned,
 {
-    let api = Api::<K>::all(ctx.client.clone());
     let selector = format!("{POOL_LABEL}={}", pool.name_any());
-    let mut removed = Vec::new();
-    for object in api.list(&ListParams::default().labels(&selector)).await? {
-        let name = object.meta().name.clone().unwrap_or_default();
-        if name != keep {
-            api.delete(&name, &DeleteParams::default()).await?;
-            removed.push(name);
-        }
-    }
-    Ok(removed)
+    remove_labelled_except::<K>(ctx, &selector, &[keep.to_owned()]).await
 }
 
 async fn apply_snapshot_class(

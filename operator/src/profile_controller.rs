@@ -138,6 +138,18 @@ async fn reconcile_inner(
     let nodes = ctx.nodes().await?;
     let tuned = ctx.tuned_nodes().await?;
     let (desired, selection) = desired_status(profile, &profiles, &nodes, &tuned);
+    // The status is written whatever KubeVirt's API answers; a failure retries with backoff.
+    let instancetypes = crate::kubevirt::apply_instancetypes(profile, &nodes, ctx).await;
+    if let Err(error) = &instancetypes {
+        ctx.event(
+            &profile.object_ref(&()),
+            true,
+            "InstancetypesFailed",
+            "Apply",
+            format!("writing the profile's KubeVirt instancetypes: {error}"),
+        )
+        .await;
+    }
     let previous = profile.status.clone().unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = NodeTuningProfileStatus {
@@ -145,6 +157,7 @@ async fn reconcile_inner(
         ..desired
     };
     if profile.status.as_ref() == Some(&status) {
+        instancetypes?;
         return Ok(Action::requeue(RESYNC));
     }
     announce_changes(profile, ctx, &previous, &status, &selection).await;
@@ -161,6 +174,7 @@ async fn reconcile_inner(
             &Patch::Apply(body),
         )
         .await?;
+    instancetypes?;
     Ok(Action::requeue(RESYNC))
 }
 

@@ -14,6 +14,9 @@ pub const BLOCK_POOL_FINALIZERS: Permission =
     Permission::cluster("fastvirt.io", "blockpools/finalizers", &["update"]);
 pub const PROFILES: Permission =
     Permission::cluster("fastvirt.io", "nodetuningprofiles", &["list", "watch"]);
+/// The instancetypes a profile owns carry `blockOwnerDeletion` (see BLOCK_POOL_FINALIZERS).
+pub const PROFILE_FINALIZERS: Permission =
+    Permission::cluster("fastvirt.io", "nodetuningprofiles/finalizers", &["update"]);
 pub const PROFILE_STATUS: Permission =
     Permission::cluster("fastvirt.io", "nodetuningprofiles/status", &["patch"]);
 pub const TUNED_NODES: Permission =
@@ -44,6 +47,24 @@ pub const STORAGE_PROFILES: Permission = Permission::cluster(
     "storageprofiles",
     &["list", "watch", "patch"],
 );
+/// Server-side apply creates them; listed by profile label to delete the sizes a profile no
+/// longer has.
+pub const INSTANCETYPES: Permission = Permission::cluster(
+    "instancetype.kubevirt.io",
+    "virtualmachineclusterinstancetypes",
+    &["list", "create", "patch", "delete"],
+);
+/// Server-side apply creates them.
+pub const PREFERENCES: Permission = Permission::cluster(
+    "instancetype.kubevirt.io",
+    "virtualmachineclusterpreferences",
+    &["create", "patch"],
+);
+/// The admission policy's parameter; server-side apply creates it.
+pub const TUNING_SUMMARY: Permission =
+    Permission::cluster("fastvirt.io", "tuningsummaries", &["create", "patch"]);
+pub const TUNING_SUMMARY_STATUS: Permission =
+    Permission::cluster("fastvirt.io", "tuningsummaries/status", &["patch"]);
 /// Events about cluster-scoped objects are written to the `default` namespace.
 pub const EVENTS: Permission = Permission::cluster("events.k8s.io", "events", &["create", "patch"]);
 /// Server-side apply creates the ConfigMap when it is absent.
@@ -62,6 +83,7 @@ pub const REQUIRED: &[Permission] = &[
     BLOCK_POOL_STATUS,
     BLOCK_POOL_FINALIZERS,
     PROFILES,
+    PROFILE_FINALIZERS,
     PROFILE_STATUS,
     TUNED_NODES,
     NODES,
@@ -70,6 +92,10 @@ pub const REQUIRED: &[Permission] = &[
     STORAGE_CAPACITIES,
     SNAPSHOT_CLASSES,
     STORAGE_PROFILES,
+    INSTANCETYPES,
+    PREFERENCES,
+    TUNING_SUMMARY,
+    TUNING_SUMMARY_STATUS,
     EVENTS,
     POOL_CONFIG_MAP,
     NODE_DAEMONSET,

@@ -5,11 +5,12 @@
 
 use crate::context::{Caches, Context, OptionalApis, Settings};
 use crate::foreign::{StorageProfile, VolumeSnapshotClass};
+use crate::kubevirt::types::{ClusterInstancetype, ClusterPreference};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::pool_objects::class_name;
 use crate::unreadable::{self, Unreadables, lenient_ref};
-use crate::{pool_controller, profile_controller};
+use crate::{kubevirt, pool_controller, profile_controller};
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::StatusCode;
@@ -91,7 +92,8 @@ async fn serves(client: &Client, group: &str, version: &str, kind: &str) -> bool
         .is_ok()
 }
 
-async fn discover(client: &Client, apis: &OptionalApis) {
+/// Finds which optional APIs are served; true when that changed.
+async fn discover(client: &Client, apis: &OptionalApis) -> bool {
     let snapshots = serves(
         client,
         "snapshot.storage.k8s.io",
@@ -100,10 +102,41 @@ async fn discover(client: &Client, apis: &OptionalApis) {
     )
     .await;
     let cdi = serves(client, "cdi.kubevirt.io", "v1beta1", "StorageProfile").await;
-    if snapshots != apis.snapshots() || cdi != apis.cdi() {
-        tracing::info!(snapshots, cdi, "optional APIs discovered");
+    let instancetypes = serves(
+        client,
+        kubevirt::types::GROUP,
+        kubevirt::types::VERSION,
+        "VirtualMachineClusterInstancetype",
+    )
+    .await;
+    let changed =
+        snapshots != apis.snapshots() || cdi != apis.cdi() || instancetypes != apis.instancetypes();
+    if changed {
+        tracing::info!(snapshots, cdi, instancetypes, "optional APIs discovered");
     }
     apis.set(snapshots, cdi);
+    apis.set_instancetypes(instancetypes);
+    changed
+}
+
+/// A stream that yields each time `receiver`'s value changes.
+fn changes<T: Send + Sync + 'static>(
+    receiver: tokio::sync::watch::Receiver<T>,
+) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        Some(((), receiver))
+    })
+}
+
+/// Every change of a kind's objects, for triggers that recompute from the caches.
+fn any_change<K>(client: &Client) -> impl Stream<Item = ()> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| futures::future::ready(event.ok().map(|_| ())))
 }
 
 fn http_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
@@ -270,7 +303,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
 
     let apis = OptionalApis::default();
-    discover(&client, &apis).await;
+    let _ = discover(&client, &apis).await;
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -281,15 +314,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_caches(caches)
         .with_metrics(metrics.clone()),
     );
+    // An API that appears later (KubeVirt installed after fastvirt) has every object
+    // reconciled again, so its objects are made without waiting for a resync.
+    let (discovered, on_discovery) = tokio::sync::watch::channel(0u64);
     let rediscover = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                discover(&ctx.client, &ctx.apis).await;
+                if discover(&ctx.client, &ctx.apis).await {
+                    discovered.send_modify(|n| *n += 1);
+                }
             }
         })
     };
+    let summary = tokio::spawn(kubevirt::keep_summary(
+        ctx.clone(),
+        futures::stream::select_all([
+            node_label_changes(&client).boxed(),
+            any_change::<Lenient<NodeTuningProfile>>(&client).boxed(),
+            any_change::<Lenient<TunedNode>>(&client).boxed(),
+            changes(on_discovery.clone()).boxed(),
+        ]),
+    ));
 
     let all_pools = move || {
         pools_store
@@ -309,6 +356,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         watcher::Config::default(),
     )
     .reconcile_all_on(node_label_changes(&client))
+    .reconcile_all_on(changes(on_discovery.clone()))
     .watches(
         Api::<CSIStorageCapacity>::all(client.clone()),
         watcher::Config::default(),
@@ -322,6 +370,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     if ctx.apis.snapshots() {
         pool_controller = pool_controller.owns(
             Api::<VolumeSnapshotClass>::all(client.clone()),
+            watcher::Config::default(),
+        );
+    }
+    if ctx.apis.instancetypes() {
+        pool_controller = pool_controller.owns(
+            Api::<ClusterPreference>::all(client.clone()),
             watcher::Config::default(),
         );
     }
@@ -371,43 +425,52 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let profiles_on_profile_change = all_profiles;
     let tuned_unreadables = unreadables.clone();
-    let profiles = Controller::new(
+    let mut profile_controller = Controller::new(
         Api::<Lenient<NodeTuningProfile>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    // A profile's selector or priority decides conflicts in the others too.
-    .watches(
-        Api::<Lenient<NodeTuningProfile>>::all(client.clone()),
-        watcher::Config::default(),
-        move |_| profiles_on_profile_change(),
-    )
-    .reconcile_all_on(node_label_changes(&client))
-    .watches(
-        Api::<Lenient<TunedNode>>::all(client.clone()),
-        watcher::Config::default(),
-        move |tuned| {
-            tuned_unreadables
-                .read(&tuned)
-                .and_then(|tuned| profile_controller::profiles_for_tuned_node(&tuned))
-                .map(|name| ObjectRef::<Lenient<NodeTuningProfile>>::new(&name))
-        },
-    )
-    .graceful_shutdown_on(shutdown_signal())
-    .run(
-        move |profile, ctx| {
-            unreadable::reconcile(
-                profile,
-                ctx,
-                unreadables.clone(),
-                profile_controller::reconcile,
-            )
-        },
-        |profile, error, ctx| {
-            unreadable::error_policy(profile, error, ctx, profile_controller::error_policy)
-        },
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
+    );
+    if ctx.apis.instancetypes() {
+        // Someone deleting or editing an instancetype gets it back.
+        profile_controller = profile_controller.owns(
+            Api::<ClusterInstancetype>::all(client.clone()),
+            watcher::Config::default(),
+        );
+    }
+    let profiles = profile_controller
+        // A profile's selector or priority decides conflicts in the others too.
+        .watches(
+            Api::<Lenient<NodeTuningProfile>>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| profiles_on_profile_change(),
+        )
+        .reconcile_all_on(node_label_changes(&client))
+        .reconcile_all_on(changes(on_discovery))
+        .watches(
+            Api::<Lenient<TunedNode>>::all(client.clone()),
+            watcher::Config::default(),
+            move |tuned| {
+                tuned_unreadables
+                    .read(&tuned)
+                    .and_then(|tuned| profile_controller::profiles_for_tuned_node(&tuned))
+                    .map(|name| ObjectRef::<Lenient<NodeTuningProfile>>::new(&name))
+            },
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            move |profile, ctx| {
+                unreadable::reconcile(
+                    profile,
+                    ctx,
+                    unreadables.clone(),
+                    profile_controller::reconcile,
+                )
+            },
+            |profile, error, ctx| {
+                unreadable::error_policy(profile, error, ctx, profile_controller::error_policy)
+            },
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
 
     let controllers = futures::future::join(pools, profiles);
     match leadership {
@@ -421,6 +484,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 }
                 _ = &mut handle => {
                     rediscover.abort();
+                    summary.abort();
                     anyhow::bail!("lost the leader lease; exiting so that only the new leader writes");
                 }
             }
@@ -430,6 +494,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     rediscover.abort();
+    summary.abort();
     Ok(())
 }
 

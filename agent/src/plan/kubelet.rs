@@ -20,12 +20,25 @@ pub(super) fn plan_kubelet(
         .zip(options.kubelet_drop_in.as_ref());
     plan_config_comparison(planner, &cpus.reserved, &cpus.isolated, drop_in.is_some());
     if let Some((settings, file)) = drop_in {
+        if crate::kubelet_drop_in::aligns_memory(settings)
+            && options.kubelet_reserved_memory.is_none()
+        {
+            planner.note(
+                "the static memory manager is left out of the kubelet drop-in: the Node reports no \
+                 memory capacity and allocatable to take the kubelet's reservation from"
+                    .to_owned(),
+            );
+        }
         planner.want(
             "kubelet drop-in".to_owned(),
             file.path.clone(),
             // An absent drop-in is created (and removed again by a restore).
             Some(file.current.clone().unwrap_or_default()),
-            crate::kubelet_drop_in::render(settings, &cpus.reserved),
+            crate::kubelet_drop_in::render(
+                settings,
+                &cpus.reserved,
+                options.kubelet_reserved_memory,
+            ),
             Compare::File,
             Target::ConfigFile,
         );

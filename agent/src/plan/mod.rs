@@ -1,10 +1,13 @@
 //! Planning: host model + profile → the exact list of changes, what cannot change at runtime and
 //! why. Pure: no I/O, so `plan` prints exactly what `apply` will do.
 
+mod irq;
 mod kubelet;
 
+pub use irq::{IRQBALANCE_BAN_KEY, with_ban_list};
+
 use crate::cpumask;
-use crate::host::{Choice, DEFAULT_SMP_AFFINITY, HostModel, KSM_DIR, THP_DIR, WORKQUEUE_CPUMASK};
+use crate::host::{Choice, HostModel, KSM_DIR, THP_DIR, WORKQUEUE_CPUMASK};
 use crate::write_allowlist::sysctl_path;
 use fastvirt_api::NodeTuningProfileSpec;
 use fastvirt_api::cpuset::CpuSet;
@@ -117,6 +120,9 @@ pub struct PlanOptions {
     /// The kubelet drop-in a profile may ask for; `None` where the kubelet's drop-in directory
     /// is unknown.
     pub kubelet_drop_in: Option<crate::kubelet_drop_in::DropInFile>,
+    /// The memory the kubelet reserves, for the static memory manager's `reservedMemory`
+    /// ([`crate::kubelet_drop_in::reserved_memory`]); `None` when the Node does not say.
+    pub kubelet_reserved_memory: Option<u64>,
 }
 
 impl Default for PlanOptions {
@@ -126,6 +132,7 @@ impl Default for PlanOptions {
             ksm_handled_by_kubevirt: false,
             known_managed_irqs: BTreeSet::new(),
             kubelet_drop_in: None,
+            kubelet_reserved_memory: None,
         }
     }
 }
@@ -159,7 +166,6 @@ pub enum PlanError {
 /// The KSM files the agent may write, below the KSM directory.
 pub const KSM_PATHS: [&str; 2] = ["run", "pages_to_scan"];
 pub const KSM_HANDLER_ANNOTATION: &str = "kubevirt.io/ksm-handler-managed";
-pub const IRQBALANCE_BAN_KEY: &str = "IRQBALANCE_BANNED_CPULIST";
 
 fn size_kb(size: HugepageSize) -> u64 {
     match size {
@@ -256,7 +262,7 @@ pub fn plan(
     plan_hugepages(&mut planner, profile)?;
     // Without CPU partitioning there is no housekeeping set to move IRQs to.
     if profile.irq.move_to_reserved && !cpus.reserved.is_empty() {
-        plan_irqs(&mut planner, &cpus.reserved, options);
+        irq::plan_irqs(&mut planner, &cpus.reserved, options);
     }
     if !cpus.isolated.is_empty() {
         planner.want(
@@ -268,7 +274,7 @@ pub fn plan(
             Target::Knob,
         );
         if profile.irq.ban_isolated_in_irqbalance {
-            plan_irqbalance(&mut planner, &cpus.isolated);
+            irq::plan_irqbalance(&mut planner, &cpus.isolated);
         }
     }
     plan_power(&mut planner, profile, &cpus.isolated);
@@ -393,109 +399,6 @@ fn plan_hugepages(planner: &mut Planner, profile: &NodeTuningProfileSpec) -> Res
         );
     }
     Ok(())
-}
-
-fn plan_irqs(planner: &mut Planner, reserved: &CpuSet, options: &PlanOptions) {
-    let host = planner.host;
-    for irq in &host.irqs {
-        let label = if irq.name.is_empty() {
-            format!("irq {} affinity", irq.number)
-        } else {
-            format!("irq {} ({}) affinity", irq.number, irq.name)
-        };
-        if irq.managed || options.known_managed_irqs.contains(&irq.number) {
-            planner.unchangeable(
-                label,
-                "kernel-managed IRQ: its driver spreads queue interrupts over CPUs itself and the \
-                 kernel refuses other affinities; keep it off isolated CPUs with the \
-                 isolcpus=managed_irq,... kernel argument"
-                    .to_owned(),
-            );
-            continue;
-        }
-        let local = irq
-            .device_numa_node
-            .and_then(|node| host.numa_node(node))
-            .map(|node| node.cpus.intersection(reserved))
-            .filter(|cpus| !cpus.is_empty());
-        let desired = local.unwrap_or_else(|| reserved.clone());
-        planner.want(
-            label,
-            format!("proc/irq/{}/smp_affinity_list", irq.number),
-            Some(irq.affinity.clone()),
-            desired.to_string(),
-            Compare::CpuList,
-            Target::IrqAffinity { irq: irq.number },
-        );
-    }
-    planner.want(
-        "default IRQ affinity".to_owned(),
-        DEFAULT_SMP_AFFINITY.to_owned(),
-        host.default_smp_affinity.as_ref().map(cpumask::format),
-        cpumask::format(reserved),
-        Compare::CpuMask,
-        Target::Knob,
-    );
-}
-
-/// The irqbalance environment file with the ban list set to `isolated`.
-pub fn with_ban_list(config: &str, isolated: &CpuSet) -> String {
-    let line = format!("{IRQBALANCE_BAN_KEY}={isolated}");
-    let mut replaced = false;
-    let mut lines: Vec<String> = config
-        .lines()
-        .map(|l| {
-            if l.trim_start()
-                .starts_with(&format!("{IRQBALANCE_BAN_KEY}="))
-            {
-                replaced = true;
-                line.clone()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    if !replaced {
-        lines.push(line);
-    }
-    lines.join("\n") + "\n"
-}
-
-fn plan_irqbalance(planner: &mut Planner, isolated: &CpuSet) {
-    let irqbalance = &planner.host.irqbalance;
-    let (path, content) = match (&irqbalance.config, irqbalance.installed) {
-        (Some((path, content)), _) => (path.clone(), content.clone()),
-        (None, true) => (crate::host::IRQBALANCE_CONFIGS[0].to_owned(), String::new()),
-        (None, false) => {
-            planner.note(
-                "irqbalance is not installed: no ban list to set, IRQ affinity stays as the agent \
-                 sets it"
-                    .to_owned(),
-            );
-            return;
-        }
-    };
-    if content.contains("IRQBALANCE_BANNED_CPUS=") {
-        planner.note(format!(
-            "/{path} also sets the older IRQBALANCE_BANNED_CPUS mask; irqbalance prefers \
-             {IRQBALANCE_BAN_KEY}"
-        ));
-    }
-    let desired = with_ban_list(&content, isolated);
-    if desired != content {
-        planner.note(
-            "irqbalance reads its ban list when it starts: restart irqbalance once to use it"
-                .to_owned(),
-        );
-    }
-    planner.want(
-        format!("irqbalance {IRQBALANCE_BAN_KEY}"),
-        path,
-        Some(content),
-        desired,
-        Compare::File,
-        Target::ConfigFile,
-    );
 }
 
 fn plan_power(planner: &mut Planner, profile: &NodeTuningProfileSpec, isolated: &CpuSet) {

@@ -1,10 +1,13 @@
 //! The DaemonSet's reconcile step: find the profile that selects this node, apply it (or restore
 //! when none does; or change nothing while a profile that cannot be read may select it), count
 //! drift, measure congestion and write the node's `TunedNode`. The loop around it lives in
-//! [`crate::runner`]; this step is what the tests drive against a fake API.
+//! [`crate::runner`]; this step is what the tests drive against a fake API. What the TunedNode
+//! says is put together in [`status`].
+
+mod status;
 
 use crate::apply::{self, ApplyError, ApplyReport};
-use crate::congestion::{self, Sample, Source};
+use crate::congestion::Sample;
 use crate::host;
 use crate::hostfs::HostFs;
 use crate::journal::{Journal, JournalError};
@@ -16,7 +19,6 @@ use crate::status_lines;
 use fastvirt_api::assignment::{Assignment, assign, may_select};
 use fastvirt_api::cpuset::CpuSet;
 use fastvirt_api::lenient::{self, Lenient, Unreadable};
-use fastvirt_api::quantity;
 use fastvirt_api::{Condition, NodeTuningProfile, TunedNode, TunedNodeStatus};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -96,36 +98,17 @@ struct HostOutcome {
     irqs_isolated: Option<bool>,
     /// The applied profile has the agent write the kubelet drop-in.
     manages_kubelet_drop_in: bool,
+    /// That drop-in turns on the static memory manager.
+    drop_in_static_memory: bool,
 }
 
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-/// A condition that keeps its transition time while its status stays the same.
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-) -> Condition {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .or_else(|| Some(now()));
-    Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message,
-        last_transition_time,
-        observed_generation: None,
-    }
+/// What the agent reads off its Node besides the labels.
+#[derive(Debug, Clone, Default)]
+struct NodeReadings {
+    /// KubeVirt's KSM handler owns KSM here (`kubevirt.io/ksm-handler-managed`).
+    ksm_handled: bool,
+    /// The memory the kubelet reserves ([`kubelet_drop_in::reserved_memory`]).
+    kubelet_reserved_memory: Option<u64>,
 }
 
 impl Agent {
@@ -170,14 +153,17 @@ impl Agent {
             .items;
         let (profiles, unreadable) = lenient::split(listed);
         let first_seen = self.note_unreadable(&unreadable);
-        let ksm_handled = node
-            .annotations()
-            .get(KSM_HANDLER_ANNOTATION)
-            .is_some_and(|v| v == "true");
+        let facts = NodeReadings {
+            ksm_handled: node
+                .annotations()
+                .get(KSM_HANDLER_ANNOTATION)
+                .is_some_and(|v| v == "true"),
+            kubelet_reserved_memory: kubelet_drop_in::reserved_memory(&node),
+        };
         let holding = unreadable.iter().find(|p| may_select(p, node.labels()));
         let outcome = match holding {
             Some(profile) => self.hold(profile, first_seen.contains(&profile.version_key())),
-            None => self.assigned(&profiles, node.labels(), ksm_handled)?,
+            None => self.assigned(&profiles, node.labels(), &facts)?,
         };
         let mut status = self.status(&outcome, &node)?;
         self.metrics.rechecks.inc();
@@ -242,12 +228,13 @@ impl Agent {
         &self,
         profiles: &[NodeTuningProfile],
         labels: &BTreeMap<String, String>,
-        ksm_handled: bool,
+        facts: &NodeReadings,
     ) -> Result<HostOutcome, ReconcileError> {
+        let ksm_handled = facts.ksm_handled;
         Ok(match assign(profiles, labels) {
             Assignment::Profile(profile_name) => {
                 match profiles.iter().find(|p| p.name_any() == profile_name) {
-                    Some(profile) => self.tune(profile, ksm_handled)?,
+                    Some(profile) => self.tune(profile, facts)?,
                     None => self.release(
                         ksm_handled,
                         false,
@@ -274,10 +261,11 @@ impl Agent {
         })
     }
 
-    fn plan_options(&self, ksm_handled: bool) -> Result<PlanOptions, ReconcileError> {
+    fn plan_options(&self, facts: &NodeReadings) -> Result<PlanOptions, ReconcileError> {
         Ok(PlanOptions {
             max_hugepage_percent: self.config.max_hugepage_percent,
-            ksm_handled_by_kubevirt: ksm_handled,
+            ksm_handled_by_kubevirt: facts.ksm_handled,
+            kubelet_reserved_memory: facts.kubelet_reserved_memory,
             known_managed_irqs: Journal::load(self.fs.as_ref())?.managed_irqs,
             kubelet_drop_in: Some(DropInFile::read(
                 self.fs.as_ref(),
@@ -286,25 +274,11 @@ impl Agent {
         })
     }
 
-    /// With the drop-in managed: what the running kubelet does not yet do of it, and what a
-    /// restart would break.
-    fn kubelet_drop_in_reasons(&self) -> Vec<String> {
-        let dirs = &self.config.kubelet_dirs;
-        let fs = self.fs.as_ref();
-        let (mut differing, hazards) = kubelet_drop_in::differences(
-            dirs,
-            fs.modified(&dirs.drop_in()),
-            &kubelet_drop_in::running(fs, dirs),
-        );
-        differing.extend(hazards);
-        differing
-    }
-
     /// Plans and applies `profile`; on a re-check of the same generation, every change is drift.
     fn tune(
         &self,
         profile: &NodeTuningProfile,
-        ksm_handled: bool,
+        facts: &NodeReadings,
     ) -> Result<HostOutcome, ReconcileError> {
         let name = profile.name_any();
         let generation = profile.metadata.generation;
@@ -316,11 +290,14 @@ impl Agent {
         if let Ok(cpus) = profile.spec.validate() {
             outcome.isolated = cpus.isolated;
         }
-        outcome.manages_kubelet_drop_in = profile
+        let managed = profile
             .spec
             .kubelet
             .as_ref()
-            .is_some_and(|kubelet| kubelet.manage_drop_in);
+            .filter(|kubelet| kubelet.manage_drop_in);
+        outcome.manages_kubelet_drop_in = managed.is_some();
+        outcome.drop_in_static_memory = managed.is_some_and(kubelet_drop_in::aligns_memory)
+            && facts.kubelet_reserved_memory.is_some();
         if profile.spec.paused {
             outcome.applied = (
                 false,
@@ -330,7 +307,7 @@ impl Agent {
             return Ok(outcome);
         }
         let host = host::read(self.fs.as_ref())?;
-        let mut plan = match plan::plan(&host, &profile.spec, &self.plan_options(ksm_handled)?) {
+        let mut plan = match plan::plan(&host, &profile.spec, &self.plan_options(facts)?) {
             Ok(plan) => plan,
             Err(error) => {
                 let message = format!("profile {name} cannot apply here: {error}");
@@ -477,149 +454,6 @@ impl Agent {
             note,
         ));
         Ok(outcome)
-    }
-
-    /// Kubelet's hugepage capacity against the host's pools: they differ until it restarts.
-    fn hugepage_capacity_mismatches(&self, node: &Node) -> Vec<String> {
-        let pools = host::hugepage_pools(self.fs.as_ref(), host::GLOBAL_HUGEPAGES_DIR);
-        let capacity = node.status.as_ref().and_then(|s| s.capacity.as_ref());
-        let mut mismatches = Vec::new();
-        for (size_kb, pages) in &pools {
-            let resource = format!("hugepages-{}", plan::size_name(*size_kb));
-            let reported = capacity
-                .and_then(|c| c.get(&resource))
-                .and_then(|q| quantity::bytes(&q.0).ok())
-                .unwrap_or(0);
-            let on_host = pages * size_kb * 1024;
-            if reported != on_host {
-                mismatches.push(format!(
-                    "the kubelet reports {resource} capacity of {} MiB, the host has {} MiB: restart the kubelet",
-                    reported >> 20,
-                    on_host >> 20
-                ));
-            }
-        }
-        mismatches
-    }
-
-    fn status(
-        &self,
-        outcome: &HostOutcome,
-        node: &Node,
-    ) -> Result<TunedNodeStatus, ReconcileError> {
-        let current = Journal::load(self.fs.as_ref())?.current_values(self.fs.as_ref());
-        let applied = status_lines::fold(current.iter().map(|(s, v)| (s.as_str(), v.as_str())));
-        let mut unchangeable_items: Vec<(String, String)> = Vec::new();
-        if let Some(report) = &outcome.report {
-            unchangeable_items.extend(
-                report
-                    .unchangeable
-                    .iter()
-                    .map(|u| (u.setting.clone(), u.reason.clone())),
-            );
-            unchangeable_items.extend(
-                report
-                    .shortfalls
-                    .iter()
-                    .map(|s| (s.setting.clone(), s.message.clone())),
-            );
-        }
-        let unchangeable = status_lines::fold(
-            unchangeable_items
-                .iter()
-                .map(|(s, r)| (s.as_str(), r.as_str())),
-        );
-        let plan = outcome.plan.as_ref();
-        let missing_kernel_args = plan
-            .map(|p| p.missing_kernel_args.clone())
-            .unwrap_or_default();
-        let mut kubelet_reasons: Vec<String> = plan
-            .map(|p| p.kubelet_mismatches.clone())
-            .unwrap_or_default();
-        if outcome.manages_kubelet_drop_in {
-            kubelet_reasons.extend(self.kubelet_drop_in_reasons());
-        }
-        if outcome.profile.is_some() {
-            kubelet_reasons.extend(self.hugepage_capacity_mismatches(node));
-        }
-        let congestion = self.measure_congestion(&outcome.isolated);
-        let mut state = self.state();
-        let previous = state.previous_conditions.clone();
-        let reboot_required = !missing_kernel_args.is_empty();
-        let kubelet_restart_required = !kubelet_reasons.is_empty();
-        let conditions = vec![
-            condition(
-                &previous,
-                "Applied",
-                outcome.applied.0,
-                outcome.applied.1,
-                outcome.applied.2.clone(),
-            ),
-            condition(
-                &previous,
-                "Degraded",
-                outcome.degraded.0,
-                outcome.degraded.1,
-                outcome.degraded.2.clone(),
-            ),
-            condition(
-                &previous,
-                "RebootRequired",
-                reboot_required,
-                if reboot_required {
-                    "KernelArgumentsMissing"
-                } else {
-                    "KernelArgumentsPresent"
-                },
-                missing_kernel_args.join(" "),
-            ),
-            condition(
-                &previous,
-                "KubeletRestartRequired",
-                kubelet_restart_required,
-                if kubelet_restart_required {
-                    "KubeletOutOfDate"
-                } else {
-                    "KubeletUpToDate"
-                },
-                kubelet_reasons.join("; "),
-            ),
-        ];
-        state.previous_conditions = conditions.clone();
-        self.metrics.applied_settings.set(current.len() as i64);
-        self.metrics
-            .unchangeable_settings
-            .set(unchangeable_items.len() as i64);
-        self.metrics.reboot_required.set(i64::from(reboot_required));
-        self.metrics
-            .kubelet_restart_required
-            .set(i64::from(kubelet_restart_required));
-        Ok(TunedNodeStatus {
-            profile: outcome.profile.clone(),
-            profile_generation: outcome.generation,
-            applied,
-            unchangeable,
-            drift_corrections: state.drift_corrections,
-            missing_kernel_args,
-            reboot_required,
-            kubelet_restart_required,
-            congestion,
-            conditions,
-        })
-    }
-
-    /// Rates since the previous reconcile; `None` on the first one or without a source.
-    fn measure_congestion(
-        &self,
-        isolated: &CpuSet,
-    ) -> Option<fastvirt_api::tuned_node::CongestionSummary> {
-        let source: Source = congestion::detect(self.fs.as_ref()).ok()?;
-        let sample =
-            congestion::sample(self.fs.as_ref(), source, congestion::monotonic_ns()).ok()?;
-        let previous = self.state().congestion.replace(sample.clone())?;
-        let report = congestion::rates(&previous, &sample, isolated).ok()?;
-        self.metrics.record_congestion(&report);
-        Some(report.summary())
     }
 
     async fn write_status(

@@ -2,9 +2,10 @@
 //! builders of the objects the tests need.
 #![allow(dead_code)]
 
-use fastvirt_api::{BlockPool, Condition, NodeTuningProfile, TunedNode};
+use fastvirt_api::{BlockPool, Condition, NodeTuningProfile, TunedNode, TuningSummary};
 use fastvirt_operator::context::{Context, OptionalApis, Settings};
 use fastvirt_operator::foreign::{StorageProfile, VolumeSnapshotClass};
+use fastvirt_operator::kubevirt::types::{ClusterInstancetype, ClusterPreference};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
@@ -26,12 +27,26 @@ pub fn object(resource: impl Serialize) -> Value {
 }
 
 pub async fn context(objects: Vec<Value>, snapshots: bool, cdi: bool) -> Arc<Context> {
+    let ctx = context_with_kubevirt(objects, snapshots, cdi).await;
+    ctx.apis.set_instancetypes(false);
+    ctx
+}
+
+/// [`context`] where KubeVirt's instancetype API is served too.
+pub async fn context_with_kubevirt(
+    objects: Vec<Value>,
+    snapshots: bool,
+    cdi: bool,
+) -> Arc<Context> {
     let builder = kube_fake_client::ClientBuilder::new()
         .with_resource::<BlockPool>()
         .with_resource::<NodeTuningProfile>()
         .with_resource::<TunedNode>()
+        .with_resource::<TuningSummary>()
         .with_resource::<VolumeSnapshotClass>()
         .with_resource::<StorageProfile>()
+        .with_resource::<ClusterInstancetype>()
+        .with_resource::<ClusterPreference>()
         .with_runtime_objects(objects);
     let client = fastvirt_test_support::client(
         builder,
@@ -39,8 +54,11 @@ pub async fn context(objects: Vec<Value>, snapshots: bool, cdi: bool) -> Arc<Con
             "blockpools",
             "nodetuningprofiles",
             "tunednodes",
+            "tuningsummaries",
             "volumesnapshotclasses",
             "storageprofiles",
+            "virtualmachineclusterinstancetypes",
+            "virtualmachineclusterpreferences",
         ],
     )
     .await;
@@ -50,12 +68,9 @@ pub async fn context(objects: Vec<Value>, snapshots: bool, cdi: bool) -> Arc<Con
         node_daemonset: Some("fastvirt-node".into()),
         pool_host_dirs: Vec::new(),
     };
-    Arc::new(Context::new(
-        client,
-        settings,
-        OptionalApis::new(snapshots, cdi),
-        "test".into(),
-    ))
+    let apis = OptionalApis::new(snapshots, cdi);
+    apis.set_instancetypes(true);
+    Arc::new(Context::new(client, settings, apis, "test".into()))
 }
 
 /// A BlockPool named `name` on `path`, with `extra` YAML lines appended to its spec.
