@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
+# A test run builds once: incremental state (gigabytes for the workspace's crates) only costs disk
+# and time there. Export CARGO_INCREMENTAL=1 to keep it between runs of your own.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 scripts/install-deps.sh
 # The reference components (etcd, kube-*, kubelet, the CSI sidecars, csi-sanity, helm), built once

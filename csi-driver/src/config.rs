@@ -110,6 +110,9 @@ pub struct Cli {
     /// Serve `/healthz` on this port (no livenessprobe sidecar needed).
     #[arg(long, env = "FASTVIRT_HEALTH_PORT")]
     pub health_port: Option<u16>,
+    /// Serve Prometheus metrics (`/metrics`) on this port.
+    #[arg(long, env = "FASTVIRT_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 /// The YAML configuration file.
@@ -131,6 +134,7 @@ pub struct FileConfig {
     pub kubelet_registration_path: Option<PathBuf>,
     pub registration_dir: Option<PathBuf>,
     pub health_port: Option<u16>,
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -172,6 +176,8 @@ pub struct Config {
     pub registration: Option<Registration>,
     /// Port of the built-in `/healthz`, when asked for.
     pub health_port: Option<u16>,
+    /// Port of `/metrics`, when asked for.
+    pub metrics_port: Option<u16>,
 }
 
 /// Where the built-in registrar announces the plugin to kubelet.
@@ -313,6 +319,7 @@ impl Cli {
             pool_file: pool_config,
             registration,
             health_port: self.health_port.or(file.health_port),
+            metrics_port: self.metrics_port.or(file.metrics_port),
             capacity_reserve_percent,
             overcommit_percent,
             expansion: self.expansion.or(file.expansion).unwrap_or_default(),

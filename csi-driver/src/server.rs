@@ -111,7 +111,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .then(|| NodeServer::new(NodeService::new(driver.clone())));
     let health_driver = driver.clone();
     let driver_pools = Arc::clone(&driver.pools);
+    let metrics = crate::metrics::Metrics::new(Arc::clone(&driver.pools), "/sys/block".into());
     let server = tonic::transport::Server::builder()
+        .layer(metrics.layer())
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
         .add_optional_service(node)
@@ -147,6 +149,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if let Some(port) = config.health_port {
         helpers.spawn(serve_health(health_driver, port, until_stopped()));
     }
+    if let Some(port) = config.metrics_port {
+        helpers.spawn(crate::metrics::serve_metrics(
+            metrics,
+            port,
+            until_stopped(),
+        ));
+    }
     // Stop accepting at once on shutdown, but let running operations finish: a mkfs or mount cut
     // short leaves work for the next start. Idle client connections are not waited for.
     let result = tokio::select! {
@@ -154,8 +163,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         () = shutdown => Ok(()),
         Some(helper) = helpers.join_next() => Err(match helper {
             Ok(Err(error)) => error,
-            Ok(Ok(())) => ServeError::Setup("the registrar or health endpoint stopped".into()),
-            Err(join) => ServeError::Setup(format!("the registrar or health endpoint failed: {join}")),
+            Ok(Ok(())) => ServeError::Setup("the registrar, health or metrics endpoint stopped".into()),
+            Err(join) => ServeError::Setup(format!("the registrar, health or metrics endpoint failed: {join}")),
         }),
     };
     let _ = stop.send(true);

@@ -26,6 +26,8 @@ mod kubelet_drop_in;
 mod kubevirt;
 #[path = "cluster/node_facts.rs"]
 mod node_facts;
+#[path = "cluster/plugin_metrics.rs"]
+mod plugin_metrics;
 #[path = "cluster/pool_following.rs"]
 mod pool_following;
 
@@ -142,6 +144,7 @@ fn fastvirt_in_a_real_cluster() {
     kubelet_drop_in::the_kubelet_runs_the_profiles_drop_in(&kubectl, &state);
     capacity_decides_the_node(&kubectl, &state);
     filesystem_grows_in_a_running_pod(&kubectl);
+    plugin_metrics::the_plugin_reports_a_volumes_io(&kubectl);
     snapshot_restores_the_data(&kubectl);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
     chaos::node_plugin_kills_and_an_apiserver_restart_lose_nothing(&kubectl, &state);

@@ -50,6 +50,7 @@ fn everything() -> Manifest {
             "examples.blockPool.enabled=true",
             "examples.nodeTuningProfile.enabled=true",
             "operator.metrics.serviceMonitor.enabled=true",
+            "node.metrics.serviceMonitor.enabled=true",
         ],
     )
 }
@@ -266,6 +267,7 @@ fn rendered_objects_validate_against_kubernetes_schemas() {
         "examples.blockPool.enabled=true",
         "examples.nodeTuningProfile.enabled=true",
         "operator.metrics.serviceMonitor.enabled=true",
+        "node.metrics.serviceMonitor.enabled=true",
     ];
     let renders = [
         rendered_file(dir.path(), "defaults.yaml", &[], &[]),
@@ -1579,4 +1581,129 @@ fn vm_placement_policy_warns_by_default_and_can_deny() {
             .is_err(),
         "the schema allows only Warn and Deny"
     );
+}
+
+#[test]
+fn node_metrics_service_and_service_monitor_select_the_node_plugins() {
+    let manifest = everything();
+    let daemonset = manifest.get("DaemonSet", NODE_DAEMONSET).unwrap();
+    let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    let service = manifest.get("Service", "fastvirt-node-metrics").unwrap();
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "one endpoint per plugin"
+    );
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "service selector {key}");
+    }
+    let plugin = container(&daemonset["spec"]["template"]["spec"], "fastvirt-csi").unwrap();
+    let port = flag_value(plugin, "--metrics-port").unwrap();
+    let named = plugin["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .expect("a container port named metrics");
+    assert_eq!(named["containerPort"].to_string(), port);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    let monitor = manifest.get("ServiceMonitor", NODE_DAEMONSET).unwrap();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+}
+
+/// The metric names a PromQL expression reads: `fastvirt_csi_…` identifiers.
+fn metric_names(expression: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expression;
+    while let Some(start) = rest.find("fastvirt_csi_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_dashboard_query_names_a_metric_the_plugin_exports() {
+    let manifest = defaults();
+    let config_map = manifest
+        .get("ConfigMap", "fastvirt-node-dashboard")
+        .unwrap();
+    assert_eq!(
+        config_map["metadata"]["labels"]["grafana_dashboard"], "1",
+        "Grafana's sidecar finds it by this label"
+    );
+    let dashboard: Value = serde_json::from_str(
+        config_map["data"]["fastvirt-storage.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    // What the plugin's registry encodes once it has answered a call: each family's TYPE line,
+    // and the sample names the exposition format gives each type.
+    let metrics = fastvirt_csi::metrics::Metrics::new(
+        std::sync::Arc::new(fastvirt_csi::pool_set::PoolSet::files(5, 100)),
+        "/sys/block".into(),
+    );
+    let answer = tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    });
+    let call = tower::ServiceExt::oneshot(
+        tower::Layer::layer(&metrics.layer(), answer),
+        http::Request::post("/csi.v1.Identity/Probe")
+            .body(())
+            .unwrap(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(call)
+        .unwrap();
+    let exported = metrics.encode();
+    let mut samples = std::collections::BTreeSet::new();
+    for line in exported.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                samples.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    assert!(samples.len() > 10, "{exported}");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expression = target["expr"].as_str().unwrap();
+            let names = metric_names(expression);
+            assert!(!names.is_empty(), "{expression} reads no fastvirt metric");
+            for name in names {
+                assert!(
+                    samples.contains(&name),
+                    "panel {:?} reads {name}, which fastvirt-csi does not export ({samples:?})",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 12, "{queried}");
+    let variable = &dashboard["templating"]["list"][1]["query"]["query"];
+    for name in metric_names(variable.as_str().unwrap()) {
+        assert!(samples.contains(&name), "{name}");
+    }
 }

@@ -82,10 +82,17 @@ pub struct CreateSpec {
 /// Space in a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
+    /// The filesystem's size less the reserve.
     pub total_bytes: u64,
     /// What a new volume can get: free space less the reserve, and no more than the pool may
     /// still promise.
     pub available_bytes: u64,
+    /// Free space less the reserve, whatever has been promised.
+    pub free_bytes: u64,
+    /// What the driver keeps back of the filesystem (`--capacity-reserve-percent`).
+    pub reserved_bytes: u64,
+    /// What the pool has promised: every volume's capacity and every snapshot's size.
+    pub promised_bytes: u64,
 }
 
 /// A volume made visible as a block device on this node.

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use std::future::Future;
-use std::net::SocketAddr;
 
 async fn healthz(State(driver): State<Driver>) -> (StatusCode, String) {
     match tokio::task::spawn_blocking(move || driver.check_ready()).await {
@@ -34,19 +33,5 @@ pub async fn serve_health(
     port: u16,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let address = SocketAddr::from(([0, 0, 0, 0], port));
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Io {
-            context: format!("binding the health endpoint {address}"),
-            source,
-        })?;
-    tracing::info!(%address, "serving /healthz");
-    axum::serve(listener, router(driver))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServeError::Io {
-            context: "serving /healthz".into(),
-            source,
-        })
+    crate::http_endpoint::serve(router(driver), port, "/healthz", shutdown).await
 }

@@ -305,10 +305,14 @@ impl Backend for FilePool {
 
     fn usage(&self) -> Result<PoolUsage, BackendError> {
         let (free, usable) = self.space()?;
-        let headroom = overcommit::headroom(usable, self.overcommit_percent(), self.promised()?);
+        let promised = self.promised()?;
+        let headroom = overcommit::headroom(usable, self.overcommit_percent(), promised);
         Ok(PoolUsage {
             total_bytes: usable,
             available_bytes: free.min(headroom),
+            free_bytes: free,
+            reserved_bytes: self.reserve()?,
+            promised_bytes: promised,
         })
     }
 

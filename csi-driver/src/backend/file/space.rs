@@ -13,18 +13,34 @@ impl FilePool {
 
     /// Free space less the reserve, and the filesystem's size less the reserve.
     pub(super) fn space(&self) -> Result<(u64, u64), BackendError> {
+        let (total, available) = self.filesystem_bytes()?;
+        let reserve = self.reserve_of(total);
+        Ok((
+            available.saturating_sub(reserve),
+            total.saturating_sub(reserve),
+        ))
+    }
+
+    /// What the driver keeps back of the pool's filesystem.
+    pub(super) fn reserve(&self) -> Result<u64, BackendError> {
+        Ok(self.reserve_of(self.filesystem_bytes()?.0))
+    }
+
+    fn reserve_of(&self, total: u64) -> u64 {
+        total / 100 * u64::from(self.reserve_percent)
+    }
+
+    /// The filesystem's size and the bytes an unprivileged writer may still use.
+    fn filesystem_bytes(&self) -> Result<(u64, u64), BackendError> {
         let stat = statvfs(&self.dir).map_err(|e| BackendError::Io {
             context: format!("statvfs {}", self.dir.display()),
             source: e.into(),
         })?;
         let fragment = stat.fragment_size();
-        let total = stat.blocks().saturating_mul(fragment);
-        let reserve = total / 100 * u64::from(self.reserve_percent);
-        let free = stat
-            .blocks_available()
-            .saturating_mul(fragment)
-            .saturating_sub(reserve);
-        Ok((free, total.saturating_sub(reserve)))
+        Ok((
+            stat.blocks().saturating_mul(fragment),
+            stat.blocks_available().saturating_mul(fragment),
+        ))
     }
 
     /// What the pool has promised: every volume's capacity and every snapshot's size, each of
