@@ -50,6 +50,13 @@ pub struct BlockPoolSpec {
     /// DataVolumes use the pool well without per-VM settings.
     #[serde(default = "default_true")]
     pub cdi_storage_profile: bool,
+    /// Warn when a node's pool has less than this left for new volumes (a quantity such as
+    /// `20Gi`), as its CSIStorageCapacity reports: the pool gets a `LowSpace` condition naming
+    /// the nodes, and an Event when it starts. A thin or reflink pool that fills up pauses the
+    /// VMs writing to it. Unset: no warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub low_space_threshold: Option<String>,
 }
 
 fn default_true() -> bool {

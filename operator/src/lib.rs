@@ -10,6 +10,7 @@ pub mod context;
 pub mod foreign;
 pub mod kubevirt;
 pub mod leader;
+pub mod low_space;
 pub mod metrics;
 pub mod pool_config;
 pub mod pool_controller;

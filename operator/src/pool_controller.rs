@@ -6,7 +6,7 @@ use crate::apply::{apply, apply_params, remove_labelled_except};
 use crate::context::Context;
 use crate::foreign::{StorageProfile, VolumeSnapshotClass};
 use crate::pool_objects::{POOL_LABEL, class_name, snapshot_class, storage_profile};
-use crate::{capacity, pool_config, storage_class};
+use crate::{capacity, low_space, pool_config, storage_class};
 use fastvirt_api::condition::carry_transition_times;
 use fastvirt_api::{BlockPool, BlockPoolStatus, Condition};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -195,6 +195,14 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
             generation,
         ),
     );
+    if let Some(low) = low_space::condition(pool, &ctx.capacities().await?) {
+        let previous = pool.status.as_ref().map(|s| s.conditions.as_slice());
+        if low_space::started(previous.unwrap_or_default(), &low) {
+            ctx.event(&reference, true, "LowSpace", "Watch", low.message.clone())
+                .await;
+        }
+        conditions.push(low);
+    }
     let outcome = Outcome {
         conditions,
         storage_class: Some(class),

@@ -21,7 +21,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
-use kube::core::{GroupVersionKind, PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource};
@@ -86,10 +86,20 @@ fn node_label_changes(client: &Client) -> impl Stream<Item = ()> + Send + 'stati
     .filter_map(|change| futures::future::ready(change.ok().map(|_| ())))
 }
 
-async fn serves(client: &Client, group: &str, version: &str, kind: &str) -> bool {
-    kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+/// Whether the API server serves `kind` in `group/version`; `None` when it could not say (a
+/// timeout, an API server restarting), so a passing failure never makes an API look removed.
+async fn serves(client: &Client, group: &str, version: &str, kind: &str) -> Option<bool> {
+    match client
+        .list_api_group_resources(&format!("{group}/{version}"))
         .await
-        .is_ok()
+    {
+        Ok(list) => Some(list.resources.iter().any(|r| r.kind == kind)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Some(false),
+        Err(error) => {
+            tracing::warn!(%error, group, version, "discovery failed; keeping what was known");
+            None
+        }
+    }
 }
 
 /// Finds which optional APIs are served; true when that changed.
@@ -100,15 +110,19 @@ async fn discover(client: &Client, apis: &OptionalApis) -> bool {
         "v1",
         "VolumeSnapshotClass",
     )
-    .await;
-    let cdi = serves(client, "cdi.kubevirt.io", "v1beta1", "StorageProfile").await;
+    .await
+    .unwrap_or(apis.snapshots());
+    let cdi = serves(client, "cdi.kubevirt.io", "v1beta1", "StorageProfile")
+        .await
+        .unwrap_or(apis.cdi());
     let instancetypes = serves(
         client,
         kubevirt::types::GROUP,
         kubevirt::types::VERSION,
         "VirtualMachineClusterInstancetype",
     )
-    .await;
+    .await
+    .unwrap_or(apis.instancetypes());
     let changed =
         snapshots != apis.snapshots() || cdi != apis.cdi() || instancetypes != apis.instancetypes();
     if changed {

@@ -444,3 +444,53 @@ async fn a_pool_on_an_older_pools_directory_is_refused_and_not_served() {
             .contains(&"PathConflict".to_owned())
     );
 }
+
+#[tokio::test]
+async fn a_node_short_of_space_sets_low_space_and_one_event() {
+    let ctx = context(
+        vec![
+            object(pool_yaml(
+                "fast",
+                "/var/lib/fastvirt/pools/fast",
+                "lowSpaceThreshold: 30Gi",
+            )),
+            object(node("worker-1", &[])),
+            object(node("worker-2", &[])),
+            object(daemonset()),
+            object(capacity("fast", "worker-1", "100Gi")),
+            object(capacity("fast", "worker-2", "28Gi")),
+        ],
+        false,
+        false,
+    )
+    .await;
+    reconcile_named(&ctx, "fast").await;
+    reconcile_named(&ctx, "fast").await;
+    let pool = Api::<BlockPool>::all(ctx.client.clone())
+        .get("fast")
+        .await
+        .unwrap();
+    let status = pool.status.unwrap();
+    let low = condition(&status.conditions, "LowSpace");
+    assert_eq!(
+        (low.status.as_str(), low.reason.as_str()),
+        ("True", "LowSpace")
+    );
+    assert!(
+        low.message.contains("worker-2 (28672 MiB)"),
+        "{}",
+        low.message
+    );
+    assert!(!low.message.contains("worker-1"), "{}", low.message);
+    assert_eq!(
+        condition(&status.conditions, "Ready").status,
+        "True",
+        "low on space is a warning, the pool still serves"
+    );
+    let reasons = event_reasons(&ctx).await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "LowSpace").count(),
+        1,
+        "one Event when it starts, not one per reconcile: {reasons:?}"
+    );
+}

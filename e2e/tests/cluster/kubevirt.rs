@@ -177,19 +177,35 @@ pub fn instancetypes_preferences_and_warnings(kubectl: &Kubectl, state: &State, 
         "BlockPool"
     );
 
-    // The summary says what the node offers: one CPU of its own, no hugepages.
-    wait(kubectl, "the node in the TuningSummary", 120, || {
-        let summary = summary(kubectl)?;
-        let offer = summary["status"]["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["name"] == state.node_name.as_str())
-            .cloned();
-        Ok(offer.filter(|o| {
-            o["cpuManagerStatic"] == true && o["dedicatedCpus"] == 1 && o["tuned"] == true
-        }))
-    });
+    // The summary says what the node offers (one CPU of its own, no hugepages) and what the
+    // family's smallest size takes (3 host CPUs: no node fits it).
+    wait(
+        kubectl,
+        "the node and the family in the TuningSummary",
+        120,
+        || {
+            let summary = summary(kubectl)?;
+            let status = &summary["status"];
+            let offer = status["nodes"].as_array().into_iter().flatten().any(|o| {
+                o["name"] == state.node_name.as_str()
+                    && o["cpuManagerStatic"] == true
+                    && o["dedicatedCpus"] == 1
+                    && o["tuned"] == true
+            });
+            let medium = status["instancetypes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| {
+                    t["name"] == format!("fastvirt.{profile}.medium")
+                        && t["dedicatedCpus"] == 3
+                        && t["nodes"].as_array().is_some_and(|n| n.is_empty())
+                });
+            // The last summary goes into the failure message.
+            anyhow::ensure!(offer && medium, "{summary}");
+            Ok(Some(()))
+        },
+    );
 
     // The API server type-checked the policy's CEL against the TuningSummary's schema.
     let checked = wait(kubectl, "the policy type-checked", 120, || {
