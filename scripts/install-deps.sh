@@ -26,10 +26,20 @@ declare -A tools=(
   [dpkg-deb]=dpkg
 )
 
+# file -> Debian package (the latency benchmark draws its plot's text with DejaVu Sans)
+declare -A files=(
+  [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
+)
+
 missing=()
 for tool in "${!tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [ ! -x "/sbin/$tool" ]; then
     missing+=("${tools[$tool]}")
+  fi
+done
+for file in "${!files[@]}"; do
+  if [ ! -e "$file" ]; then
+    missing+=("${files[$file]}")
   fi
 done
 

@@ -2,7 +2,7 @@
 //! interleaved round by round so that drift in the machine hits both sides alike.
 
 use crate::fio::{self, FioResult, Workload};
-use crate::stats::median;
+use crate::stats::{interleaved, median};
 use serde::Serialize;
 use std::path::Path;
 
@@ -81,37 +81,23 @@ pub fn run(
 ) -> Result<Vec<DataPathResult>, fio::FioError> {
     let mut results = Vec::new();
     for workload in WORKLOADS {
-        let (mut on_volume, mut on_raw) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            // Alternate which side goes first, so neither always runs on a warmer machine.
-            let order = if round % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for is_volume in order {
-                let path = if is_volume { volume } else { raw };
-                let sample = fio::measure(path, size_bytes, workload, runtime_s, engine)?;
-                eprintln!(
-                    "  {:<24} round {} {:<7} {:>9.0} IOPS  p99 {:>7} µs  {:>5.1} µs CPU/IO  {:.2} CPUs busy",
-                    workload.label(),
-                    round + 1,
-                    if is_volume { "volume" } else { "raw" },
-                    sample.iops,
-                    sample
-                        .p99_us
-                        .map(|p| format!("{p:.0}"))
-                        .unwrap_or_else(|| "-".into()),
-                    sample.cpu_us_per_io,
-                    sample.busy_cpus
-                );
-                if is_volume {
-                    on_volume.push(sample)
-                } else {
-                    on_raw.push(sample)
-                }
-            }
-        }
+        let (on_volume, on_raw) = interleaved(rounds, |is_volume| {
+            let path = if is_volume { volume } else { raw };
+            let sample = fio::measure(path, size_bytes, workload, runtime_s, engine)?;
+            eprintln!(
+                "  {:<24} {:<7} {:>9.0} IOPS  p99 {:>7} µs  {:>5.1} µs CPU/IO  {:.2} CPUs busy",
+                workload.label(),
+                if is_volume { "volume" } else { "raw" },
+                sample.iops,
+                sample
+                    .p99_us
+                    .map(|p| format!("{p:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+                sample.cpu_us_per_io,
+                sample.busy_cpus
+            );
+            Ok(sample)
+        })?;
         let med = |s: &[FioResult], f: fn(&FioResult) -> f64| {
             median(&s.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
         };

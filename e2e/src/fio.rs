@@ -26,6 +26,8 @@ impl Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FioResult {
     pub iops: f64,
+    /// Median completion latency in microseconds; `None` as for `p99_us`.
+    pub p50_us: Option<f64>,
     /// 99th percentile completion latency in microseconds; `None` where fio cannot measure it
     /// (with a submission-polling thread it reports garbage).
     pub p99_us: Option<f64>,
@@ -82,6 +84,19 @@ pub fn measure(
     runtime_s: u32,
     engine: &str,
 ) -> Result<FioResult, FioError> {
+    measure_at(path, size_bytes, workload, runtime_s, engine, None)
+}
+
+/// [`measure`] with the submissions held to `rate_iops` I/Os per second (fio's `rate_iops`),
+/// unlimited with `None`: the offered load of a latency curve.
+pub fn measure_at(
+    path: &Path,
+    size_bytes: u64,
+    workload: Workload,
+    runtime_s: u32,
+    engine: &str,
+    rate_iops: Option<u64>,
+) -> Result<FioResult, FioError> {
     let mut args = vec![
         "--name=bench".to_owned(),
         format!("--filename={}", path.display()),
@@ -102,6 +117,9 @@ pub fn measure(
     if workload.sqpoll && engine == "io_uring" {
         args.push("--sqthread_poll=1".to_owned());
     }
+    if let Some(rate) = rate_iops {
+        args.push(format!("--rate_iops={}", rate.max(1)));
+    }
     let before = CpuTimes::read();
     let report = run(&args)?;
     let after = CpuTimes::read();
@@ -110,11 +128,13 @@ pub fn measure(
     } else {
         "write"
     };
-    let (iops, p99_us) = parse(&report, direction)?;
+    let parsed = parse(&report, direction)?;
+    let iops = parsed.iops;
     let busy_cpus = after.busy_cpus_since(&before);
     Ok(FioResult {
         iops,
-        p99_us: (!workload.sqpoll).then_some(p99_us),
+        p50_us: (!workload.sqpoll).then_some(parsed.p50_us),
+        p99_us: (!workload.sqpoll).then_some(parsed.p99_us),
         cpu_us_per_io: if iops > 0.0 {
             busy_cpus * 1e6 / iops
         } else {
@@ -183,8 +203,18 @@ fn run(args: &[String]) -> Result<String, FioError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Extracts IOPS and p99 latency (µs) of `direction` (`read` or `write`) from fio's JSON output.
-pub fn parse(report: &str, direction: &str) -> Result<(f64, f64), FioError> {
+/// What a fio report says of one direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Parsed {
+    pub iops: f64,
+    /// Completion latency percentiles, µs.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Extracts IOPS and the p50 and p99 latency (µs) of `direction` (`read` or `write`) from fio's
+/// JSON output.
+pub fn parse(report: &str, direction: &str) -> Result<Parsed, FioError> {
     // fio may print notes before the JSON document.
     let start = report
         .find('{')
@@ -195,10 +225,12 @@ pub fn parse(report: &str, direction: &str) -> Result<(f64, f64), FioError> {
     let iops = stats["iops"]
         .as_f64()
         .ok_or_else(|| FioError::Output(format!("no {direction}.iops")))?;
-    let p99_ns = stats["clat_ns"]["percentile"]["99.000000"]
-        .as_f64()
-        .unwrap_or(0.0);
-    Ok((iops, p99_ns / 1000.0))
+    let percentile = |p: &str| stats["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
+    Ok(Parsed {
+        iops,
+        p50_us: percentile("50.000000"),
+        p99_us: percentile("99.000000"),
+    })
 }
 
 #[cfg(test)]
@@ -209,8 +241,15 @@ mod tests {
     fn parses_fio_json() {
         let report = r#"note: both iodepth >= 1 and synchronous I/O engine are selected
 {"fio version":"fio-3.33","jobs":[{"jobname":"bench","read":{"iops":12345.6,"clat_ns":{"percentile":{"50.000000":1000,"99.000000":250000}}},"write":{"iops":0.0}}]}"#;
-        assert_eq!(parse(report, "read").unwrap(), (12345.6, 250.0));
-        assert_eq!(parse(report, "write").unwrap().0, 0.0);
+        assert_eq!(
+            parse(report, "read").unwrap(),
+            Parsed {
+                iops: 12345.6,
+                p50_us: 1.0,
+                p99_us: 250.0
+            }
+        );
+        assert_eq!(parse(report, "write").unwrap().iops, 0.0);
         assert!(parse("garbage", "read").is_err());
         assert!(parse("{\"jobs\":[]}", "read").is_err());
     }

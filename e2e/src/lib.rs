@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod datapath;
 pub mod fio;
 pub mod kubelet;
+pub mod latency;
 pub mod lifecycle;
 pub mod operator_bench;
 pub mod report;

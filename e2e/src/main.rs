@@ -2,7 +2,7 @@
 //! way kubelet would, and measures it against the raw file underneath; then measures the control
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
-use fastvirt_e2e::{datapath, fio, kubelet, lifecycle, operator_bench, report, snapshots};
+use fastvirt_e2e::{datapath, fio, kubelet, latency, lifecycle, operator_bench, report, snapshots};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -53,6 +53,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Benchmark {
+    /// Latency against load: 4k random reads on a published volume and on the raw file beside it,
+    /// at fixed offered rates (percent of each side's maximum) and at queue depths; a PNG plot.
+    Latency {
+        /// Offered rates in percent of the side's maximum at QD32.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,20,30,40,50,60,70,80,90,100"
+        )]
+        rates: Vec<u32>,
+        /// Queue depths of the unrated sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+        depths: Vec<u32>,
+        /// Also copy the plot here (e.g. docs/latency.png).
+        #[arg(long)]
+        plot_copy: Option<PathBuf>,
+    },
     /// The operator: NodeTuningProfile status for a large cluster, and the memory of its caches.
     /// Needs neither root nor a cluster.
     Operator {
@@ -89,6 +106,10 @@ impl Cli {
             self.runtime = 1;
             self.lifecycle_volumes = self.lifecycle_volumes.min(5);
             self.lifecycle_size_mib = self.lifecycle_size_mib.min(16);
+            if let Some(Benchmark::Latency { rates, depths, .. }) = &mut self.command {
+                rates.retain(|r| [10, 50, 100].contains(r));
+                depths.retain(|d| [1, 32].contains(d));
+            }
         }
     }
 }
@@ -144,28 +165,27 @@ async fn main() -> anyhow::Result<()> {
     {
         return run_snapshots(&cli, &work_dir, sizes_gib, *rounds, *copy_rounds).await;
     }
-    let pool = work_dir.join("pool");
-    let _ = std::fs::remove_dir_all(&pool);
-    std::fs::create_dir_all(&pool)?;
-    let driver = driver_binary(&cli)?;
-    let args = DriverArgs {
-        binary: driver,
-        socket: work_dir.join("csi.sock"),
-        node_id: "bench-node".into(),
-        mode: "all",
-        pools: vec![("default".into(), pool.clone())],
-        state_dir: work_dir.join("state"),
-        log_file: Some(work_dir.join("driver.log")),
-        extra_args: fastvirt_csi::local::on_the_host_disk(),
-    };
-    eprintln!("starting fastvirt-csi on pool {}", pool.display());
-    let (mut process, mut clients) = DriverProcess::start(args).await?;
+    let (process, mut clients, pool) = start_driver(&cli, &work_dir).await?;
+    if let Some(Benchmark::Latency {
+        rates,
+        depths,
+        plot_copy,
+    }) = &cli.command
+    {
+        let plan = latency::Plan {
+            rate_percents: rates.clone(),
+            depths: depths.clone(),
+            rounds: cli.rounds,
+            runtime_s: cli.runtime,
+        };
+        let result = run_latency(&cli, &work_dir, &pool, &mut clients, plan).await;
+        stop_driver(process, &work_dir, &pool)?;
+        return write_latency(&cli, result?, plot_copy.as_deref());
+    }
     let result = run(&cli, &work_dir, &pool, &mut clients).await;
-    let stopped = process.terminate();
-    fastvirt_csi::local::release_all_under(&work_dir);
-    let _ = std::fs::remove_dir_all(&pool);
+    let stopped = stop_driver(process, &work_dir, &pool);
     let report = result?;
-    stopped.context("stopping fastvirt-csi")?;
+    stopped?;
 
     std::fs::create_dir_all(&cli.output)?;
     let summary = report::markdown(&report);
@@ -179,6 +199,158 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{summary}");
     println!("Results: {}", cli.output.join("benchmark.json").display());
+    Ok(())
+}
+
+/// Starts fastvirt-csi on a fresh pool under `work_dir`.
+async fn start_driver(
+    cli: &Cli,
+    work_dir: &Path,
+) -> anyhow::Result<(DriverProcess, Clients, PathBuf)> {
+    let pool = work_dir.join("pool");
+    let _ = std::fs::remove_dir_all(&pool);
+    std::fs::create_dir_all(&pool)?;
+    let args = DriverArgs {
+        binary: driver_binary(cli)?,
+        socket: work_dir.join("csi.sock"),
+        node_id: "bench-node".into(),
+        mode: "all",
+        pools: vec![("default".into(), pool.clone())],
+        state_dir: work_dir.join("state"),
+        log_file: Some(work_dir.join("driver.log")),
+        extra_args: fastvirt_csi::local::on_the_host_disk(),
+    };
+    eprintln!("starting fastvirt-csi on pool {}", pool.display());
+    let (process, clients) = DriverProcess::start(args).await?;
+    Ok((process, clients, pool))
+}
+
+/// Stops the driver and removes what it left: mounts, loop devices, the pool.
+fn stop_driver(mut process: DriverProcess, work_dir: &Path, pool: &Path) -> anyhow::Result<()> {
+    let stopped = process.terminate();
+    fastvirt_csi::local::release_all_under(work_dir);
+    let _ = std::fs::remove_dir_all(pool);
+    stopped.context("stopping fastvirt-csi")?;
+    Ok(())
+}
+
+/// A block volume published as kubelet would, and a raw file like it in the same pool, both
+/// filled so reads hit written blocks.
+struct Sides {
+    id: String,
+    staging: PathBuf,
+    target: PathBuf,
+    raw: PathBuf,
+}
+
+async fn prepare_sides(
+    clients: &mut Clients,
+    work_dir: &Path,
+    pool: &Path,
+    size: u64,
+    engine: &str,
+) -> anyhow::Result<Sides> {
+    eprintln!(
+        "creating, staging and publishing a {} MiB block volume as kubelet would",
+        size >> 20
+    );
+    let id = kubelet::create(clients, "bench-data", size).await?;
+    let staging = work_dir.join("kubelet/staging/bench-data");
+    let target = work_dir.join("kubelet/publish/bench-data/pod");
+    kubelet::stage(clients, &id, &staging).await?;
+    kubelet::publish(clients, &id, &staging, &target).await?;
+    // The baseline: a file like the volume's, in the same pool, read and written with O_DIRECT.
+    let raw = pool.join("baseline-raw.img");
+    let raw_file = std::fs::File::create(&raw)?;
+    nix::fcntl::fallocate(
+        &raw_file,
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        size as i64,
+    )?;
+    drop(raw_file);
+    eprintln!("filling both with data ({engine})");
+    // Dirty pages of earlier work would be written back during the measurements and skew them.
+    nix::unistd::sync();
+    fio::fill(&target, size, engine)?;
+    fio::fill(&raw, size, engine)?;
+    Ok(Sides {
+        id,
+        staging,
+        target,
+        raw,
+    })
+}
+
+async fn remove_sides(clients: &mut Clients, sides: Sides) -> anyhow::Result<()> {
+    kubelet::unpublish(clients, &sides.id, &sides.target).await?;
+    kubelet::unstage(clients, &sides.id, &sides.staging).await?;
+    kubelet::delete(clients, &sides.id).await?;
+    std::fs::remove_file(&sides.raw)?;
+    Ok(())
+}
+
+async fn run_latency(
+    cli: &Cli,
+    work_dir: &Path,
+    pool: &Path,
+    clients: &mut Clients,
+    plan: latency::Plan,
+) -> anyhow::Result<latency::LatencyReport> {
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let size = cli.size_mib << 20;
+    let engine = fio::engine();
+    let sides = prepare_sides(clients, work_dir, pool, size, engine).await?;
+    eprintln!(
+        "latency: {} rates and {} depths × {} rounds × 2 sides × {} s",
+        plan.rate_percents.len(),
+        plan.depths.len(),
+        plan.rounds,
+        plan.runtime_s + 1
+    );
+    let measured = latency::run(&sides.target, &sides.raw, size, &plan, engine);
+    remove_sides(clients, sides).await?;
+    let (volume, raw) = measured?;
+    Ok(latency::LatencyReport {
+        started_utc,
+        machine: report::machine(pool),
+        plan,
+        volume_size_bytes: size,
+        fio_engine: engine.to_owned(),
+        volume,
+        raw,
+    })
+}
+
+fn write_latency(
+    cli: &Cli,
+    result: latency::LatencyReport,
+    plot_copy: Option<&Path>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cli.output)?;
+    let plot = cli.output.join("latency.png");
+    latency::plot(&result, &plot)?;
+    let plot_name = match plot_copy {
+        Some(copy) => {
+            std::fs::copy(&plot, copy)
+                .with_context(|| format!("copying the plot to {}", copy.display()))?;
+            copy.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }
+        None => "latency.png".to_owned(),
+    };
+    let summary = latency::markdown(&result, &plot_name);
+    std::fs::write(
+        cli.output.join("latency.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    std::fs::write(cli.output.join("latency.md"), &summary)?;
+    if let Some(page) = &cli.update_docs {
+        update_docs(page, latency::DOCS_START, latency::DOCS_END, &summary)?;
+    }
+    println!("{summary}");
+    println!("Results: {}", cli.output.join("latency.json").display());
     Ok(())
 }
 
@@ -319,31 +491,7 @@ async fn run(
     .trim()
     .to_owned();
 
-    eprintln!(
-        "creating, staging and publishing a {} MiB block volume as kubelet would",
-        cli.size_mib
-    );
-    let id = kubelet::create(clients, "bench-data", size).await?;
-    let staging = work_dir.join("kubelet/staging/bench-data");
-    let target = work_dir.join("kubelet/publish/bench-data/pod");
-    kubelet::stage(clients, &id, &staging).await?;
-    kubelet::publish(clients, &id, &staging, &target).await?;
-
-    // The baseline: a file like the volume's, in the same pool, read and written with O_DIRECT.
-    let raw = pool.join("baseline-raw.img");
-    let raw_file = std::fs::File::create(&raw)?;
-    nix::fcntl::fallocate(
-        &raw_file,
-        nix::fcntl::FallocateFlags::empty(),
-        0,
-        size as i64,
-    )?;
-    drop(raw_file);
-    eprintln!("filling both with data ({engine})");
-    // Dirty pages of earlier work would be written back during the measurements and skew them.
-    nix::unistd::sync();
-    fio::fill(&target, size, engine)?;
-    fio::fill(&raw, size, engine)?;
+    let sides = prepare_sides(clients, work_dir, pool, size, engine).await?;
 
     eprintln!(
         "data path: {} workloads × {} rounds × 2 sides × {} s",
@@ -351,12 +499,16 @@ async fn run(
         cli.rounds,
         cli.runtime + 1
     );
-    let data_path = datapath::run(&target, &raw, size, cli.rounds, cli.runtime, engine)?;
-
-    kubelet::unpublish(clients, &id, &target).await?;
-    kubelet::unstage(clients, &id, &staging).await?;
-    kubelet::delete(clients, &id).await?;
-    std::fs::remove_file(&raw)?;
+    let data_path = datapath::run(
+        &sides.target,
+        &sides.raw,
+        size,
+        cli.rounds,
+        cli.runtime,
+        engine,
+    );
+    remove_sides(clients, sides).await?;
+    let data_path = data_path?;
 
     eprintln!(
         "control path: {} lifecycles of {} MiB volumes",

@@ -17,6 +17,31 @@ pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
     Some(sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64))
 }
 
+/// Runs `measure(is_volume)` `rounds` times for both sides of an A/B comparison, alternating
+/// which goes first so that neither always runs on a warmer machine; the volume's samples first.
+pub fn interleaved<T, E>(
+    rounds: u32,
+    mut measure: impl FnMut(bool) -> Result<T, E>,
+) -> Result<(Vec<T>, Vec<T>), E> {
+    let (mut on_volume, mut on_raw) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_volume in order {
+            let sample = measure(is_volume)?;
+            if is_volume {
+                on_volume.push(sample);
+            } else {
+                on_raw.push(sample);
+            }
+        }
+    }
+    Ok((on_volume, on_raw))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

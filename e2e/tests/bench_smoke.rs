@@ -23,6 +23,17 @@ fn run_dirs(name: &str, section: &str) -> (PathBuf, PathBuf, PathBuf) {
     (work.clone(), work.join("results"), docs)
 }
 
+/// `fastvirt-bench` with this build's driver and a scratch directory under `work`.
+fn bench(work: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"));
+    command
+        .arg("--driver")
+        .arg(common::driver_binary())
+        .arg("--work-dir")
+        .arg(work.join("scratch"));
+    command
+}
+
 /// Runs `fastvirt-bench` with `args`, requires success, and returns the JSON report `report` it
 /// wrote into `output`.
 fn run_bench(args: &mut Command, output: &Path, report: &str) -> serde_json::Value {
@@ -43,14 +54,7 @@ fn quick_benchmark_produces_a_complete_report() {
     }
     let (work, output, docs) = run_dirs("bench-smoke", "csi");
     let report = run_bench(
-        Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
-            .arg("--quick")
-            .arg("--driver")
-            .arg(common::driver_binary())
-            .arg("--work-dir")
-            .arg(work.join("scratch"))
-            .arg("--update-docs")
-            .arg(&docs),
+        bench(&work).arg("--quick").arg("--update-docs").arg(&docs),
         &output,
         "benchmark.json",
     );
@@ -98,12 +102,7 @@ fn snapshot_benchmark_measures_both_pools() {
     }
     let (work, output, _) = run_dirs("bench-snapshots", "snapshots");
     let results = run_bench(
-        Command::new(env!("CARGO_BIN_EXE_fastvirt-bench"))
-            .arg("--driver")
-            .arg(common::driver_binary())
-            .arg("--work-dir")
-            .arg(work.join("scratch"))
-            .args(["snapshots", "--sizes-gib", "1", "--rounds", "2"]),
+        bench(&work).args(["snapshots", "--sizes-gib", "1", "--rounds", "2"]),
         &output,
         "snapshots.json",
     );
@@ -163,4 +162,59 @@ fn operator_benchmark_reports_every_number_and_updates_only_its_section() {
     assert!(!page.contains("\nold\n"));
     assert!(page.contains("60 nodes, 6 NodeTuningProfiles"));
     assert!(page.ends_with("<!-- fastvirt-bench:operator:end -->\nkept\n"));
+}
+
+#[test]
+fn latency_benchmark_draws_both_curves() {
+    if let Some(reason) = common::skip_reason(&["fio"]) {
+        eprintln!("SKIP latency_benchmark_draws_both_curves: {reason}");
+        return;
+    }
+    if !Path::new(fastvirt_e2e::latency::FONT).exists() {
+        eprintln!(
+            "SKIP latency_benchmark_draws_both_curves: no {} (scripts/install-deps.sh installs fonts-dejavu-core)",
+            fastvirt_e2e::latency::FONT
+        );
+        return;
+    }
+    let (work, output, docs) = run_dirs("bench-latency", "latency");
+    let plot_copy = work.join("copied.png");
+    let report = run_bench(
+        bench(&work)
+            .arg("--quick")
+            .arg("latency")
+            .arg("--plot-copy")
+            .arg(&plot_copy)
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "latency.json",
+    );
+    for side in ["volume", "raw"] {
+        let by_rate = report[side]["by_rate"].as_array().unwrap();
+        assert_eq!(by_rate.len(), 3, "quick: 10, 50 and 100 %");
+        let achieved: Vec<f64> = by_rate
+            .iter()
+            .map(|p| p["achieved_iops"].as_f64().unwrap())
+            .collect();
+        assert!(
+            achieved[0] > 0.0 && achieved[0] < achieved[2],
+            "{side}: a tenth of the maximum offered achieves less than all of it: {achieved:?}"
+        );
+        for point in by_rate {
+            assert!(point["p99_us"].as_f64().unwrap() >= point["p50_us"].as_f64().unwrap());
+        }
+        assert_eq!(report[side]["by_depth"].as_array().unwrap().len(), 2);
+    }
+    for png in [output.join("latency.png"), plot_copy] {
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", png.display());
+    }
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(
+        page.contains("![p50 and p99 latency against achieved IOPS](copied.png)")
+            && !page.contains("\nold\n")
+            && page.ends_with("kept\n"),
+        "{page}"
+    );
 }

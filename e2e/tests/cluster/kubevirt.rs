@@ -61,6 +61,31 @@ fn patch_kubevirt_settings(kubectl: &Kubectl, profile: &str, settings: Value) {
         .expect("profile patched");
 }
 
+/// A pod with the family's `nodeSelector` (the profile's node labels, no hugepages), as
+/// virt-controller gives the launcher pod of a VM of the family.
+fn launcher_like_pod(name: &str, profile: &str) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": TEST_NS},
+        "spec": {
+            "nodeSelector": {
+                "node.fastvirt.io/profile": profile,
+                "node.fastvirt.io/tuned": "true",
+                "node.fastvirt.io/cpu-manager-policy": "static",
+            },
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": fastvirt_e2e::cluster::TOOLBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+            }],
+        },
+    })
+    .to_string()
+}
+
 fn summary(kubectl: &Kubectl) -> anyhow::Result<Value> {
     kubectl.get_json(&["tuningsummary", "cluster"])
 }
@@ -148,11 +173,26 @@ pub fn instancetypes_preferences_and_warnings(kubectl: &Kubectl, state: &State, 
         medium["metadata"]["ownerReferences"][0]["kind"], "NodeTuningProfile",
         "{medium}"
     );
-    // The node the family selects is exactly the test node.
+    // The node the family selects is exactly the test node, and the scheduler puts a pod with
+    // the family's selector there.
     let node = kubectl.get_json(&["node", &state.node_name]).unwrap();
     for (key, value) in spec["nodeSelector"].as_object().unwrap() {
         assert_eq!(&node["metadata"]["labels"][key], value, "node label {key}");
     }
+    kubectl
+        .apply(&launcher_like_pod("on-a-tuned-node", profile))
+        .expect("pod created");
+    let placed = wait(
+        kubectl,
+        "the pod with the family's selector running",
+        120,
+        || {
+            let pod = kubectl.get_json(&["pod", "on-a-tuned-node", "-n", TEST_NS])?;
+            Ok((pod["status"]["phase"] == "Running").then(|| pod["spec"]["nodeName"].clone()))
+        },
+    );
+    assert_eq!(placed, state.node_name.as_str());
+    delete_pod(kubectl, "on-a-tuned-node");
 
     let preference = wait(kubectl, "the pool's preference", 120, || {
         Ok(kubectl
@@ -321,9 +361,41 @@ pub fn instancetypes_preferences_and_warnings(kubectl: &Kubectl, state: &State, 
     }
 }
 
+fn delete_pod(kubectl: &Kubectl, name: &str) {
+    kubectl
+        .run(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            TEST_NS,
+            "--wait=true",
+            "--timeout=60s",
+        ])
+        .expect("pod deleted");
+}
+
 /// After the profile is deleted: its family goes with it (the garbage collector, through the
-/// owner references), and the summary forgets it.
+/// owner references), the summary forgets it, and a pod with the family's selector finds no node.
 pub fn instancetypes_go_with_the_profile(kubectl: &Kubectl, profile: &str) {
+    kubectl
+        .apply(&launcher_like_pod("no-tuned-node", profile))
+        .expect("pod created");
+    wait(
+        kubectl,
+        "the pod unschedulable without a tuned node",
+        120,
+        || {
+            let pod = kubectl.get_json(&["pod", "no-tuned-node", "-n", TEST_NS])?;
+            let unschedulable = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable");
+            Ok(unschedulable.then_some(()))
+        },
+    );
+    delete_pod(kubectl, "no-tuned-node");
     wait(kubectl, "the family gone with its profile", 120, || {
         Ok(family(kubectl, profile)?.is_empty().then_some(()))
     });
