@@ -125,6 +125,11 @@ pub struct StorageClassTemplate {
     /// Make it the cluster's default StorageClass.
     #[serde(default)]
     pub default_class: bool,
+    /// Make it KubeVirt's default class for VM disks
+    /// (`storageclass.kubevirt.io/is-default-virt-class`), which CDI and KubeVirt prefer over
+    /// the cluster default for DataVolumes and VM disks.
+    #[serde(default)]
+    pub default_virt_class: bool,
     /// What happens to volumes when their claims are deleted.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
@@ -159,6 +164,7 @@ impl Default for StorageClassTemplate {
         Self {
             name: None,
             default_class: false,
+            default_virt_class: false,
             reclaim_policy: ReclaimPolicy::default(),
             allow_volume_expansion: default_true(),
             volume_binding_mode: VolumeBindingMode::default(),

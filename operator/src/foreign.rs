@@ -81,6 +81,13 @@ pub struct StorageProfileSpec {
     pub clone_strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claim_property_sets: Vec<ClaimPropertySet>,
+    /// The VolumeSnapshotClass CDI uses for the class's snapshots (golden images, snapshot clones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<String>,
+    /// How DataImportCrons keep golden images: `snapshot` (a VolumeSnapshot, restored by reflink)
+    /// or `pvc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_import_cron_source_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -178,7 +178,12 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
 
     apply_snapshot_class(pool, ctx, &mut conditions).await?;
     if ctx.apis.cdi()
-        && let Some(profile) = storage_profile(pool)
+        && let Some(profile) = storage_profile(
+            pool,
+            snapshot_class(pool)
+                .filter(|_| ctx.apis.snapshots())
+                .and_then(|class| class.metadata.name),
+        )
     {
         // Permission: rbac::STORAGE_PROFILES.
         apply::<StorageProfile>(ctx, &profile).await?;

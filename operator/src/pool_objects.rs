@@ -76,7 +76,11 @@ pub fn snapshot_class(pool: &BlockPool) -> Option<VolumeSnapshotClass> {
 /// what CDI picks when a DataVolume names no mode), ReadWriteOnce (volumes are node-local), and
 /// clones through the driver (instant reflink copies instead of CDI's host-assisted copy). Not
 /// owned by the pool: CDI owns the StorageProfile and deletes it with the StorageClass.
-pub fn storage_profile(pool: &BlockPool) -> Option<StorageProfile> {
+///
+/// `snapshot_class`: the pool's VolumeSnapshotClass where one exists. With it CDI keeps
+/// DataImportCron golden images as VolumeSnapshots (`dataImportCronSourceFormat: snapshot`) and
+/// restores VMs' disks from them by reflink; without it, as PVCs that it clones.
+pub fn storage_profile(pool: &BlockPool, snapshot_class: Option<String>) -> Option<StorageProfile> {
     if !pool.spec.cdi_storage_profile {
         return None;
     }
@@ -98,6 +102,15 @@ pub fn storage_profile(pool: &BlockPool) -> Option<StorageProfile> {
         spec: StorageProfileSpec {
             clone_strategy: Some("csi-clone".into()),
             claim_property_sets,
+            data_import_cron_source_format: Some(
+                if snapshot_class.is_some() {
+                    "snapshot"
+                } else {
+                    "pvc"
+                }
+                .into(),
+            ),
+            snapshot_class,
         },
     })
 }

@@ -62,6 +62,12 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
             "true".into(),
         );
     }
+    if template.default_virt_class {
+        annotations.insert(
+            "storageclass.kubevirt.io/is-default-virt-class".into(),
+            "true".into(),
+        );
+    }
     Ok(StorageClass {
         metadata: owned_metadata(pool, class_name(pool), annotations),
         provisioner: crate::PROVISIONER.into(),

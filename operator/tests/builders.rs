@@ -27,8 +27,13 @@ fn the_example_pool_becomes_a_default_block_storage_class() {
     assert_eq!(parameters["pool"], "nvme");
     assert_eq!(parameters["thin"], "false");
     assert!(!parameters.contains_key("csi.storage.k8s.io/fstype"));
+    let annotations = class.metadata.annotations.unwrap();
     assert_eq!(
-        class.metadata.annotations.unwrap()["storageclass.kubernetes.io/is-default-class"],
+        annotations["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    assert_eq!(
+        annotations["storageclass.kubevirt.io/is-default-virt-class"],
         "true"
     );
     assert_eq!(class.reclaim_policy.as_deref(), Some("Delete"));

@@ -87,6 +87,12 @@ async fn a_new_pool_gets_its_classes_profile_config_and_status() {
     let profile = find::<StorageProfile>(&ctx, "fast").await.unwrap();
     assert_eq!(profile.spec.clone_strategy.as_deref(), Some("csi-clone"));
     assert_eq!(profile.spec.claim_property_sets[0].volume_mode, "Block");
+    // Golden images as snapshots of the pool's own class, restored by reflink.
+    assert_eq!(profile.spec.snapshot_class.as_deref(), Some("fast"));
+    assert_eq!(
+        profile.spec.data_import_cron_source_format.as_deref(),
+        Some("snapshot")
+    );
 
     let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), NAMESPACE)
         .get("fastvirt-pools")
@@ -492,5 +498,25 @@ async fn a_node_short_of_space_sets_low_space_and_one_event() {
         reasons.iter().filter(|r| *r == "LowSpace").count(),
         1,
         "one Event when it starts, not one per reconcile: {reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_snapshots_cdi_keeps_golden_images_as_pvcs() {
+    let ctx = context(
+        vec![
+            object(pool_yaml("fast", "/var/lib/fastvirt/pools/fast", "")),
+            object(daemonset()),
+        ],
+        false,
+        true,
+    )
+    .await;
+    reconcile_named(&ctx, "fast").await;
+    let profile = find::<StorageProfile>(&ctx, "fast").await.unwrap();
+    assert_eq!(profile.spec.snapshot_class, None);
+    assert_eq!(
+        profile.spec.data_import_cron_source_format.as_deref(),
+        Some("pvc")
     );
 }
