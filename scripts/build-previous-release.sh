@@ -30,9 +30,10 @@ src="$cache_root/src-$PREVIOUS_RELEASE"
 rm -rf "$src"
 mkdir -p "$src"
 git archive "$PREVIOUS_RELEASE" | tar -x -C "$src"
-# One target directory for every release: their dependencies mostly agree, so a newer previous
-# release rebuilds little. No debug info and no incremental state: these binaries are only run,
-# and the CI disk is shared with the main build.
+# No debug info and no incremental state: these binaries are only run, and the CI disk is shared
+# with the main build. The target directory goes once the binaries are copied (cargo never removes
+# old artifacts, so a kept one would grow with every release); a new release builds from scratch,
+# beside the main build, in a few minutes.
 (cd "$src" && CARGO_TARGET_DIR="$cache_root/target" CARGO_INCREMENTAL=0 cargo build --locked --quiet \
   --config 'profile.dev.debug=false' --config 'profile.dev.package."*".debug=false' \
   -p fastvirt-csi -p fastvirt-operator -p fastvirt-agent --bins)
@@ -42,6 +43,10 @@ for binary in "${binaries[@]}"; do
   cp "$cache_root/target/debug/$binary" "$out.tmp/$binary"
 done
 git archive "$PREVIOUS_RELEASE" charts | tar -x -C "$out.tmp/repo"
-rm -rf "$out" "$src"
+rm -rf "$out" "$src" "$cache_root/target"
 mv "$out.tmp" "$out"
+# Releases older than this one are no longer tested against (only directories named like a
+# commit are touched, whatever else the cache root holds).
+find "$cache_root" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
+  -regex '.*/[0-9a-f]{40}' ! -name "$PREVIOUS_RELEASE" -exec rm -rf {} +
 echo "$out"

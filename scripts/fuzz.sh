@@ -33,6 +33,14 @@ fi
 
 cd fuzz
 build_started=$SECONDS
+# cargo never removes old artifacts: each change of the fuzz crate's dependencies or flags adds a
+# set of ~30 instrumented binaries. Past a bound the directory starts over, so it cannot fill the
+# disk it shares with the main build.
+max_target_kib=$((8 * 1024 * 1024))
+if [ -d "$target_dir" ] && [ "$(du -sk "$target_dir" | cut -f1)" -gt "$max_target_kib" ]; then
+  echo "fuzz: $target_dir is over 8 GiB of old builds; starting it over"
+  rm -rf "$target_dir"
+fi
 mkdir -p "$target_dir"
 cargo +nightly fuzz build --target-dir "$target_dir"
 echo "fuzz: built every target in $((SECONDS - build_started)) s"
