@@ -139,6 +139,9 @@ impl Backend for MemoryBackend {
         Ok(PoolUsage {
             total_bytes: POOL_TOTAL,
             available_bytes: POOL_AVAILABLE,
+            free_bytes: POOL_AVAILABLE,
+            reserved_bytes: 0,
+            promised_bytes: POOL_TOTAL - POOL_AVAILABLE,
         })
     }
 
