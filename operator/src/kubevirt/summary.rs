@@ -152,12 +152,16 @@ mod tests {
         )
     }
 
+    /// Six isolated CPUs and 2 MiB pages.
+    const SIX_CPUS: &str =
+        "cpu: {reserved: '0', isolated: '1-6'}\nhugepages: [{size: 2Mi, count: 64}]";
+
     #[test]
     fn offers_come_from_the_agents_labels() {
-        let profiles = [profile(
-            "vm",
-            "cpu: {reserved: '0', isolated: '1-6'}\nhugepages: [{size: 2Mi, count: 64}]\nkubelet: {manageDropIn: true, topologyManagerPolicy: restricted}",
-        )];
+        let aligned = format!(
+            "{SIX_CPUS}\nkubelet: {{manageDropIn: true, topologyManagerPolicy: restricted}}"
+        );
+        let profiles = [profile("vm", &aligned)];
         let nodes = [
             tuned_node("b", "6", "static"),
             tuned_node("a", "6", "none"),
@@ -187,10 +191,7 @@ mod tests {
 
     #[test]
     fn each_instancetype_lists_the_nodes_that_fit_it() {
-        let profiles = [profile(
-            "vm",
-            "cpu: {reserved: '0', isolated: '1-6'}\nhugepages: [{size: 2Mi, count: 64}]",
-        )];
+        let profiles = [profile("vm", SIX_CPUS)];
         let nodes = [
             tuned_node("b", "6", "static"),
             tuned_node("c", "3", "static"),
