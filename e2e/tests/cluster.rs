@@ -87,6 +87,18 @@ fn delete(kubectl: &Kubectl, kind: &str, name: &str) {
         .unwrap_or_else(|e| panic!("deleting {kind} {name}: {e:#}"));
 }
 
+/// Sets or removes the node label the tuning steps' profiles select (`fastvirt.io/vm-host`).
+fn mark_vm_host(kubectl: &Kubectl, state: &State, on: bool) {
+    let label = if on {
+        "fastvirt.io/vm-host=true"
+    } else {
+        "fastvirt.io/vm-host-"
+    };
+    kubectl
+        .run(&["label", "node", &state.node_name, label, "--overwrite"])
+        .expect("node label changed");
+}
+
 fn condition_true(object: &Value, kind: &str) -> bool {
     object["status"]["conditions"]
         .as_array()
@@ -690,15 +702,7 @@ fn tuning_profile_is_applied_and_restored(kubectl: &Kubectl, state: &State) {
         "never"
     };
     let pages: u64 = hugepages_before.parse::<u64>().unwrap_or(0) + 8;
-    kubectl
-        .run(&[
-            "label",
-            "node",
-            &state.node_name,
-            "fastvirt.io/vm-host=true",
-            "--overwrite",
-        ])
-        .expect("node labelled");
+    mark_vm_host(kubectl, state, true);
     apply(
         kubectl,
         &format!(
@@ -751,9 +755,7 @@ spec:
         )
     });
     node_facts::labels_are_gone(kubectl, state);
-    kubectl
-        .run(&["label", "node", &state.node_name, "fastvirt.io/vm-host-"])
-        .expect("label removed");
+    mark_vm_host(kubectl, state, false);
 }
 
 /// Capacity-aware scheduling across nodes: every node publishes CSIStorageCapacity for the class,

@@ -86,6 +86,8 @@ pub struct Context {
     pub settings: Settings,
     pub apis: OptionalApis,
     pub metrics: Arc<Metrics>,
+    /// The instancetype families last written (`kubevirt::applied`).
+    pub applied_families: Arc<crate::kubevirt::applied::AppliedFamilies>,
     recorder: Recorder,
     caches: Option<Caches>,
     failures: Mutex<HashMap<String, u32>>,
@@ -104,6 +106,7 @@ impl Context {
             settings,
             apis,
             metrics: Arc::new(Metrics::default()),
+            applied_families: Arc::default(),
             caches: None,
             failures: Mutex::new(HashMap::new()),
         }

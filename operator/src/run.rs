@@ -24,7 +24,7 @@ use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -444,10 +444,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         watcher::Config::default(),
     );
     if ctx.apis.instancetypes() {
-        // Someone deleting or editing an instancetype gets it back.
-        profile_controller = profile_controller.owns(
+        // Someone deleting or editing an instancetype gets it back: the change makes the
+        // profile's family be written again.
+        let applied = ctx.applied_families.clone();
+        profile_controller = profile_controller.watches(
             Api::<ClusterInstancetype>::all(client.clone()),
             watcher::Config::default(),
+            move |instancetype| {
+                let profile = instancetype
+                    .labels()
+                    .get(kubevirt::instancetypes::PROFILE_LABEL)?
+                    .clone();
+                applied.forget(&profile);
+                Some(ObjectRef::<Lenient<NodeTuningProfile>>::new(&profile))
+            },
         );
     }
     let profiles = profile_controller

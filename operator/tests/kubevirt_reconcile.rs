@@ -93,6 +93,18 @@ async fn the_family_is_applied_and_sizes_it_no_longer_has_go() {
     apply_instancetypes(&profile, &nodes, &ctx).await.unwrap();
     assert_eq!(names(&ctx).await.len(), 6);
 
+    // An unchanged family is not written again on every reconcile: a deleted size comes back
+    // once its watch event makes the operator forget what it wrote.
+    Api::<ClusterInstancetype>::all(ctx.client.clone())
+        .delete("fastvirt.vm.large", &Default::default())
+        .await
+        .unwrap();
+    apply_instancetypes(&profile, &nodes, &ctx).await.unwrap();
+    assert_eq!(names(&ctx).await.len(), 5, "skipped: nothing to write");
+    ctx.applied_families.forget("vm");
+    apply_instancetypes(&profile, &nodes, &ctx).await.unwrap();
+    assert_eq!(names(&ctx).await.len(), 6, "written again");
+
     // Turned off: the family goes.
     let mut off = profile.clone();
     off.spec.kubevirt.instancetypes = false;

@@ -69,14 +69,10 @@ impl StorageCollector {
                 figures.usage = backend.usage().ok();
                 if let Ok(volumes) = backend.list() {
                     figures.volumes = Some(volumes.len() as u64);
+                    let devices = backend.attached_devices(&volumes);
                     for volume in volumes {
-                        let Ok(id) = crate::ids::VolumeId::parse(&volume.id) else {
-                            continue;
-                        };
-                        let stat = backend
-                            .attached(&id)
-                            .ok()
-                            .flatten()
+                        let stat = devices
+                            .get(&volume.id)
                             .and_then(|device| blockstat::read(&self.sys_block, &device.path));
                         reading.volumes.push((
                             VolumeLabels {

@@ -54,15 +54,7 @@ pub fn the_kubelet_runs_the_profiles_drop_in(kubectl: &Kubectl, state: &State) {
     super::kubevirt::install_kubevirt_apis(kubectl);
     let before = configz(kubectl, state).expect("the kubelet's configz");
     assert_eq!(before["cpuManagerPolicy"], "none", "{before}");
-    kubectl
-        .run(&[
-            "label",
-            "node",
-            &state.node_name,
-            "fastvirt.io/vm-host=true",
-            "--overwrite",
-        ])
-        .expect("node labelled");
+    super::mark_vm_host(kubectl, state, true);
     apply(
         kubectl,
         &format!(
@@ -184,7 +176,5 @@ spec:
         "the kubelet is back as it was"
     );
     assert_eq!(back["memoryManagerPolicy"], "None", "{back}");
-    kubectl
-        .run(&["label", "node", &state.node_name, "fastvirt.io/vm-host-"])
-        .expect("label removed");
+    super::mark_vm_host(kubectl, state, false);
 }

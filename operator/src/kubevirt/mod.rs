@@ -4,6 +4,7 @@
 //! KubeVirt's instancetype API is served and owned by their source (the garbage collector removes
 //! them with it); and the `TuningSummary` the chart's admission policy reads, always.
 
+pub mod applied;
 pub mod instancetypes;
 pub mod preferences;
 pub mod summary;
@@ -26,7 +27,8 @@ use std::time::Duration;
 use types::{ClusterInstancetype, ClusterPreference};
 
 /// Applies the profile's instancetype family and deletes the members it no longer has (all of
-/// them when the profile turns the family off).
+/// them when the profile turns the family off); nothing when the family is what was last
+/// written ([`applied`]).
 pub async fn apply_instancetypes(
     profile: &NodeTuningProfile,
     nodes: &[Arc<NodeMeta>],
@@ -37,6 +39,9 @@ pub async fn apply_instancetypes(
         return Ok(());
     }
     let desired = instancetypes::build(profile, nodes);
+    if !ctx.applied_families.differs(&name, &desired) {
+        return Ok(());
+    }
     for instancetype in &desired {
         // Permission: rbac::INSTANCETYPES.
         apply::<ClusterInstancetype>(ctx, instancetype).await?;
@@ -50,6 +55,7 @@ pub async fn apply_instancetypes(
     if !removed.is_empty() {
         tracing::info!(profile = %name, ?removed, "removed instancetypes the profile no longer has");
     }
+    ctx.applied_families.written(&name, &desired);
     Ok(())
 }
 

@@ -515,6 +515,38 @@ impl Backend for FilePool {
         }))
     }
 
+    /// One pass over the bound loop devices, instead of one per volume.
+    fn attached_devices(
+        &self,
+        volumes: &[VolumeRecord],
+    ) -> std::collections::BTreeMap<String, AttachedDevice> {
+        let mut by_backing = std::collections::HashMap::new();
+        for (device, backing) in loopdev::all_bound() {
+            if backing.deleted {
+                continue;
+            }
+            if let Ok(identity) = device.backing_identity() {
+                by_backing.entry(identity).or_insert(device);
+            }
+        }
+        volumes
+            .iter()
+            .filter_map(|volume| {
+                let id = VolumeId::parse(&volume.id).ok()?;
+                let meta = std::fs::metadata(self.data_path(&id)).ok()?;
+                let device = by_backing.get(&(meta.dev(), meta.ino()))?;
+                Some((
+                    volume.id.clone(),
+                    AttachedDevice {
+                        path: device.path(),
+                        rdev: device.rdev().ok()?,
+                        read_only: device.read_only(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     fn attach(
         &self,
         record: &VolumeRecord,
