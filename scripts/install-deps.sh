@@ -24,9 +24,11 @@ declare -A tools=(
   [qemu-system-x86_64]=qemu-system-x86
   [cpio]=cpio
   [dpkg-deb]=dpkg
+  [setpriv]=util-linux
 )
 
-# file -> Debian package (the latency benchmark draws its plot's text with DejaVu Sans)
+# file -> Debian package (the benchmarks draw their plots' text with DejaVu Sans; the pgbench
+# benchmark runs Debian's PostgreSQL, whichever major version the release ships)
 declare -A files=(
   [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
 )
@@ -42,6 +44,9 @@ for file in "${!files[@]}"; do
     missing+=("${files[$file]}")
   fi
 done
+if ! compgen -G "/usr/lib/postgresql/*/bin/pgbench" >/dev/null; then
+  missing+=(postgresql)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)

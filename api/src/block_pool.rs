@@ -149,9 +149,11 @@ pub struct StorageClassTemplate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub mount_options: Vec<String>,
-    /// Further StorageClass parameters for the driver. fastvirt-csi takes none today beyond
-    /// `pool`, `thin` and `fsType`, which the operator sets from the pool, so a key here makes the
-    /// pool not Ready with a message instead of a class whose claims would stay Pending.
+    /// Further StorageClass parameters for the driver: the I/O limits every volume of the class
+    /// starts with (`readIOPS`, `writeIOPS`, `readBPS`, `writeBPS`; a VolumeAttributesClass
+    /// overrides them). `pool`, `thin` and `fsType` are set by the operator from the pool; any
+    /// other key makes the pool not Ready with a message instead of a class whose claims would
+    /// stay Pending.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,

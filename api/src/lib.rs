@@ -15,11 +15,13 @@ pub mod pool_config;
 pub mod quantity;
 pub mod rbac;
 pub mod strict_yaml;
+pub mod text;
 pub mod tuned_node;
 pub mod tuning_profile;
 pub mod tuning_summary;
 #[cfg(feature = "validation")]
 pub mod validation;
+pub mod volume_qos;
 
 pub use block_pool::{BlockPool, BlockPoolSpec, BlockPoolStatus};
 pub use condition::Condition;

@@ -113,6 +113,23 @@ pub struct Cli {
     /// Serve Prometheus metrics (`/metrics`) on this port.
     #[arg(long, env = "FASTVIRT_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// kubelet's root directory as mounted in this process: the pods that use a volume are
+    /// found from its `pods/` and `plugins/` directories, to put I/O limits in force.
+    #[arg(long, env = "FASTVIRT_KUBELET_DIR")]
+    pub kubelet_dir: Option<PathBuf>,
+    /// Where the host's cgroup hierarchies are mounted in this process (the pods' cgroups get
+    /// the I/O limits).
+    #[arg(long, env = "FASTVIRT_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// The host's `/proc` as mounted in this process: processes that hold a volume's device open
+    /// (QEMU with a hot-plugged disk) have its I/O limits too.
+    #[arg(long, env = "FASTVIRT_PROC_DIR")]
+    pub proc_dir: Option<PathBuf>,
+    /// Use the Kubernetes API (in-cluster, or `KUBECONFIG`): a controller records I/O limits for
+    /// volumes it does not have on their PersistentVolume, and a node plugin applies those
+    /// recorded for its own volumes.
+    #[arg(long, env = "FASTVIRT_KUBE_API")]
+    pub kube_api: Option<bool>,
 }
 
 /// The YAML configuration file.
@@ -135,6 +152,10 @@ pub struct FileConfig {
     pub registration_dir: Option<PathBuf>,
     pub health_port: Option<u16>,
     pub metrics_port: Option<u16>,
+    pub kubelet_dir: Option<PathBuf>,
+    pub cgroup_root: Option<PathBuf>,
+    pub proc_dir: Option<PathBuf>,
+    pub kube_api: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -178,6 +199,14 @@ pub struct Config {
     pub health_port: Option<u16>,
     /// Port of `/metrics`, when asked for.
     pub metrics_port: Option<u16>,
+    /// kubelet's root directory.
+    pub kubelet_dir: PathBuf,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+    /// The host's `/proc`.
+    pub proc_dir: PathBuf,
+    /// Whether to use the Kubernetes API for I/O limits of volumes on other nodes.
+    pub kube_api: bool,
 }
 
 /// Where the built-in registrar announces the plugin to kubelet.
@@ -188,6 +217,9 @@ pub struct Registration {
     /// kubelet's `plugins_registry` directory as this process sees it.
     pub registration_dir: PathBuf,
 }
+
+pub const DEFAULT_KUBELET_DIR: &str = "/var/lib/kubelet";
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Where kubelet's plugin registration directory is mounted in the node plugin's container.
 pub const DEFAULT_REGISTRATION_DIR: &str = "/registration";
@@ -320,6 +352,19 @@ impl Cli {
             registration,
             health_port: self.health_port.or(file.health_port),
             metrics_port: self.metrics_port.or(file.metrics_port),
+            kubelet_dir: self
+                .kubelet_dir
+                .or(file.kubelet_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBELET_DIR)),
+            cgroup_root: self
+                .cgroup_root
+                .or(file.cgroup_root)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
+            proc_dir: self
+                .proc_dir
+                .or(file.proc_dir)
+                .unwrap_or_else(|| PathBuf::from("/proc")),
+            kube_api: self.kube_api.or(file.kube_api).unwrap_or(false),
             capacity_reserve_percent,
             overcommit_percent,
             expansion: self.expansion.or(file.expansion).unwrap_or_default(),
@@ -341,6 +386,15 @@ impl Cli {
 }
 
 impl Config {
+    /// Where the QoS enforcer looks.
+    pub fn qos_paths(&self) -> crate::qos::QosPaths {
+        crate::qos::QosPaths {
+            kubelet_dir: self.kubelet_dir.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            proc_dir: self.proc_dir.clone(),
+        }
+    }
+
     /// This node's pools now: the fixed ones and those the pool file names for this node today.
     pub fn current_pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {
         let mut pools = self.fixed_pools.clone();

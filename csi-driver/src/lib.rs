@@ -18,6 +18,7 @@ pub mod mountinfo;
 pub mod pagination;
 pub mod pool_follower;
 pub mod pool_set;
+pub mod qos;
 pub mod registration;
 pub mod server;
 pub mod service;

@@ -361,6 +361,7 @@ mod tests {
                 capacity_bytes: 1 << 20,
                 thin: true,
                 source: None,
+                qos: Default::default(),
             })
             .unwrap();
         drop(backend);

@@ -7,6 +7,7 @@ use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use crate::registration::{Registrar, serve_health, serve_registration};
+use crate::service::node::advertised::NodeCapabilitiesOnly;
 use crate::service::{ControllerService, Driver, IdentityService, NodeService};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
@@ -91,7 +92,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let _lock = lock_state_dir(&config)?;
     let pools = PoolSet::files(config.capacity_reserve_percent, config.overcommit_percent);
     pool_follower::open_initial(&config, &pools);
-    let driver = Driver::new(&config, pools);
+    let mut driver = Driver::new(&config, pools);
+    if config.kube_api {
+        // One crypto provider for the API client's TLS, chosen here: the dependency tree enables
+        // more than one, and rustls would panic on the first connection instead of choosing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_default().await.map_err(|e| {
+            ServeError::Setup(format!(
+                "--kube-api: no Kubernetes client configuration: {e}"
+            ))
+        })?;
+        driver.kube = Some(crate::service::KubeApi(client));
+    }
     let listener = bind_socket(&config.socket_path)?;
     tracing::info!(
         endpoint = %config.socket_path.display(),
@@ -109,14 +121,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .mode
         .serves_node()
         .then(|| NodeServer::new(NodeService::new(driver.clone())));
+    // external-resizer learns from NodeGetCapabilities that nodes grow volumes.
+    let node_capabilities = (config.mode == crate::config::Mode::Controller
+        && config.expansion == crate::config::Expansion::Node)
+        .then(|| NodeServer::new(NodeCapabilitiesOnly));
     let health_driver = driver.clone();
+    let watch_driver = driver.clone();
+    let driver_kube = driver.kube.clone();
     let driver_pools = Arc::clone(&driver.pools);
-    let metrics = crate::metrics::Metrics::new(Arc::clone(&driver.pools), "/sys/block".into());
+    let qos = config.mode.serves_node().then(|| Arc::clone(&driver.qos));
+    let metrics =
+        crate::metrics::Metrics::new(Arc::clone(&driver.pools), "/sys/block".into(), qos.clone());
     let server = tonic::transport::Server::builder()
         .layer(metrics.layer())
         .add_service(IdentityServer::new(IdentityService::new(driver)))
         .add_optional_service(controller)
         .add_optional_service(node)
+        .add_optional_service(node_capabilities)
         .serve_with_incoming(crate::grpc_authority::incoming(listener));
     // The built-in registrar and health endpoint live exactly as long as the CSI server.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -143,6 +164,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         );
         helpers.spawn(async move {
             follower.await;
+            Ok(())
+        });
+    }
+    if let (Some(client), true) = (driver_kube, config.mode.serves_node()) {
+        let watch = crate::qos::pv_watch::follow(client.0, watch_driver, until_stopped());
+        helpers.spawn(async move {
+            watch.await;
+            Ok(())
+        });
+    }
+    if let Some(qos) = qos {
+        let enforcer = qos.run(until_stopped());
+        helpers.spawn(async move {
+            enforcer.await;
             Ok(())
         });
     }

@@ -1453,6 +1453,7 @@ fn a_read_only_pool_makes_its_volumes_abnormal() {
         capacity_bytes: 4 << 20,
         thin: true,
         source: None,
+        qos: Default::default(),
     };
     let record = writable.create(&spec).unwrap();
     assert_eq!(writable.abnormal(&record), None);

@@ -28,8 +28,6 @@ const NOT_OFFERED: &[(&str, &str)] = &[
     ),
     ("ControllerUnpublishVolume", "PUBLISH_UNPUBLISH_VOLUME"),
     ("volume lifecycle", "PUBLISH_UNPUBLISH_VOLUME"),
-    ("ModifyVolume", "MODIFY_VOLUME"),
-    ("volume attribute class", "MODIFY_VOLUME"),
     (
         "with accessibility requirements",
         "SNAPSHOT_ACCESSIBILITY_CONSTRAINTS",
@@ -76,6 +74,9 @@ async fn run_suite(name: &str, access_type: &str, parameters: &str) {
     let env = TestEnv::start(name).await;
     let params = env.path("parameters.yaml");
     std::fs::write(&params, parameters).unwrap();
+    // What a VolumeAttributesClass gives: I/O limits, the driver's mutable parameters.
+    let mutable = env.path("mutable-parameters.yaml");
+    std::fs::write(&mutable, "readIOPS: \"2000\"\nwriteBPS: \"104857600\"\n").unwrap();
     let junit = env.path("junit.xml");
     let output = Command::new(&sanity)
         .arg(format!(
@@ -86,6 +87,10 @@ async fn run_suite(name: &str, access_type: &str, parameters: &str) {
         .arg(format!("-csi.mountdir={}", env.path("mount").display()))
         .arg(format!("-csi.testvolumeparameters={}", params.display()))
         .arg(format!("-csi.testvolumeaccesstype={access_type}"))
+        .arg(format!(
+            "-csi.testvolumemutableparameters={}",
+            mutable.display()
+        ))
         // xfs refuses devices under 300 MiB.
         .arg("-csi.testvolumesize=536870912")
         .arg("-csi.testvolumeexpandsize=1073741824")

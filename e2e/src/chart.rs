@@ -12,9 +12,9 @@ use std::process::{Command, Output, Stdio};
 
 /// The permissions the CSI sidecars in the node pod need, as their documentation lists them for
 /// this deployment shape: distributed provisioning with capacity tracking and distributed
-/// snapshotting, neither with leader election, and the resizer without volume-in-use handling
-/// (`--handle-volume-inuse-error=false`, so it watches no pods). fastvirt-csi itself makes no API
-/// call, so these are all the node ServiceAccount may hold.
+/// snapshotting, neither with leader election. fastvirt-csi itself only watches the
+/// PersistentVolumes labelled with its node (`list`, `watch`, which the provisioner's rule has),
+/// so these are all the node ServiceAccount may hold.
 pub const NODE_SIDECARS: &[Permission] = &[
     // external-provisioner: PVs of its node's PVCs (patch: finalizers since v5), and the PVC's
     // selected-node annotation for immediate binding with --node-deployment.
@@ -68,8 +68,6 @@ pub const NODE_SIDECARS: &[Permission] = &[
         "volumesnapshotclasses",
         &["get", "list", "watch"],
     ),
-    // external-resizer: the PV's new size and the PVC's resize status.
-    Permission::cluster("", "persistentvolumeclaims/status", &["patch"]),
     Permission::cluster(
         "",
         "events",
@@ -85,6 +83,31 @@ pub const NODE_SIDECARS: &[Permission] = &[
         ],
     ),
     Permission::namespaced("", "pods", &["get"]),
+];
+
+/// The permissions of the controller pod: external-resizer with leader election, without
+/// volume-in-use handling (`--handle-volume-inuse-error=false`, so it watches no pods) and with
+/// VolumeAttributesClasses, and fastvirt-csi's reading of a PersistentVolume and recording of the
+/// I/O limits asked for on it (`get`, `patch`).
+pub const CONTROLLER: &[Permission] = &[
+    Permission::cluster("", "persistentvolumes", &["get", "list", "watch", "patch"]),
+    Permission::cluster("", "persistentvolumeclaims", &["get", "list", "watch"]),
+    Permission::cluster("", "persistentvolumeclaims/status", &["patch"]),
+    Permission::cluster(
+        "storage.k8s.io",
+        "volumeattributesclasses",
+        &["get", "list", "watch"],
+    ),
+    Permission::cluster(
+        "",
+        "events",
+        &["list", "watch", "create", "update", "patch"],
+    ),
+    Permission::namespaced(
+        "coordination.k8s.io",
+        "leases",
+        &["get", "watch", "list", "delete", "update", "create"],
+    ),
 ];
 
 pub fn repo_root() -> PathBuf {

@@ -1,8 +1,9 @@
-//! The calls kubelet and external-provisioner make for one block volume, as plain functions.
+//! The calls kubelet and external-provisioner make for one volume, as plain functions: block
+//! volumes by default, a filesystem through the `_as` variants.
 
 use fastvirt_csi::local::Clients;
 use fastvirt_csi::proto::volume_capability::access_mode::Mode;
-use fastvirt_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume};
+use fastvirt_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use fastvirt_csi::proto::*;
 use std::path::Path;
 use tonic::Status;
@@ -10,6 +11,19 @@ use tonic::Status;
 pub fn block_capability() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+/// A single-writer filesystem volume of `fs_type`.
+pub fn mount_capability(fs_type: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.to_owned(),
+            ..Default::default()
+        })),
         access_mode: Some(AccessMode {
             mode: Mode::SingleNodeWriter as i32,
         }),
@@ -29,6 +43,26 @@ pub async fn create_with(
     parameters: &[(&str, &str)],
     source: Option<volume_content_source::Type>,
 ) -> Result<String, Status> {
+    create_as(
+        clients,
+        name,
+        size_bytes,
+        parameters,
+        source,
+        block_capability(),
+    )
+    .await
+}
+
+/// Creates a volume for `capability`.
+pub async fn create_as(
+    clients: &mut Clients,
+    name: &str,
+    size_bytes: u64,
+    parameters: &[(&str, &str)],
+    source: Option<volume_content_source::Type>,
+    capability: VolumeCapability,
+) -> Result<String, Status> {
     let response = clients
         .controller
         .create_volume(CreateVolumeRequest {
@@ -37,7 +71,7 @@ pub async fn create_with(
                 required_bytes: size_bytes as i64,
                 limit_bytes: 0,
             }),
-            volume_capabilities: vec![block_capability()],
+            volume_capabilities: vec![capability],
             parameters: parameters
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -84,10 +118,19 @@ pub async fn delete_snapshot(clients: &mut Clients, id: &str) -> Result<(), Stat
 }
 
 pub async fn stage(clients: &mut Clients, id: &str, staging: &Path) -> Result<(), Status> {
+    stage_as(clients, id, staging, block_capability()).await
+}
+
+pub async fn stage_as(
+    clients: &mut Clients,
+    id: &str,
+    staging: &Path,
+    capability: VolumeCapability,
+) -> Result<(), Status> {
     let request = NodeStageVolumeRequest {
         volume_id: id.to_owned(),
         staging_target_path: staging.display().to_string(),
-        volume_capability: Some(block_capability()),
+        volume_capability: Some(capability),
         ..Default::default()
     };
     clients.node.node_stage_volume(request).await.map(drop)
@@ -99,11 +142,21 @@ pub async fn publish(
     staging: &Path,
     target: &Path,
 ) -> Result<(), Status> {
+    publish_as(clients, id, staging, target, block_capability()).await
+}
+
+pub async fn publish_as(
+    clients: &mut Clients,
+    id: &str,
+    staging: &Path,
+    target: &Path,
+    capability: VolumeCapability,
+) -> Result<(), Status> {
     let request = NodePublishVolumeRequest {
         volume_id: id.to_owned(),
         staging_target_path: staging.display().to_string(),
         target_path: target.display().to_string(),
-        volume_capability: Some(block_capability()),
+        volume_capability: Some(capability),
         ..Default::default()
     };
     clients.node.node_publish_volume(request).await.map(drop)

@@ -62,7 +62,7 @@ pub struct LatencyReport {
 pub const DOCS_START: &str = "<!-- fastvirt-bench:latency:start -->";
 pub const DOCS_END: &str = "<!-- fastvirt-bench:latency:end -->";
 
-fn workload(iodepth: u32) -> Workload {
+pub(crate) fn workload(iodepth: u32) -> Workload {
     Workload {
         rw: "randread",
         iodepth,
@@ -70,7 +70,7 @@ fn workload(iodepth: u32) -> Workload {
     }
 }
 
-fn point(offered_iops: Option<u64>, iodepth: u32, samples: Vec<FioResult>) -> Point {
+pub(crate) fn point(offered_iops: Option<u64>, iodepth: u32, samples: Vec<FioResult>) -> Point {
     let med = |f: fn(&FioResult) -> Option<f64>| {
         median(&samples.iter().filter_map(f).collect::<Vec<_>>()).unwrap_or(0.0)
     };
@@ -163,14 +163,9 @@ pub fn run(
 pub fn markdown(report: &LatencyReport, plot_file: &str) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Measured {} on {} × {}, {:.0} GiB, Linux {}, pool on {} ({}): a {} MiB block volume published by fastvirt-csi against a raw file in the same pool, 4 KiB random reads, fio `{}` with O_DIRECT, {} interleaved rounds of {} s per point (medians).\n\n",
+        "Measured {} on {}: a {} MiB block volume published by fastvirt-csi against a raw file in the same pool, 4 KiB random reads, fio `{}` with O_DIRECT, {} interleaved rounds of {} s per point (medians).\n\n",
         report.started_utc,
-        report.machine.cpus,
-        report.machine.cpu_model,
-        report.machine.memory_gib,
-        report.machine.kernel,
-        report.machine.pool_device,
-        report.machine.pool_filesystem,
+        report.machine.describe(),
         report.volume_size_bytes >> 20,
         report.fio_engine,
         report.plan.rounds,
@@ -235,7 +230,7 @@ pub enum PlotError {
     Draw(String),
 }
 
-fn register_font() -> Result<(), PlotError> {
+pub(crate) fn register_font() -> Result<(), PlotError> {
     static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let outcome = REGISTERED.get_or_init(|| {
         let bytes = std::fs::read(FONT).map_err(|e| e.to_string())?;
@@ -251,7 +246,7 @@ fn register_font() -> Result<(), PlotError> {
     }
 }
 
-fn draw_error(error: impl std::fmt::Display) -> PlotError {
+pub(crate) fn draw_error(error: impl std::fmt::Display) -> PlotError {
     PlotError::Draw(error.to_string())
 }
 
@@ -327,6 +322,18 @@ pub fn plot(report: &LatencyReport, path: &Path) -> Result<(), PlotError> {
                 .map_err(draw_error)?;
         }
     }
+    finish(chart, &root)
+}
+
+/// Draws the legend in the upper left and writes the image: how every benchmark plot ends.
+pub(crate) fn finish<'a, X, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+) -> Result<(), PlotError>
+where
+    X: Ranged,
+    Y: Ranged,
+{
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -374,15 +381,7 @@ mod tests {
     fn report() -> LatencyReport {
         LatencyReport {
             started_utc: "2026-12-01T00:00:00Z".into(),
-            machine: crate::report::Machine {
-                cpus: 2,
-                cpu_model: "test".into(),
-                memory_gib: 24.0,
-                kernel: "6.18".into(),
-                pool_filesystem: "ext4".into(),
-                pool_device: "vda".into(),
-                pool_device_rotational: Some(false),
-            },
+            machine: crate::report::example_machine(),
             plan: Plan {
                 rate_percents: vec![10, 50, 100],
                 depths: vec![1],

@@ -9,6 +9,8 @@ pub mod kubelet;
 pub mod latency;
 pub mod lifecycle;
 pub mod operator_bench;
+pub mod pgbench;
+pub mod qos_bench;
 pub mod report;
 pub mod snapshots;
 pub mod stats;

@@ -2,7 +2,10 @@
 //! way kubelet would, and measures it against the raw file underneath; then measures the control
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
-use fastvirt_e2e::{datapath, fio, kubelet, latency, lifecycle, operator_bench, report, snapshots};
+use fastvirt_e2e::{
+    datapath, fio, kubelet, latency, lifecycle, operator_bench, pgbench, qos_bench, report,
+    snapshots,
+};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -70,6 +73,39 @@ enum Benchmark {
         #[arg(long)]
         plot_copy: Option<PathBuf>,
     },
+    /// PostgreSQL (Debian's) on a fastvirt ext4 volume against the same on the pool's own
+    /// filesystem: pgbench's TPC-B-like load at several client counts, each server in a memory
+    /// cgroup about a quarter of its data set; a PNG plot. Uses `--size-mib` for the volume.
+    Pgbench {
+        /// pgbench client counts, one point each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        clients: Vec<u32>,
+        /// pgbench scale factor (about 15 MiB per unit).
+        #[arg(long, default_value_t = 34)]
+        scale: u32,
+        /// Each server's memory cgroup limit in MiB, page cache and shared buffers included
+        /// (the default is about a quarter of the default scale's database). Too little for
+        /// the client count gets the server OOM-killed in its cgroup: the error says so.
+        #[arg(long, default_value_t = 128)]
+        memory_mib: u64,
+        /// PostgreSQL's shared_buffers in MiB.
+        #[arg(long, default_value_t = 16)]
+        shared_buffers_mib: u64,
+        /// Also copy the plot here (e.g. docs/pgbench.png).
+        #[arg(long)]
+        plot_copy: Option<PathBuf>,
+    },
+    /// I/O limits: a published block volume read from a pod-like cgroup with a read limit of a
+    /// share of its maximum, against the same volume without one, at offered rates around the
+    /// limit. Needs a cgroup hierarchy that throttles block I/O (v1 blkio or v2 io).
+    Qos {
+        /// The limit, in percent of the volume's measured maximum.
+        #[arg(long, default_value_t = 50)]
+        limit_percent: u32,
+        /// Offered rates, in percent of the limit.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,75,90,100,125,150")]
+        offered: Vec<u32>,
+    },
     /// The operator: NodeTuningProfile status for a large cluster, and the memory of its caches.
     /// Needs neither root nor a cluster.
     Operator {
@@ -101,7 +137,13 @@ enum Benchmark {
 impl Cli {
     fn apply_quick(&mut self) {
         if self.quick {
-            self.size_mib = self.size_mib.min(64);
+            // PostgreSQL's WAL alone takes 16 MiB segments: the database needs more room.
+            let quick_size = if matches!(self.command, Some(Benchmark::Pgbench { .. })) {
+                256
+            } else {
+                64
+            };
+            self.size_mib = self.size_mib.min(quick_size);
             self.rounds = 1;
             self.runtime = 1;
             self.lifecycle_volumes = self.lifecycle_volumes.min(5);
@@ -109,6 +151,22 @@ impl Cli {
             if let Some(Benchmark::Latency { rates, depths, .. }) = &mut self.command {
                 rates.retain(|r| [10, 50, 100].contains(r));
                 depths.retain(|d| [1, 32].contains(d));
+            }
+            if let Some(Benchmark::Qos { offered, .. }) = &mut self.command {
+                offered.retain(|o| [50, 150].contains(o));
+            }
+            if let Some(Benchmark::Pgbench {
+                clients,
+                scale,
+                memory_mib,
+                shared_buffers_mib,
+                ..
+            }) = &mut self.command
+            {
+                clients.retain(|c| [1, 4].contains(c));
+                *scale = (*scale).min(2);
+                *memory_mib = (*memory_mib).min(32);
+                *shared_buffers_mib = (*shared_buffers_mib).min(8);
             }
         }
     }
@@ -166,6 +224,64 @@ async fn main() -> anyhow::Result<()> {
         return run_snapshots(&cli, &work_dir, sizes_gib, *rounds, *copy_rounds).await;
     }
     let (process, mut clients, pool) = start_driver(&cli, &work_dir).await?;
+    if let Some(Benchmark::Qos {
+        limit_percent,
+        offered,
+    }) = &cli.command
+    {
+        let plan = qos_bench::Plan {
+            limit_percent: *limit_percent,
+            offered_percents: offered.clone(),
+            rounds: cli.rounds,
+            runtime_s: cli.runtime,
+        };
+        let result = run_qos(&cli, &work_dir, &pool, &mut clients, plan).await;
+        stop_driver(process, &work_dir, &pool)?;
+        let summary = qos_bench::markdown(&result?.write(&cli.output)?);
+        if let Some(page) = &cli.update_docs {
+            update_docs(page, qos_bench::DOCS_START, qos_bench::DOCS_END, &summary)?;
+        }
+        println!("{summary}");
+        return Ok(());
+    }
+    if let Some(Benchmark::Pgbench {
+        clients: client_counts,
+        scale,
+        memory_mib,
+        shared_buffers_mib,
+        plot_copy,
+    }) = &cli.command
+    {
+        let plan = pgbench::Plan {
+            clients: client_counts.clone(),
+            rounds: cli.rounds,
+            runtime_s: cli.runtime,
+            scale: *scale,
+            memory_limit_mib: *memory_mib,
+            shared_buffers_mib: *shared_buffers_mib,
+        };
+        let started_utc =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let size = cli.size_mib << 20;
+        let measured = pgbench::sides::measure(&mut clients, &work_dir, &pool, size, &plan).await;
+        stop_driver(process, &work_dir, &pool)?;
+        let (volume, raw, postgres_version) = measured?;
+        let result = pgbench::PgbenchReport {
+            started_utc,
+            machine: report::machine(&work_dir),
+            plan,
+            postgres_version,
+            volume_size_bytes: size,
+            volume,
+            raw,
+        };
+        let summary = pgbench::sides::write(&result, &cli.output, plot_copy.as_deref())?;
+        if let Some(page) = &cli.update_docs {
+            update_docs(page, pgbench::DOCS_START, pgbench::DOCS_END, &summary)?;
+        }
+        println!("{summary}");
+        return Ok(());
+    }
     if let Some(Benchmark::Latency {
         rates,
         depths,
@@ -218,7 +334,15 @@ async fn start_driver(
         pools: vec![("default".into(), pool.clone())],
         state_dir: work_dir.join("state"),
         log_file: Some(work_dir.join("driver.log")),
-        extra_args: fastvirt_csi::local::on_the_host_disk(),
+        extra_args: [
+            fastvirt_csi::local::on_the_host_disk(),
+            // The qos benchmark's pod is published under a kubelet-like directory.
+            vec![
+                "--kubelet-dir".into(),
+                work_dir.join("kubelet").display().to_string(),
+            ],
+        ]
+        .concat(),
     };
     eprintln!("starting fastvirt-csi on pool {}", pool.display());
     let (process, clients) = DriverProcess::start(args).await?;
@@ -322,6 +446,59 @@ async fn run_latency(
     })
 }
 
+/// The pod of the qos benchmark (a UID as kubelet names pods' directories and cgroups).
+const QOS_POD: &str = "fa57b1c0-0000-4000-8000-00000000b0a7";
+
+async fn run_qos(
+    cli: &Cli,
+    work_dir: &Path,
+    pool: &Path,
+    clients: &mut Clients,
+    plan: qos_bench::Plan,
+) -> anyhow::Result<qos_bench::QosReport> {
+    use fastvirt_csi::local::pod_cgroups::{PodCgroups, block_publish_path};
+    let hierarchies =
+        fastvirt_csi::qos::consumers::Hierarchies::discover(Path::new("/sys/fs/cgroup"));
+    if hierarchies.0.is_empty() {
+        bail!(
+            "no cgroup hierarchy here throttles block I/O (no v1 blkio, no io controller in cgroup v2)"
+        );
+    }
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let size = cli.size_mib << 20;
+    let engine = fio::engine();
+    let name = "bench-qos";
+    let id = kubelet::create(clients, name, size).await?;
+    let staging = work_dir.join("kubelet/staging").join(name);
+    let target = block_publish_path(&work_dir.join("kubelet"), name, QOS_POD);
+    kubelet::stage(clients, &id, &staging).await?;
+    kubelet::publish(clients, &id, &staging, &target).await?;
+    nix::unistd::sync();
+    fio::fill(&target, size, engine)?;
+    let device = fastvirt_csi::qos::cgroup::DeviceNumber::from_rdev(
+        std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&target)?),
+    );
+    let pod = PodCgroups::create(&hierarchies, "bench-qos", QOS_POD);
+    pod.enter()?;
+    let measured = qos_bench::run(clients, &id, &target, &pod, device, size, &plan, engine).await;
+    pod.leave()?;
+    drop(pod);
+    kubelet::unpublish(clients, &id, &target).await?;
+    kubelet::unstage(clients, &id, &staging).await?;
+    kubelet::delete(clients, &id).await?;
+    let (max_iops, limit_iops, points) = measured?;
+    Ok(qos_bench::QosReport {
+        started_utc,
+        machine: report::machine(pool),
+        plan,
+        volume_size_bytes: size,
+        fio_engine: engine.to_owned(),
+        max_iops,
+        limit_iops,
+        points,
+    })
+}
+
 fn write_latency(
     cli: &Cli,
     result: latency::LatencyReport,
@@ -330,16 +507,7 @@ fn write_latency(
     std::fs::create_dir_all(&cli.output)?;
     let plot = cli.output.join("latency.png");
     latency::plot(&result, &plot)?;
-    let plot_name = match plot_copy {
-        Some(copy) => {
-            std::fs::copy(&plot, copy)
-                .with_context(|| format!("copying the plot to {}", copy.display()))?;
-            copy.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        }
-        None => "latency.png".to_owned(),
-    };
+    let plot_name = report::copy_plot(&plot, plot_copy)?;
     let summary = latency::markdown(&result, &plot_name);
     std::fs::write(
         cli.output.join("latency.json"),

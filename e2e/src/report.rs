@@ -25,6 +25,53 @@ pub struct Machine {
     pub pool_device_rotational: Option<bool>,
 }
 
+impl Machine {
+    /// "2 × CPU model, 24 GiB, Linux 6.18, pool on /dev/vda (ext4)", for the reports' first line.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} × {}, {:.0} GiB, Linux {}, pool on {} ({})",
+            self.cpus,
+            self.cpu_model,
+            self.memory_gib,
+            self.kernel,
+            self.pool_device,
+            self.pool_filesystem
+        )
+    }
+}
+
+/// A machine for the reports' unit tests.
+#[cfg(test)]
+pub(crate) fn example_machine() -> Machine {
+    Machine {
+        cpus: 2,
+        cpu_model: "test".into(),
+        memory_gib: 24.0,
+        kernel: "6.18".into(),
+        pool_filesystem: "ext4".into(),
+        pool_device: "vda".into(),
+        pool_device_rotational: Some(false),
+    }
+}
+
+/// Copies the plot at `plot` to `copy` if asked, and returns the name the Markdown links it by:
+/// the copy's file name, or the plot's own.
+pub fn copy_plot(plot: &Path, copy: Option<&Path>) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let named = match copy {
+        Some(copy) => {
+            std::fs::copy(plot, copy)
+                .with_context(|| format!("copying the plot to {}", copy.display()))?;
+            copy
+        }
+        None => plot,
+    };
+    Ok(named
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub volume_size_bytes: u64,

@@ -218,3 +218,103 @@ fn latency_benchmark_draws_both_curves() {
         "{page}"
     );
 }
+
+#[test]
+fn pgbench_benchmark_measures_both_sides() {
+    if let Some(reason) = common::skip_reason(&["setpriv"]) {
+        eprintln!("SKIP pgbench_benchmark_measures_both_sides: {reason}");
+        return;
+    }
+    if let Err(error) = fastvirt_e2e::pgbench::bin_dir() {
+        eprintln!("SKIP pgbench_benchmark_measures_both_sides: {error}");
+        return;
+    }
+    if !Path::new(fastvirt_e2e::latency::FONT).exists() {
+        eprintln!(
+            "SKIP pgbench_benchmark_measures_both_sides: no {} (scripts/install-deps.sh installs fonts-dejavu-core)",
+            fastvirt_e2e::latency::FONT
+        );
+        return;
+    }
+    let (work, output, docs) = run_dirs("bench-pgbench", "pgbench");
+    let report = run_bench(
+        bench(&work)
+            .arg("--quick")
+            .arg("pgbench")
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "pgbench.json",
+    );
+    for side in ["volume", "raw"] {
+        let points = report[side]["points"].as_array().unwrap();
+        assert_eq!(
+            points
+                .iter()
+                .map(|p| p["clients"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1, 4],
+            "quick: 1 and 4 clients"
+        );
+        for point in points {
+            assert!(point["tps"].as_f64().unwrap() > 0.0, "{side}: {point}");
+            assert!(
+                point["latency_ms"].as_f64().unwrap() > 0.0,
+                "{side}: {point}"
+            );
+        }
+        // The data set is what pgbench -i made at scale 2: two hundred thousand accounts.
+        let bytes = report[side]["database_bytes"].as_u64().unwrap();
+        assert!(bytes > 20 << 20, "{side}: {bytes} bytes of database");
+    }
+    let bytes = std::fs::read(output.join("pgbench.png")).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(
+        page.contains("| 4 |") && !page.contains("\nold\n") && page.ends_with("kept\n"),
+        "{page}"
+    );
+}
+
+#[test]
+fn qos_benchmark_caps_the_limited_side() {
+    if let Some(reason) = common::skip_reason(&["fio"]) {
+        eprintln!("SKIP qos_benchmark_caps_the_limited_side: {reason}");
+        return;
+    }
+    if fastvirt_csi::qos::consumers::Hierarchies::discover(Path::new("/sys/fs/cgroup"))
+        .0
+        .is_empty()
+    {
+        eprintln!(
+            "SKIP qos_benchmark_caps_the_limited_side: no cgroup hierarchy here throttles block I/O"
+        );
+        return;
+    }
+    let (work, output, docs) = run_dirs("bench-qos", "qos");
+    let report = run_bench(
+        bench(&work)
+            .arg("--quick")
+            .arg("qos")
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "qos.json",
+    );
+    let limit = report["limit_iops"].as_f64().unwrap();
+    assert!(limit > 0.0 && limit < report["max_iops"].as_f64().unwrap());
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "quick: 50 and 150 % of the limit");
+    // Offered half the limit, both settings get what is offered; offered one and a half times
+    // the limit, the limited one gets no more than the limit (with the kernel's slack), the other
+    // more than the limit.
+    let achieved = |p: &serde_json::Value, side: &str| p[side]["achieved_iops"].as_f64().unwrap();
+    assert!(achieved(&points[0], "limited") < limit, "{report}");
+    assert!(achieved(&points[1], "limited") <= limit * 1.1, "{report}");
+    assert!(achieved(&points[1], "unlimited") > limit * 1.1, "{report}");
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(
+        page.contains("| 150 % (") && !page.contains("\nold\n") && page.ends_with("kept\n"),
+        "{page}"
+    );
+}

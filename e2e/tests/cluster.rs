@@ -30,6 +30,8 @@ mod node_facts;
 mod plugin_metrics;
 #[path = "cluster/pool_following.rs"]
 mod pool_following;
+#[path = "cluster/qos.rs"]
+mod qos;
 
 const POOL: &str = "local";
 
@@ -71,6 +73,37 @@ fn describe(kubectl: &Kubectl, pod: &str) -> String {
     kubectl
         .run(&["describe", "pod", pod, "-n", TEST_NS])
         .unwrap_or_default()
+}
+
+/// The PersistentVolume bound to a claim of the test namespace.
+fn claim_volume(kubectl: &Kubectl, claim: &str) -> String {
+    kubectl
+        .run(&[
+            "get",
+            "pvc",
+            claim,
+            "-n",
+            TEST_NS,
+            "-o",
+            "jsonpath={.spec.volumeName}",
+        ])
+        .unwrap_or_else(|e| panic!("the volume of claim {claim}: {e:#}"))
+}
+
+/// A merge patch of a claim in the test namespace.
+fn patch_claim(kubectl: &Kubectl, claim: &str, patch: &str) {
+    kubectl
+        .run(&[
+            "patch",
+            "pvc",
+            claim,
+            "-n",
+            TEST_NS,
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+        .unwrap_or_else(|e| panic!("patching claim {claim} with {patch}: {e:#}"));
 }
 
 fn delete(kubectl: &Kubectl, kind: &str, name: &str) {
@@ -157,6 +190,7 @@ fn fastvirt_in_a_real_cluster() {
     capacity_decides_the_node(&kubectl, &state);
     filesystem_grows_in_a_running_pod(&kubectl);
     plugin_metrics::the_plugin_reports_a_volumes_io(&kubectl);
+    qos::a_class_change_changes_a_running_pods_cap(&kubectl);
     snapshot_restores_the_data(&kubectl);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
     chaos::node_plugin_kills_and_an_apiserver_restart_lose_nothing(&kubectl, &state);
@@ -346,18 +380,11 @@ fn filesystem_grows_in_a_running_pod(kubectl: &Kubectl) {
         Ok(size)
     };
     let before = wait(kubectl, "df in the pod", 60, || Ok(size_kib().ok()));
-    kubectl
-        .run(&[
-            "patch",
-            "pvc",
-            claim,
-            "-n",
-            TEST_NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
-        ])
-        .expect("resize request");
+    patch_claim(
+        kubectl,
+        claim,
+        r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+    );
     let after = wait(
         kubectl,
         "the filesystem grown in the running pod",

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 const KUBERNETES_VERSION: &str = "1.37.0";
 const NODE_DAEMONSET: &str = "fastvirt-node";
+const CONTROLLER: &str = "fastvirt-controller";
 const AGENT_DAEMONSET: &str = "fastvirt-agent";
 const OPERATOR: &str = "fastvirt-operator";
 const INSTALL_CHECK: &str = "fastvirt-install-check";
@@ -279,7 +280,7 @@ fn rendered_objects_validate_against_kubernetes_schemas() {
             &[],
             &[
                 "agent.enabled=false",
-                "node.sidecars.resizer.enabled=false",
+                "controller.enabled=false",
                 "node.sidecars.snapshotter.enabled=false",
                 "operator.metrics.service.enabled=false",
                 "operator.replicas=1",
@@ -436,7 +437,6 @@ fn socket_paths_agree_between_plugin_sidecars_and_kubelet() {
         for sidecar in [
             "node-driver-registrar",
             "csi-provisioner",
-            "csi-resizer",
             "csi-snapshotter",
             "liveness-probe",
         ] {
@@ -519,15 +519,31 @@ fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
         Some("spec.nodeName")
     );
 
-    let resizer = container(pod, "csi-resizer").unwrap();
+    // The cluster's one resizer only records sizes: the volume's node grows it.
+    assert_eq!(
+        flag_value(container(pod, "fastvirt-csi").unwrap(), "--expansion"),
+        Some("node")
+    );
+    assert!(
+        container(pod, "csi-resizer").is_err(),
+        "one resizer per cluster, not per node"
+    );
+    let controller = pod_spec(&manifest, "Deployment", CONTROLLER);
+    let resizer = container(controller, "csi-resizer").unwrap();
     assert_eq!(
         flag_value(resizer, "--handle-volume-inuse-error"),
         Some("false")
     );
-    // One resizer per node: only node-side expansion makes them agree (see fastvirt-csi --expansion).
+    assert!(has_flag(resizer, "--leader-election"));
+    assert!(has_flag(resizer, "--extra-modify-metadata"));
+    let central = container(controller, "fastvirt-csi").unwrap();
+    assert_eq!(flag_value(central, "--mode"), Some("controller"));
+    assert_eq!(flag_value(central, "--expansion"), Some("node"));
+    assert_eq!(flag_value(central, "--kube-api"), Some("true"));
+    // Both containers meet at one socket.
     assert_eq!(
-        flag_value(container(pod, "fastvirt-csi").unwrap(), "--expansion"),
-        Some("node")
+        flag_value(central, "--endpoint").and_then(|e| e.strip_prefix("unix://")),
+        flag_value(resizer, "--csi-address")
     );
 
     // The plugin's liveness probe asks the livenessprobe sidecar, which must listen there.
@@ -587,8 +603,15 @@ fn sidecars_run_in_distributed_mode_with_capacity_tracking() {
             built["PROVISIONER_VERSION"]
         )
     );
+    let controller_images: BTreeMap<&str, &str> =
+        pod_spec(&manifest, "Deployment", CONTROLLER)["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["image"].as_str().unwrap()))
+            .collect();
     assert_eq!(
-        images["csi-resizer"],
+        controller_images["csi-resizer"],
         format!(
             "registry.k8s.io/sig-storage/csi-resizer:{}",
             built["RESIZER_VERSION"]
@@ -659,12 +682,12 @@ fn optional_sidecars_can_be_left_out() {
     let manifest = render(
         &[],
         &[
-            "node.sidecars.resizer.enabled=false",
+            "controller.enabled=false",
             "node.sidecars.snapshotter.enabled=false",
         ],
     );
     let pod = pod_spec(&manifest, "DaemonSet", NODE_DAEMONSET);
-    assert!(container(pod, "csi-resizer").is_err());
+    assert!(manifest.get("Deployment", CONTROLLER).is_err());
     assert!(container(pod, "csi-snapshotter").is_err());
     let grants = manifest.grants_of(NAMESPACE, NODE_DAEMONSET).unwrap();
     assert!(
@@ -1065,6 +1088,7 @@ fn rbac_grants_exactly_what_each_binary_calls() {
     assert_exact_rbac(&manifest, OPERATOR, fastvirt_operator::rbac::REQUIRED);
     assert_exact_rbac(&manifest, AGENT_DAEMONSET, fastvirt_agent::rbac::REQUIRED);
     assert_exact_rbac(&manifest, NODE_DAEMONSET, chart::NODE_SIDECARS);
+    assert_exact_rbac(&manifest, CONTROLLER, chart::CONTROLLER);
 
     // The one DaemonSet the operator may patch is the node plugin it restarts.
     let daemonset_grants: Vec<_> = manifest
@@ -1086,6 +1110,10 @@ fn rbac_grants_exactly_what_each_binary_calls() {
     assert_eq!(
         pod_spec(&manifest, "DaemonSet", NODE_DAEMONSET)["serviceAccountName"],
         NODE_DAEMONSET
+    );
+    assert_eq!(
+        pod_spec(&manifest, "Deployment", CONTROLLER)["serviceAccountName"],
+        CONTROLLER
     );
     assert_eq!(
         pod_spec(&manifest, "DaemonSet", AGENT_DAEMONSET)["serviceAccountName"],
@@ -1649,9 +1677,19 @@ fn every_dashboard_query_names_a_metric_the_plugin_exports() {
     .expect("the dashboard is JSON");
     // What the plugin's registry encodes once it has answered a call: each family's TYPE line,
     // and the sample names the exposition format gives each type.
+    let pools = std::sync::Arc::new(fastvirt_csi::pool_set::PoolSet::files(5, 100));
+    let qos = fastvirt_csi::qos::QosEnforcer::new(
+        std::sync::Arc::clone(&pools),
+        fastvirt_csi::qos::QosPaths {
+            kubelet_dir: "/nonexistent".into(),
+            cgroup_root: "/nonexistent".into(),
+            proc_dir: "/nonexistent".into(),
+        },
+    );
     let metrics = fastvirt_csi::metrics::Metrics::new(
-        std::sync::Arc::new(fastvirt_csi::pool_set::PoolSet::files(5, 100)),
+        pools,
         "/sys/block".into(),
+        Some(std::sync::Arc::new(qos)),
     );
     let answer = tower::service_fn(|_: http::Request<()>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(()))

@@ -93,6 +93,7 @@ impl MemoryBackend {
                 thin: false,
                 created_unix: 1_700_000_000,
                 source,
+                qos: None,
             },
         );
     }
@@ -204,6 +205,7 @@ impl Backend for MemoryBackend {
             thin: spec.thin,
             created_unix: 1_700_000_001,
             source: spec.source.as_ref().map(ToString::to_string),
+            qos: (!spec.qos.is_unlimited()).then_some(spec.qos),
         };
         self.state()
             .volumes
@@ -289,6 +291,20 @@ impl Backend for MemoryBackend {
             .get_mut(&record.id)
             .ok_or_else(|| BackendError::NotFound(record.id.clone()))?;
         stored.capacity_bytes = stored.capacity_bytes.max(new_size);
+        Ok(stored.clone())
+    }
+
+    fn set_qos(
+        &self,
+        record: &VolumeRecord,
+        qos: fastvirt_csi::qos::QosLimits,
+    ) -> Result<VolumeRecord, BackendError> {
+        let mut state = self.state();
+        let stored = state
+            .volumes
+            .get_mut(&record.id)
+            .ok_or_else(|| BackendError::NotFound(record.id.clone()))?;
+        stored.qos = (!qos.is_unlimited()).then_some(qos);
         Ok(stored.clone())
     }
 }

@@ -3,6 +3,7 @@
 use crate::pool_objects::{class_name, owned_metadata};
 use fastvirt_api::BlockPool;
 use fastvirt_api::block_pool::{FsType, ReclaimPolicy, VolumeBindingMode};
+use fastvirt_api::volume_qos::QosChange;
 use k8s_openapi::api::storage::v1::StorageClass;
 use std::collections::BTreeMap;
 
@@ -16,9 +17,11 @@ pub enum BuildError {
     #[error("storageClass.parameters.{0} is set by the operator from the pool; remove it")]
     ReservedParameter(String),
     #[error(
-        "storageClass.parameters.{0} is not a parameter fastvirt-csi accepts: it takes only pool, thin and fsType, which the operator sets from the pool, and a class with another key could never provision nor report capacity"
+        "storageClass.parameters.{0} is not a parameter fastvirt-csi accepts: it takes pool, thin and fsType, which the operator sets from the pool, and the I/O limits readIOPS, writeIOPS, readBPS and writeBPS; a class with another key could never provision nor report capacity"
     )]
     UnknownParameter(String),
+    #[error("storageClass.parameters: {0}")]
+    BadLimit(String),
     #[error("storageClass.mountOptions apply to filesystem volumes, but the class is blockOnly")]
     MountOptionsOnBlockOnly,
 }
@@ -34,10 +37,14 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
     {
         return Err(BuildError::ReservedParameter(key.clone()));
     }
-    // The driver refuses keys it does not know (GetCapacity and CreateVolume alike), and
-    // external-provisioner refuses unknown csi.storage.k8s.io/ keys: say so here, not in Pending PVCs.
-    if let Some(key) = template.parameters.keys().next() {
-        return Err(BuildError::UnknownParameter(key.clone()));
+    // The driver refuses keys it does not know and limits it cannot apply (GetCapacity and
+    // CreateVolume alike), and external-provisioner refuses unknown csi.storage.k8s.io/ keys: say
+    // so here, not in Pending PVCs.
+    let mut limits = QosChange::default();
+    for (key, value) in &template.parameters {
+        if !limits.take(key, value).map_err(BuildError::BadLimit)? {
+            return Err(BuildError::UnknownParameter(key.clone()));
+        }
     }
     if template.block_only && !template.mount_options.is_empty() {
         return Err(BuildError::MountOptionsOnBlockOnly);

@@ -88,6 +88,28 @@ fn parameters_the_driver_does_not_take_are_refused() {
 }
 
 #[test]
+fn io_limits_pass_to_the_class_and_bad_ones_are_explained() {
+    let mut pool: BlockPool = load("tests/fixtures/pool-fs.yaml");
+    let parameters = &mut pool.spec.storage_class.parameters;
+    parameters.insert("readIOPS".into(), "2000".into());
+    parameters.insert("writeBPS".into(), "104857600".into());
+    let class = build(&pool).unwrap();
+    let rendered = class.parameters.as_ref().unwrap();
+    assert_eq!(rendered["readIOPS"], "2000");
+    assert_eq!(rendered["writeBPS"], "104857600");
+
+    pool.spec
+        .storage_class
+        .parameters
+        .insert("writeIOPS".into(), "0".into());
+    let error = build(&pool).unwrap_err();
+    assert!(
+        matches!(&error, BuildError::BadLimit(m) if m.contains("writeIOPS must be at least 1")),
+        "{error}"
+    );
+}
+
+#[test]
 fn invalid_pools_are_explained() {
     let mut pool = example_pool();
     pool.spec

@@ -25,6 +25,9 @@ block.fastvirt.io
 {{- define "fastvirt.operator.fullname" -}}
 {{- printf "%s-operator" (include "fastvirt.fullname" . | trunc 54 | trimSuffix "-") }}
 {{- end }}
+{{- define "fastvirt.controller.fullname" -}}
+{{- printf "%s-controller" (include "fastvirt.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
 {{- define "fastvirt.node.fullname" -}}
 {{- printf "%s-node" (include "fastvirt.fullname" . | trunc 58 | trimSuffix "-") }}
 {{- end }}

@@ -10,6 +10,7 @@ pub mod privacy;
 
 use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::mountinfo::MountEntry;
+use crate::qos::QosLimits;
 use clone::CloneMethod;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ pub struct VolumeRecord {
     /// The snapshot or volume ID this volume was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// I/O limits (absent: unlimited), kept in force by the node's QoS enforcer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<QosLimits>,
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -78,6 +82,8 @@ pub struct CreateSpec {
     pub thin: bool,
     /// Content to start from; the volume is at least as large as the source.
     pub source: Option<ContentSource>,
+    /// I/O limits from the StorageClass and VolumeAttributesClass.
+    pub qos: QosLimits,
 }
 
 /// Space in a pool.
@@ -204,4 +210,6 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), BackendError>;
     /// Grows a volume to `new_size` bytes and lets an attached device see the new size.
     fn expand(&self, record: &VolumeRecord, new_size: u64) -> Result<VolumeRecord, BackendError>;
+    /// Records new I/O limits for a volume (the node's enforcer applies them).
+    fn set_qos(&self, record: &VolumeRecord, qos: QosLimits) -> Result<VolumeRecord, BackendError>;
 }

@@ -1,15 +1,17 @@
 //! The node plugin's Prometheus metrics, served at `/metrics` on `--metrics-port`: every CSI call
 //! by method and gRPC code with its latency ([`rpc`]), and each pool's space and each attached
-//! volume's I/O, read when scraped ([`storage`]). Every name starts with `fastvirt_csi_`;
+//! volume's I/O, read when scraped ([`storage`]), and the I/O limits in force ([`qos`]). Every name starts with `fastvirt_csi_`;
 //! `docs/configuration.md` lists them.
 
 mod blockstat;
+mod qos;
 mod rpc;
 mod storage;
 
 pub use rpc::RpcMetricsLayer;
 
 use crate::pool_set::PoolSet;
+use crate::qos::QosEnforcer;
 use crate::server::ServeError;
 use axum::Router;
 use axum::extract::State;
@@ -32,11 +34,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of `pools`, whose devices' counters are under `sys_block` (`/sys/block`).
-    pub fn new(pools: Arc<PoolSet>, sys_block: PathBuf) -> Arc<Self> {
+    /// Metrics of `pools`, whose devices' counters are under `sys_block` (`/sys/block`), and of
+    /// the limits `qos` keeps in force (a node plugin's).
+    pub fn new(
+        pools: Arc<PoolSet>,
+        sys_block: PathBuf,
+        qos: Option<Arc<QosEnforcer>>,
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix(PREFIX);
         let rpc = rpc::RpcMetrics::register(&mut registry);
         registry.register_collector(Box::new(storage::StorageCollector::new(pools, sys_block)));
+        if let Some(qos) = qos {
+            registry.register_collector(Box::new(qos::QosCollector::new(qos)));
+        }
         Arc::new(Self { registry, rpc })
     }
 

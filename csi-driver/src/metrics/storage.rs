@@ -92,7 +92,7 @@ impl StorageCollector {
     }
 }
 
-fn gauges<L: EncodeLabelSet>(
+pub(super) fn gauges<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -118,7 +118,7 @@ fn counters<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn bytes(value: u64) -> i64 {
+pub(super) fn bytes(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -13,6 +13,7 @@ use crate::ids::{PoolName, VolumeId};
 use crate::locks::{OperationGuard, OperationLocks};
 use crate::pool_set::PoolSet;
 use crate::proto::Topology;
+use crate::qos::QosEnforcer;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,13 +33,30 @@ pub struct Driver {
     pub max_volumes_per_node: i64,
     pub serves_controller: bool,
     pub expansion: crate::config::Expansion,
+    /// Keeps volumes' I/O limits in force; woken when limits or attachments change.
+    pub qos: Arc<QosEnforcer>,
+    /// The Kubernetes API, with `--kube-api`: I/O limits of volumes on other nodes.
+    pub kube: Option<KubeApi>,
+}
+
+/// A Kubernetes client (kube's own has no `Debug`).
+#[derive(Clone)]
+pub struct KubeApi(pub kube::Client);
+
+impl std::fmt::Debug for KubeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeApi")
+    }
 }
 
 impl Driver {
     pub fn new(config: &Config, pools: PoolSet) -> Self {
+        let pools = Arc::new(pools);
         Self {
+            qos: Arc::new(QosEnforcer::new(Arc::clone(&pools), config.qos_paths())),
+            kube: None,
             node_id: config.node_id.clone(),
-            pools: Arc::new(pools),
+            pools,
             locks: OperationLocks::default(),
             max_volumes_per_node: config.max_volumes_per_node,
             serves_controller: config.mode.serves_controller(),

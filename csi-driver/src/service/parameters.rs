@@ -4,6 +4,7 @@
 use super::Driver;
 use crate::filesystem::FsType;
 use crate::ids::PoolName;
+use crate::qos::{LimitKind, QosChange, QosLimits};
 use std::collections::HashMap;
 use tonic::Status;
 
@@ -24,6 +25,8 @@ pub struct VolumeParameters {
     pub thin: bool,
     /// The filesystem for mount capabilities that name none.
     pub fs_type: Option<FsType>,
+    /// I/O limits the StorageClass gives every volume (a VolumeAttributesClass may change them).
+    pub qos: QosLimits,
 }
 
 /// Parses StorageClass parameters; unknown keys are refused so a typo never goes unnoticed.
@@ -34,6 +37,7 @@ pub fn parse_parameters(
     let mut pool = None;
     let mut thin = false;
     let mut fs_type = None;
+    let mut qos = QosChange::default();
     for (key, value) in parameters {
         match key.as_str() {
             PARAM_POOL => {
@@ -55,6 +59,9 @@ pub fn parse_parameters(
                 }
             }
             key if key.starts_with(SIDECAR_PARAM_PREFIX) => {}
+            key if LimitKind::from_parameter(key).is_some() => {
+                qos.take(key, value).map_err(Status::invalid_argument)?;
+            }
             // Also the legacy StorageClass key, which external-provisioner passes through (the
             // capability then carries the same value).
             key if key.eq_ignore_ascii_case(PARAM_FS_TYPE) => {
@@ -71,8 +78,9 @@ pub fn parse_parameters(
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown parameter {:?}; supported: pool, thin, fsType",
-                    crate::ids::truncate_for_message(other)
+                    "unknown parameter {:?}; supported: pool, thin, fsType, {}",
+                    crate::ids::truncate_for_message(other),
+                    crate::qos::limits::parameter_list()
                 )));
             }
         }
@@ -94,7 +102,26 @@ pub fn parse_parameters(
         pool,
         thin,
         fs_type,
+        qos: qos.applied_to(QosLimits::default()),
     })
+}
+
+/// The limits of a new volume: the StorageClass's, then the VolumeAttributesClass's
+/// (`mutable_parameters`) over them. Only limits are mutable; any other key is INVALID_ARGUMENT.
+pub fn creation_limits(
+    storage_class: QosLimits,
+    mutable_parameters: &HashMap<String, String>,
+) -> Result<QosLimits, Status> {
+    Ok(mutable_change(mutable_parameters)?.applied_to(storage_class))
+}
+
+/// The limits a VolumeAttributesClass or ControllerModifyVolume names. Keys external-resizer adds
+/// with `--extra-modify-metadata` (`csi.storage.k8s.io/...`) are ignored.
+pub fn mutable_change(mutable_parameters: &HashMap<String, String>) -> Result<QosChange, Status> {
+    QosChange::parse(mutable_parameters, |key| {
+        key.starts_with(SIDECAR_PARAM_PREFIX)
+    })
+    .map_err(Status::invalid_argument)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Harness for tests that drive the real `fastvirt-csi` binary over its socket, on real loop devices.
 #![allow(dead_code)]
 
+pub mod scrape;
 pub mod standard_clients;
 
 use fastvirt_csi::local::{Clients, DriverArgs, DriverProcess};

@@ -23,6 +23,7 @@ pub fn cluster_values(state: &State) -> serde_json::Value {
         "logFormat": "text",
         "kubeletDir": layout.kubelet_dir,
         "operator": {"replicas": 1, "image": image("fastvirt-operator")},
+        "controller": {"replicas": 1},
         "node": {
             "image": image("fastvirt-csi"),
             "builtinRegistration": true,

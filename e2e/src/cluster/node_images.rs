@@ -97,17 +97,25 @@ fn image_specs(
     Ok(specs)
 }
 
-/// `repository:tag` of a sidecar in the chart's values.yaml.
+/// `repository:tag` of a sidecar in the chart's values.yaml: `node.sidecars.<key>`, or
+/// `controller.<key>` (the resizer, which older charts ran on every node).
 pub fn chart_sidecar_image(repo: &Path, key: &str) -> Result<String> {
     let path = repo.join("charts/fastvirt/values.yaml");
     let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
         .with_context(|| format!("reading {}", path.display()))?;
-    let image = &values["node"]["sidecars"][key]["image"];
-    let (Some(repository), Some(tag)) = (image["repository"].as_str(), image["tag"].as_str())
-    else {
-        bail!("{} has no node.sidecars.{key}.image", path.display());
-    };
-    Ok(format!("{repository}:{tag}"))
+    for image in [
+        &values["node"]["sidecars"][key]["image"],
+        &values["controller"][key]["image"],
+    ] {
+        if let (Some(repository), Some(tag)) = (image["repository"].as_str(), image["tag"].as_str())
+        {
+            return Ok(format!("{repository}:{tag}"));
+        }
+    }
+    bail!(
+        "{} has no node.sidecars.{key}.image nor controller.{key}.image",
+        path.display()
+    )
 }
 
 pub(super) fn fastvirt_binaries(options: &UpOptions) -> Result<PathBuf> {

@@ -263,7 +263,7 @@ fn plugin_restarts(kubectl: &Kubectl) -> usize {
 }
 
 /// SIGKILLs the node plugin running in a container (not the extra nodes' plugins, which run on
-/// the host), found on the host so that it works while the API server is away. Waits for one to
+/// the host, nor the controller's pool-less one), found on the host so that it works while the API server is away. Waits for one to
 /// be running first: the previous kill's replacement may still be starting.
 fn kill_node_plugin() -> i32 {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -292,7 +292,11 @@ fn containerized_plugin() -> Option<i32> {
         .find(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            // The controller Deployment runs a fastvirt-csi too, in `--mode=controller`.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let node_plugin = cmdline.split(|b| *b == 0).any(|arg| arg == b"--mode=all");
             comm.trim() == "fastvirt-csi"
+                && node_plugin
                 && cgroup.contains("kubepods")
                 && cluster::process::pid_alive(*pid)
         })

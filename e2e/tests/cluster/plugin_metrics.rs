@@ -2,14 +2,14 @@
 //! Prometheus would reach the pod): while a pod writes to a Block claim, the volume's written
 //! bytes grow under its PersistentVolume's name, and the calls that attached it are counted.
 
-use super::{POOL, TEST_NS, apply, delete, node_plugin_pod, pod, pod_phase, pvc, wait};
+use super::{POOL, apply, claim_volume, delete, node_plugin_pod, pod, pod_phase, pvc, wait};
 use fastvirt_e2e::cluster;
 use fastvirt_e2e::cluster::kubectl::Kubectl;
 
 /// The chart's default `node.metrics.port`.
 const METRICS_PORT: u16 = 9811;
 
-fn scrape(kubectl: &Kubectl) -> anyhow::Result<String> {
+pub fn scrape(kubectl: &Kubectl) -> anyhow::Result<String> {
     // The chart's DaemonSet runs only on the node with a kubelet.
     let name = node_plugin_pod(kubectl)?.ok_or_else(|| anyhow::anyhow!("no ready node plugin"))?;
     kubectl.run(&[
@@ -22,9 +22,10 @@ fn scrape(kubectl: &Kubectl) -> anyhow::Result<String> {
     ])
 }
 
-fn value(text: &str, name: &str, label: &str) -> Option<f64> {
+/// The value of the sample named `name` whose labels include every one of `labels`.
+pub fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
@@ -44,28 +45,18 @@ pub fn the_plugin_reports_a_volumes_io(kubectl: &Kubectl) {
     wait(kubectl, "the writer running", 180, || {
         Ok((pod_phase(kubectl, writer)? == "Running").then_some(()))
     });
-    let pv = kubectl
-        .run(&[
-            "get",
-            "pvc",
-            claim,
-            "-n",
-            TEST_NS,
-            "-o",
-            "jsonpath={.spec.volumeName}",
-        ])
-        .expect("the claim's volume");
+    let pv = claim_volume(kubectl, claim);
     let label = format!("persistentvolume=\"{pv}\"");
     let text = wait(kubectl, "the volume's writes in /metrics", 120, || {
         let text = scrape(kubectl)?;
-        let written = value(&text, "fastvirt_csi_volume_written_bytes_total", &label);
+        let written = value(&text, "fastvirt_csi_volume_written_bytes_total", &[&label]);
         Ok(written.filter(|w| *w >= (4 << 20) as f64).map(|_| text))
     });
     for method in ["NodeStageVolume", "NodePublishVolume", "CreateVolume"] {
         let ok = value(
             &text,
             "fastvirt_csi_rpc_requests_total",
-            &format!("method=\"{method}\",code=\"OK\""),
+            &[&format!("method=\"{method}\",code=\"OK\"")],
         );
         assert!(ok.is_some_and(|n| n >= 1.0), "{method}: {text}");
     }
@@ -73,7 +64,7 @@ pub fn the_plugin_reports_a_volumes_io(kubectl: &Kubectl) {
         value(
             &text,
             "fastvirt_csi_pool_healthy",
-            &format!("pool=\"{POOL}\"")
+            &[&format!("pool=\"{POOL}\"")]
         ) == Some(1.0),
         "{text}"
     );

@@ -230,6 +230,30 @@ fn main() {
         },
     );
 
+    let t = "rpc_controller_modify_volume";
+    seeds.write(
+        t,
+        "limits",
+        &ControllerModifyVolumeRequest {
+            volume_id: seed.clone(),
+            mutable_parameters: HashMap::from([
+                ("readIOPS".to_owned(), "500".to_owned()),
+                ("writeBPS".to_owned(), "10485760".to_owned()),
+                ("csi.storage.k8s.io/pv/name".to_owned(), "pvc-1".to_owned()),
+            ]),
+            ..Default::default()
+        },
+    );
+    seeds.write(
+        t,
+        "unlimited",
+        &ControllerModifyVolumeRequest {
+            volume_id: fast.clone(),
+            mutable_parameters: HashMap::from([("writeIOPS".to_owned(), "unlimited".to_owned())]),
+            ..Default::default()
+        },
+    );
+
     let t = "rpc_validate_volume_capabilities";
     seeds.write(
         t,

@@ -20,6 +20,7 @@ use super::{overcommit, placement, privacy};
 use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::loopdev::{self, AttachOptions, LoopDevice, LoopError};
 use crate::mountinfo::MountEntry;
+use crate::qos::QosLimits;
 use nix::sys::statvfs::{FsFlags, statvfs};
 use std::fs::OpenOptions;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -364,6 +365,7 @@ impl Backend for FilePool {
             thin: spec.thin,
             created_unix: now_unix(),
             source: spec.source.as_ref().map(ToString::to_string),
+            qos: (!spec.qos.is_unlimited()).then_some(spec.qos),
         };
         let source = source_path.as_deref().zip(spec.source.as_ref());
         let result = self
@@ -501,6 +503,19 @@ impl Backend for FilePool {
             device.refresh_capacity().map_err(loop_error)?;
         }
         Ok(grown)
+    }
+
+    fn set_qos(&self, record: &VolumeRecord, qos: QosLimits) -> Result<VolumeRecord, BackendError> {
+        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let mut changed = record.clone();
+        changed.qos = (!qos.is_unlimited()).then_some(qos);
+        if changed != *record {
+            self.write_record(&self.record_path(&id), &changed)?;
+        }
+        Ok(changed)
     }
 
     fn attached(&self, id: &VolumeId) -> Result<Option<AttachedDevice>, BackendError> {

@@ -1,9 +1,10 @@
 //! The Controller service: creating, listing and deleting volumes in this node's pools.
 
 mod expand;
+mod modify;
 mod snapshots;
 
-use super::parameters::{PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, parse_parameters};
+use super::parameters::{PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, creation_limits, parse_parameters};
 use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::{Backend, ContentSource, CreateSpec, VolumeRecord};
@@ -16,6 +17,7 @@ use crate::proto::controller_service_capability::{self, rpc};
 use crate::proto::*;
 use expand::expand_volume;
 pub(crate) use expand::grow;
+use modify::modify_volume;
 use snapshots::{create_snapshot, delete_snapshot, list_snapshots};
 use std::collections::HashMap;
 use tonic::{Request, Response, Status};
@@ -163,6 +165,7 @@ fn create_volume(
     crate::ids::validate_volume_name(&req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let params = parse_parameters(driver, &req.parameters)?;
+    let qos = creation_limits(params.qos, &req.mutable_parameters)?;
     let mut volume_capabilities = req.volume_capabilities.clone();
     for cap in &mut volume_capabilities {
         request::default_fs_type(cap, params.fs_type);
@@ -250,9 +253,10 @@ fn create_volume(
         capacity_bytes: size,
         thin: params.thin,
         source,
+        qos,
     };
     let record = backend.create(&spec).map_err(backend_status)?;
-    tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, "created");
+    tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, %qos, "created");
     Ok(CreateVolumeResponse {
         volume: Some(csi_volume(driver, &record, &params.pool, params.fs_type)),
     })
@@ -496,6 +500,29 @@ impl Controller for ControllerService {
         .await
     }
 
+    async fn controller_modify_volume(
+        &self,
+        req: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        let driver = self.driver.clone();
+        let req = req.into_inner();
+        if let Some(client) = driver.kube.clone()
+            && !modify::is_here(&driver, &req).await?
+        {
+            return crate::qos::forward::record_on_persistent_volume(
+                &client.0,
+                &req.volume_id,
+                &req.mutable_parameters,
+            )
+            .await
+            .map(|()| Response::new(ControllerModifyVolumeResponse {}));
+        }
+        blocking("ControllerModifyVolume", move || {
+            modify_volume(&driver, req)
+        })
+        .await
+    }
+
     async fn controller_get_capabilities(
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
@@ -508,6 +535,7 @@ impl Controller for ControllerService {
             rpc::Type::CreateDeleteSnapshot,
             rpc::Type::ListSnapshots,
             rpc::Type::CloneVolume,
+            rpc::Type::ModifyVolume,
         ];
         if self.driver.expansion == crate::config::Expansion::Controller {
             capabilities.push(rpc::Type::ExpandVolume);

@@ -2,6 +2,7 @@
 //! them to pods. Every RPC reads the kernel's state (sysfs, mountinfo) instead of remembering its
 //! own, so a restarted driver picks up exactly where the last one stopped.
 
+pub mod advertised;
 mod expand;
 mod stats;
 
@@ -274,6 +275,8 @@ fn publish(
         }
     }
     mounter::bind(&source, &target, &with_read_only(&options, read_only)).map_err(mount_status)?;
+    // The pod that gets the volume gets its I/O limits too, before its containers start.
+    driver.qos.wake();
     Ok(NodePublishVolumeResponse {})
 }
 
@@ -370,6 +373,22 @@ pub fn has_sys_resource_capability() -> bool {
         .is_some_and(|caps| caps >> CAP_SYS_RESOURCE & 1 == 1)
 }
 
+/// What the Node service offers.
+pub(super) fn capabilities() -> NodeGetCapabilitiesResponse {
+    NodeGetCapabilitiesResponse {
+        capabilities: [
+            rpc::Type::StageUnstageVolume,
+            rpc::Type::GetVolumeStats,
+            rpc::Type::VolumeCondition,
+            rpc::Type::SingleNodeMultiWriter,
+            rpc::Type::ExpandVolume,
+        ]
+        .into_iter()
+        .map(rpc_capability)
+        .collect(),
+    }
+}
+
 fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
     NodeServiceCapability {
         r#type: Some(node_service_capability::Type::Rpc(
@@ -449,18 +468,7 @@ impl Node for NodeService {
         &self,
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        Ok(Response::new(NodeGetCapabilitiesResponse {
-            capabilities: [
-                rpc::Type::StageUnstageVolume,
-                rpc::Type::GetVolumeStats,
-                rpc::Type::VolumeCondition,
-                rpc::Type::SingleNodeMultiWriter,
-                rpc::Type::ExpandVolume,
-            ]
-            .into_iter()
-            .map(rpc_capability)
-            .collect(),
-        }))
+        Ok(Response::new(capabilities()))
     }
 
     async fn node_get_info(

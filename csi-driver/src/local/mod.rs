@@ -1,6 +1,8 @@
 //! Running and talking to a `fastvirt-csi` process on this machine, the way kubelet and the CSI
 //! sidecars do: over its unix socket. Used by the conformance suite, the demo and the benchmark.
 
+pub mod pod_cgroups;
+
 use crate::proto::ProbeRequest;
 use crate::proto::controller_client::ControllerClient;
 use crate::proto::identity_client::IdentityClient;
