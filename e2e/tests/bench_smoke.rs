@@ -37,6 +37,12 @@ fn bench(work: &Path) -> Command {
 /// Runs `fastvirt-bench` with `args`, requires success, and returns the JSON report `report` it
 /// wrote into `output`.
 fn run_bench(args: &mut Command, output: &Path, report: &str) -> serde_json::Value {
+    // The benchmarks share the disk and the two CPUs: one runs at a time, so no run's numbers
+    // (and the relations checked on them) depend on another running beside it.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let run = args.arg("--output").arg(output).output().unwrap();
     assert!(
         run.status.success(),

@@ -1,9 +1,10 @@
 //! StorageClass parameter parsing (`service::parameters::parse_parameters`) on `key=value` lines,
 //! on nodes with no pool, one pool, a `default` pool among others, and several pools without one.
-//! The answer must not depend on the map's iteration order.
+//! The answer must not depend on the map's iteration order; the I/O limits are the ones named.
 #![no_main]
 
 use fastvirt_csi::filesystem::FsType;
+use fastvirt_csi::qos::LimitKind;
 use fastvirt_csi::service::parameters::{SIDECAR_PARAM_PREFIX, parse_parameters};
 use fastvirt_fuzz::empty_driver;
 use libfuzzer_sys::fuzz_target;
@@ -54,9 +55,18 @@ fuzz_target!(|text: &str| {
                 key == "pool"
                     || key == "thin"
                     || key.eq_ignore_ascii_case("fsType")
+                    || LimitKind::from_parameter(key).is_some()
                     || key.starts_with(SIDECAR_PARAM_PREFIX),
                 "unknown key {key:?} accepted"
             );
+        }
+        // The I/O limits are exactly the ones named, each parsed from its own value.
+        for kind in LimitKind::ALL {
+            let named = parameters.get(kind.parameter());
+            let expected = named
+                .filter(|v| v.as_str() != "unlimited")
+                .map(|v| v.parse::<u64>().expect("an accepted limit is a number"));
+            assert_eq!(params.qos.get(kind), expected, "{}", kind.parameter());
         }
         match parameters.get("pool") {
             Some(pool) => assert_eq!(params.pool.as_str(), pool),

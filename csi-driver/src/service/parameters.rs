@@ -169,4 +169,37 @@ mod tests {
             Some(FsType::Xfs)
         );
     }
+
+    #[test]
+    fn io_limits_in_the_storage_class_and_the_attributes_class() {
+        let driver = driver_without_pools();
+        let class = HashMap::from([
+            ("pool".to_owned(), "fast".to_owned()),
+            ("readIOPS".to_owned(), "400".to_owned()),
+            ("writeBPS".to_owned(), "1048576".to_owned()),
+        ]);
+        let params = parse_parameters(&driver, &class).unwrap();
+        assert_eq!(params.qos.read_iops, Some(400));
+        assert_eq!(params.qos.write_bps, Some(1 << 20));
+        // The VolumeAttributesClass goes over the StorageClass, key by key.
+        let attributes = HashMap::from([
+            ("readIOPS".to_owned(), "200".to_owned()),
+            ("writeBPS".to_owned(), "unlimited".to_owned()),
+        ]);
+        let limits = creation_limits(params.qos, &attributes).unwrap();
+        assert_eq!(limits.read_iops, Some(200));
+        assert_eq!(limits.write_bps, None);
+        // Bad values and unknown mutable keys are INVALID_ARGUMENT.
+        for (key, value) in [("readIOPS", "0"), ("writeIOPS", "fast")] {
+            let bad = HashMap::from([
+                ("pool".to_owned(), "fast".to_owned()),
+                (key.to_owned(), value.to_owned()),
+            ]);
+            let status = parse_parameters(&driver, &bad).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{key}={value}");
+        }
+        let unknown = HashMap::from([("pool".to_owned(), "fast".to_owned())]);
+        let status = creation_limits(QosLimits::default(), &unknown).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
 }
