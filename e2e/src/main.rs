@@ -235,7 +235,8 @@ async fn main() -> anyhow::Result<()> {
             rounds: cli.rounds,
             runtime_s: cli.runtime,
         };
-        let result = run_qos(&cli, &work_dir, &pool, &mut clients, plan).await;
+        let result =
+            qos_bench::measure(&mut clients, &work_dir, &pool, cli.size_mib << 20, plan).await;
         stop_driver(process, &work_dir, &pool)?;
         let summary = qos_bench::markdown(&result?.write(&cli.output)?);
         if let Some(page) = &cli.update_docs {
@@ -260,21 +261,10 @@ async fn main() -> anyhow::Result<()> {
             memory_limit_mib: *memory_mib,
             shared_buffers_mib: *shared_buffers_mib,
         };
-        let started_utc =
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let size = cli.size_mib << 20;
-        let measured = pgbench::sides::measure(&mut clients, &work_dir, &pool, size, &plan).await;
+        let measured =
+            pgbench::sides::measure(&mut clients, &work_dir, &pool, cli.size_mib << 20, plan).await;
         stop_driver(process, &work_dir, &pool)?;
-        let (volume, raw, postgres_version) = measured?;
-        let result = pgbench::PgbenchReport {
-            started_utc,
-            machine: report::machine(&work_dir),
-            plan,
-            postgres_version,
-            volume_size_bytes: size,
-            volume,
-            raw,
-        };
+        let result = measured?;
         let summary = pgbench::sides::write(&result, &cli.output, plot_copy.as_deref())?;
         if let Some(page) = &cli.update_docs {
             update_docs(page, pgbench::DOCS_START, pgbench::DOCS_END, &summary)?;
@@ -443,59 +433,6 @@ async fn run_latency(
         fio_engine: engine.to_owned(),
         volume,
         raw,
-    })
-}
-
-/// The pod of the qos benchmark (a UID as kubelet names pods' directories and cgroups).
-const QOS_POD: &str = "fa57b1c0-0000-4000-8000-00000000b0a7";
-
-async fn run_qos(
-    cli: &Cli,
-    work_dir: &Path,
-    pool: &Path,
-    clients: &mut Clients,
-    plan: qos_bench::Plan,
-) -> anyhow::Result<qos_bench::QosReport> {
-    use fastvirt_csi::local::pod_cgroups::{PodCgroups, block_publish_path};
-    let hierarchies =
-        fastvirt_csi::qos::consumers::Hierarchies::discover(Path::new("/sys/fs/cgroup"));
-    if hierarchies.0.is_empty() {
-        bail!(
-            "no cgroup hierarchy here throttles block I/O (no v1 blkio, no io controller in cgroup v2)"
-        );
-    }
-    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let size = cli.size_mib << 20;
-    let engine = fio::engine();
-    let name = "bench-qos";
-    let id = kubelet::create(clients, name, size).await?;
-    let staging = work_dir.join("kubelet/staging").join(name);
-    let target = block_publish_path(&work_dir.join("kubelet"), name, QOS_POD);
-    kubelet::stage(clients, &id, &staging).await?;
-    kubelet::publish(clients, &id, &staging, &target).await?;
-    nix::unistd::sync();
-    fio::fill(&target, size, engine)?;
-    let device = fastvirt_csi::qos::cgroup::DeviceNumber::from_rdev(
-        std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&target)?),
-    );
-    let pod = PodCgroups::create(&hierarchies, "bench-qos", QOS_POD);
-    pod.enter()?;
-    let measured = qos_bench::run(clients, &id, &target, &pod, device, size, &plan, engine).await;
-    pod.leave()?;
-    drop(pod);
-    kubelet::unpublish(clients, &id, &target).await?;
-    kubelet::unstage(clients, &id, &staging).await?;
-    kubelet::delete(clients, &id).await?;
-    let (max_iops, limit_iops, points) = measured?;
-    Ok(qos_bench::QosReport {
-        started_utc,
-        machine: report::machine(pool),
-        plan,
-        volume_size_bytes: size,
-        fio_engine: engine.to_owned(),
-        max_iops,
-        limit_iops,
-        points,
     })
 }
 

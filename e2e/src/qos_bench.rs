@@ -162,6 +162,61 @@ impl QosReport {
     }
 }
 
+/// The pod of the qos benchmark (a UID as kubelet names pods' directories and cgroups).
+pub const QOS_POD: &str = "fa57b1c0-0000-4000-8000-00000000b0a7";
+
+/// The whole benchmark on a running driver: a block volume published for the pod, filled, then
+/// [`run`] from inside the pod's cgroups; everything is removed afterwards.
+pub async fn measure(
+    clients: &mut Clients,
+    work_dir: &Path,
+    pool: &Path,
+    size: u64,
+    plan: Plan,
+) -> anyhow::Result<QosReport> {
+    use crate::kubelet;
+    use fastvirt_csi::local::pod_cgroups::block_publish_path;
+    let hierarchies =
+        fastvirt_csi::qos::consumers::Hierarchies::discover(Path::new("/sys/fs/cgroup"));
+    if hierarchies.0.is_empty() {
+        anyhow::bail!(
+            "no cgroup hierarchy here throttles block I/O (no v1 blkio, no io controller in cgroup v2)"
+        );
+    }
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let engine = fio::engine();
+    let name = "bench-qos";
+    let id = kubelet::create(clients, name, size).await?;
+    let staging = work_dir.join("kubelet/staging").join(name);
+    let target = block_publish_path(&work_dir.join("kubelet"), name, QOS_POD);
+    kubelet::stage(clients, &id, &staging).await?;
+    kubelet::publish(clients, &id, &staging, &target).await?;
+    nix::unistd::sync();
+    fio::fill(&target, size, engine)?;
+    let device = fastvirt_csi::qos::cgroup::DeviceNumber::from_rdev(
+        std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&target)?),
+    );
+    let pod = PodCgroups::create(&hierarchies, "bench-qos", QOS_POD);
+    pod.enter()?;
+    let measured = run(clients, &id, &target, &pod, device, size, &plan, engine).await;
+    pod.leave()?;
+    drop(pod);
+    kubelet::unpublish(clients, &id, &target).await?;
+    kubelet::unstage(clients, &id, &staging).await?;
+    kubelet::delete(clients, &id).await?;
+    let (max_iops, limit_iops, points) = measured?;
+    Ok(QosReport {
+        started_utc,
+        machine: crate::report::machine(pool),
+        plan,
+        volume_size_bytes: size,
+        fio_engine: engine.to_owned(),
+        max_iops,
+        limit_iops,
+        points,
+    })
+}
+
 /// The Markdown section.
 pub fn markdown(report: &QosReport) -> String {
     let mut out = format!(

@@ -7,8 +7,29 @@ use crate::kubelet;
 use fastvirt_csi::local::Clients;
 use std::path::Path;
 
-/// Measures both sides and returns the report (all but the caller's start time and machine).
+/// Measures both sides on a running driver and returns the report.
 pub async fn measure(
+    clients: &mut Clients,
+    work_dir: &Path,
+    pool: &Path,
+    size_bytes: u64,
+    plan: Plan,
+) -> anyhow::Result<PgbenchReport> {
+    let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let (volume, raw, postgres_version) =
+        measure_sides(clients, work_dir, pool, size_bytes, &plan).await?;
+    Ok(PgbenchReport {
+        started_utc,
+        machine: crate::report::machine(work_dir),
+        plan,
+        postgres_version,
+        volume_size_bytes: size_bytes,
+        volume,
+        raw,
+    })
+}
+
+async fn measure_sides(
     clients: &mut Clients,
     work_dir: &Path,
     pool: &Path,
