@@ -4,7 +4,7 @@
 //! that use each ([`super::consumers`]), and makes each pod cgroup's throttle files say what the
 //! volume's record says, writing only what differs. Passes run every second while a volume with
 //! limits is attached, so a container that starts later (on cgroup v1 each container's cgroup
-//! needs its own copy) has them within a second; a ControllerModifyVolume, a NodeStageVolume or
+//! needs its own copy) has them within a second; a ControllerModifyVolume or
 //! a NodePublishVolume wakes the loop at once. Records are re-read on a wake and every 30
 //! seconds, not every second: they only change through this process.
 
