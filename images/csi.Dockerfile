@@ -12,12 +12,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p fastvirt-csi --bin fastvirt-csi \
     && install -D -m 0755 target/release/fastvirt-csi /out/fastvirt-csi
 
-# Not distroless: the driver runs mkfs.ext4, mkfs.xfs, blkid, resize2fs, xfs_growfs and fsfreeze,
-# and the same Debian release as the builder keeps glibc compatible.
+# Not distroless: the driver runs mkfs.ext4, mkfs.xfs, blkid, resize2fs, xfs_growfs, fsfreeze and
+# (for disk-image volumes on btrfs) btrfs, and the same Debian release as the builder keeps glibc
+# compatible.
 FROM docker.io/library/debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       e2fsprogs xfsprogs util-linux \
+       e2fsprogs xfsprogs util-linux btrfs-progs \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/fastvirt-csi /usr/local/bin/fastvirt-csi
 # Root, and privileged in the pod: loop devices, mkfs, mount and online resize need it.

@@ -21,6 +21,7 @@ pub mod tuning_profile;
 pub mod tuning_summary;
 #[cfg(feature = "validation")]
 pub mod validation;
+pub mod volume_layout;
 pub mod volume_qos;
 
 pub use block_pool::{BlockPool, BlockPoolSpec, BlockPoolStatus};

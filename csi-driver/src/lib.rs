@@ -8,6 +8,7 @@ pub mod filesystem;
 pub mod grpc_authority;
 pub mod http_endpoint;
 pub mod ids;
+mod ioctl;
 pub mod local;
 pub mod locks;
 pub mod loopdev;

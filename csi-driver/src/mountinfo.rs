@@ -105,6 +105,37 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A directory as its bind mounts show: mounts whose root has the directory's name, and whose
+/// mount point is the directory itself (same device and inode). A pool's volume directories have
+/// unique names, so the cheap name check leaves only their own mounts to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSource {
+    dev: u64,
+    ino: u64,
+    name: std::ffi::OsString,
+}
+
+impl DirSource {
+    /// `None` when `dir` cannot be looked at (it is gone).
+    pub fn of(dir: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            name: dir.file_name()?.to_owned(),
+        })
+    }
+
+    /// Whether `entry` is a mount of this directory.
+    pub fn shows(&self, entry: &MountEntry) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        entry.root.file_name() == Some(self.name.as_os_str())
+            && std::fs::metadata(&entry.mount_point)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,6 +362,7 @@ mod tests {
                 thin: true,
                 source: None,
                 qos: Default::default(),
+                layout: Default::default(),
             })
             .unwrap();
         drop(backend);

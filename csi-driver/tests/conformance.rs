@@ -1454,6 +1454,7 @@ fn a_read_only_pool_makes_its_volumes_abnormal() {
         thin: true,
         source: None,
         qos: Default::default(),
+        layout: Default::default(),
     };
     let record = writable.create(&spec).unwrap();
     assert_eq!(writable.abnormal(&record), None);

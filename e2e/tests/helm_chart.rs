@@ -1357,6 +1357,7 @@ fn dockerfiles_pin_their_bases_and_build_workspace_binaries() {
         "mkfs.xfs",
         "resize2fs",
         "xfs_growfs",
+        "btrfs",
     ] {
         assert!(
             tools.contains(tool),

@@ -26,6 +26,7 @@ pub fn clone_file(source: &Path, dest: &Path) -> std::io::Result<CloneMethod> {
         .create_new(true)
         .mode(super::privacy::FILE_MODE)
         .open(dest)?;
+    match_no_copy_on_write(&src, &dst);
     let method = match rustix::fs::ioctl_ficlone(&dst, &src) {
         Ok(()) => CloneMethod::Reflink,
         Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::PERM) => {
@@ -36,6 +37,21 @@ pub fn clone_file(source: &Path, dest: &Path) -> std::io::Result<CloneMethod> {
     };
     dst.sync_all()?;
     Ok(method)
+}
+
+/// Gives the empty `dst` the no-copy-on-write flag of `src` (btrfs, where `disk-image` volumes
+/// have it): btrfs refuses to share extents between files that differ in it.
+fn match_no_copy_on_write(src: &File, dst: &File) {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let Ok(source_flags) = ioctl_getflags(src) else {
+        return;
+    };
+    if let Ok(flags) = ioctl_getflags(dst)
+        && source_flags.contains(IFlags::NOCOW)
+        && !flags.contains(IFlags::NOCOW)
+    {
+        let _ = ioctl_setflags(dst, flags | IFlags::NOCOW);
+    }
 }
 
 /// Allocates every hole of `file` up to `len` bytes, leaving data and shared extents alone. A plain

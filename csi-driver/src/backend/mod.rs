@@ -3,6 +3,7 @@
 //! implement the same trait.
 
 pub mod clone;
+pub mod dir_quota;
 pub mod file;
 pub mod overcommit;
 pub mod placement;
@@ -12,6 +13,7 @@ use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::mountinfo::MountEntry;
 use crate::qos::QosLimits;
 use clone::CloneMethod;
+pub use fastvirt_api::volume_layout::VolumeLayout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,9 @@ pub struct VolumeRecord {
     /// I/O limits (absent: unlimited), kept in force by the node's QoS enforcer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<QosLimits>,
+    /// How the volume lies in the pool (absent: `device`, so older records and releases agree).
+    #[serde(default, skip_serializing_if = "VolumeLayout::is_device")]
+    pub layout: VolumeLayout,
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -84,6 +89,7 @@ pub struct CreateSpec {
     pub source: Option<ContentSource>,
     /// I/O limits from the StorageClass and VolumeAttributesClass.
     pub qos: QosLimits,
+    pub layout: VolumeLayout,
 }
 
 /// Space in a pool.
@@ -212,4 +218,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn expand(&self, record: &VolumeRecord, new_size: u64) -> Result<VolumeRecord, BackendError>;
     /// Records new I/O limits for a volume (the node's enforcer applies them).
     fn set_qos(&self, record: &VolumeRecord, qos: QosLimits) -> Result<VolumeRecord, BackendError>;
+    /// Whether the pool can hold volumes of `layout`; the message says why not and what to do.
+    fn check_layout(&self, layout: VolumeLayout) -> Result<(), String> {
+        match layout {
+            VolumeLayout::Device => Ok(()),
+            VolumeLayout::DiskImage => Err(format!(
+                "pool {} cannot hold disk-image volumes: its backend has no such layout",
+                self.pool()
+            )),
+        }
+    }
+    /// The directory of a `disk-image` volume, which the node bind-mounts for its consumers.
+    fn disk_image_dir(&self, record: &VolumeRecord) -> Result<PathBuf, BackendError> {
+        Err(BackendError::Pool {
+            pool: self.pool().clone(),
+            message: format!(
+                "volume {} is not a disk-image volume of this backend",
+                record.id
+            ),
+        })
+    }
+    /// What a `disk-image` volume's directory holds and may hold.
+    fn disk_image_usage(&self, record: &VolumeRecord) -> Result<dir_quota::DirUsage, BackendError> {
+        Err(BackendError::Pool {
+            pool: self.pool().clone(),
+            message: format!(
+                "volume {} is not a disk-image volume of this backend",
+                record.id
+            ),
+        })
+    }
 }

@@ -12,6 +12,9 @@ pub const FILE_MODE: u32 = 0o600;
 /// Mode of the pool directory and its subdirectories.
 pub const DIR_MODE: u32 = 0o700;
 
+/// What ends the name of a `disk-image` volume's directory, after the volume's key.
+pub const DISK_IMAGE_DIR_SUFFIX: &str = ".d";
+
 /// Creates `dir` and any missing parents as root-only directories.
 pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
@@ -22,12 +25,20 @@ pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
 
 /// Removes group and other access from `dir` and from the files and directories directly in it
 /// (a pool is flat: volumes in its root, snapshots in one subdirectory). Returns how many entries
-/// were changed. Symlinks are left alone: chmod would follow them out of the pool.
+/// were changed. Symlinks are left alone: chmod would follow them out of the pool. So are the
+/// directories of `disk-image` volumes (`<key>.d`): reached only through their bind mounts, they
+/// get the consuming pod's fsGroup from kubelet, which QEMU needs to open the image.
 pub fn tighten(dir: &Path) -> std::io::Result<usize> {
     let mut changed = usize::from(restrict(dir)?);
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if !entry.file_type()?.is_symlink() {
+        let volume_dir = entry.file_type()?.is_dir()
+            && entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_suffix(DISK_IMAGE_DIR_SUFFIX))
+                .is_some_and(crate::ids::is_volume_key);
+        if !entry.file_type()?.is_symlink() && !volume_dir {
             changed += usize::from(restrict(&entry.path())?);
         }
     }

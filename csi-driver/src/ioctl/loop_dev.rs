@@ -1,10 +1,9 @@
-//! The loop device ioctls: the only `unsafe` code in fastvirt.
+//! The loop device ioctls.
 //!
 //! No maintained crate offers LOOP_CONFIGURE without pulling in bindgen, and `nix`/`rustix` have no
 //! typed loop wrappers, so this module declares the few ioctls it needs with nix's macros. Each call
 //! passes either no argument or a pointer to a fully initialised `#[repr(C)]` struct that matches
 //! `<linux/loop.h>` and outlives the call; that is the whole safety argument.
-#![allow(unsafe_code)]
 
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd};

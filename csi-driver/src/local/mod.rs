@@ -261,8 +261,8 @@ pub struct ScratchFs {
 }
 
 impl ScratchFs {
-    /// Creates a sparse `size`-byte image next to `root`'s other files, makes `fs` (`ext4` or
-    /// `xfs`, the latter with reflink) on it and mounts it. Panics on failure: it is test and
+    /// Creates a sparse `size`-byte image next to `root`'s other files, makes `fs` (`ext4`,
+    /// `xfs` with reflink, or `btrfs`) on it and mounts it. Panics on failure: it is test and
     /// benchmark scaffolding, not driver code.
     pub fn new(root: &Path, size: u64, fs: &str) -> Self {
         let image = root.join(format!("scratch-{fs}.img"));

@@ -1,7 +1,7 @@
 //! Loop devices: attaching a volume file with direct I/O, finding the device again from sysfs after
 //! a restart, and detaching it only when nothing uses it any more.
 
-mod ioctl;
+use crate::ioctl::loop_dev as ioctl;
 
 use crate::mountinfo::MountEntry;
 use nix::errno::Errno;

@@ -2,6 +2,7 @@
 //! GetCapacity and ValidateVolumeCapabilities alike.
 
 use super::Driver;
+use crate::backend::VolumeLayout;
 use crate::filesystem::FsType;
 use crate::ids::PoolName;
 use crate::qos::{LimitKind, QosChange, QosLimits};
@@ -27,6 +28,7 @@ pub struct VolumeParameters {
     pub fs_type: Option<FsType>,
     /// I/O limits the StorageClass gives every volume (a VolumeAttributesClass may change them).
     pub qos: QosLimits,
+    pub layout: VolumeLayout,
 }
 
 /// Parses StorageClass parameters; unknown keys are refused so a typo never goes unnoticed.
@@ -38,6 +40,7 @@ pub fn parse_parameters(
     let mut thin = false;
     let mut fs_type = None;
     let mut qos = QosChange::default();
+    let mut layout = VolumeLayout::Device;
     for (key, value) in parameters {
         match key.as_str() {
             PARAM_POOL => {
@@ -57,6 +60,9 @@ pub fn parse_parameters(
                         )));
                     }
                 }
+            }
+            fastvirt_api::volume_layout::PARAMETER => {
+                layout = VolumeLayout::parse(value).map_err(Status::invalid_argument)?;
             }
             key if key.starts_with(SIDECAR_PARAM_PREFIX) => {}
             key if LimitKind::from_parameter(key).is_some() => {
@@ -78,7 +84,7 @@ pub fn parse_parameters(
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown parameter {:?}; supported: pool, thin, fsType, {}",
+                    "unknown parameter {:?}; supported: pool, thin, fsType, layout, {}",
                     crate::ids::truncate_for_message(other),
                     crate::qos::limits::parameter_list()
                 )));
@@ -103,6 +109,7 @@ pub fn parse_parameters(
         thin,
         fs_type,
         qos: qos.applied_to(QosLimits::default()),
+        layout,
     })
 }
 

@@ -52,6 +52,7 @@ fn image_specs(
         "resize2fs",
         "xfs_growfs",
         "fsfreeze",
+        "btrfs",
     ] {
         let host = which(tool)?;
         csi = csi.program(&host, Path::new("/usr/sbin").join(tool))?;

@@ -8,13 +8,17 @@
 //! volume exists; an image without a record is the leftover of a crash and is reclaimed.
 
 mod consistency;
+mod disk_image;
 mod records;
 mod space;
 
+pub use disk_image::mounts_of_dir;
+
 use super::clone;
+use super::dir_quota::{DirQuota, DirUsage};
 use super::{
     AttachedDevice, Backend, BackendError, ContentSource, CreateSpec, PoolUsage, RECORD_VERSION,
-    SnapshotRecord, VolumeRecord,
+    SnapshotRecord, VolumeLayout, VolumeRecord,
 };
 use super::{overcommit, placement, privacy};
 use crate::ids::{PoolName, SnapshotId, VolumeId};
@@ -39,6 +43,8 @@ pub struct FilePool {
     /// How much the pool may promise, in percent of its usable size (see [`overcommit`]); the
     /// pool file may change it while the pool serves.
     overcommit_percent: std::sync::atomic::AtomicU32,
+    /// What keeps `disk-image` volumes within their capacity, or why the pool cannot hold them.
+    dir_quota: Result<DirQuota, String>,
     /// Held for the pool's lifetime: one process manages a pool's devices, or their locks and
     /// kernel state would race.
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -74,6 +80,13 @@ impl FilePool {
         } else {
             tracing::warn!(pool = %name, dir = %dir.display(), "the pool's filesystem cannot reflink: snapshots and clones copy data, taking time proportional to the data written; use XFS (mkfs.xfs -m reflink=1) or btrfs for instant ones");
         }
+        let dir_quota = DirQuota::probe(&dir).map_err(|e| e.to_string());
+        match &dir_quota {
+            Ok(quota) => {
+                tracing::info!(pool = %name, "disk-image volumes are limited by {}", quota.describe())
+            }
+            Err(reason) => tracing::info!(pool = %name, %reason, "no disk-image volumes"),
+        }
         let pool = Self {
             name,
             dir,
@@ -81,6 +94,7 @@ impl FilePool {
             reflink,
             reserve_percent,
             overcommit_percent: overcommit::DEFAULT_PERCENT.into(),
+            dir_quota,
             _lock: lock,
         };
         pool.reclaim_orphans(&pool.dir, true);
@@ -133,8 +147,15 @@ impl FilePool {
         &self.dir
     }
 
+    /// The file that holds the volume's data: `<key>.img`, or `disk.img` in the directory of a
+    /// `disk-image` volume.
     pub fn data_path(&self, id: &VolumeId) -> PathBuf {
-        self.dir.join(format!("{}.img", id.key()))
+        match disk_image::layout_on_disk(self, id) {
+            VolumeLayout::Device => self.dir.join(format!("{}.img", id.key())),
+            VolumeLayout::DiskImage => self
+                .disk_image_dir_of(id)
+                .join(fastvirt_api::volume_layout::DISK_IMAGE_FILE),
+        }
     }
 
     fn record_path(&self, id: &VolumeId) -> PathBuf {
@@ -354,9 +375,6 @@ impl Backend for FilePool {
             }
         }
         self.check_promise(spec.capacity_bytes)?;
-        let data = self.data_path(&spec.id);
-        // A data file without a record is a crash leftover of this very volume.
-        let _ = std::fs::remove_file(&data);
         let record = VolumeRecord {
             version: RECORD_VERSION,
             id: spec.id.to_string(),
@@ -366,13 +384,31 @@ impl Backend for FilePool {
             created_unix: now_unix(),
             source: spec.source.as_ref().map(ToString::to_string),
             qos: (!spec.qos.is_unlimited()).then_some(spec.qos),
+            layout: spec.layout,
         };
         let source = source_path.as_deref().zip(spec.source.as_ref());
-        let result = self
-            .allocate(&data, spec.capacity_bytes, spec.thin, source)
-            .and_then(|()| self.write_record(&self.record_path(&spec.id), &record));
+        let made = match spec.layout {
+            VolumeLayout::Device => {
+                let data = self.dir.join(format!("{}.img", spec.id.key()));
+                // A data file without a record is a crash leftover of this very volume.
+                let _ = std::fs::remove_file(&data);
+                self.allocate(&data, spec.capacity_bytes, spec.thin, source)
+                    .inspect_err(|_| {
+                        let _ = std::fs::remove_file(&data);
+                    })
+            }
+            VolumeLayout::DiskImage => self.create_disk_image(spec, source),
+        };
+        let result = made.and_then(|()| self.write_record(&self.record_path(&spec.id), &record));
         if let Err(error) = result {
-            let _ = std::fs::remove_file(&data);
+            match spec.layout {
+                VolumeLayout::Device => {
+                    let _ = std::fs::remove_file(self.data_path(&spec.id));
+                }
+                VolumeLayout::DiskImage => {
+                    let _ = self.remove_disk_image(&spec.id);
+                }
+            }
             return Err(match error {
                 BackendError::NoSpace { pool, needed, .. } => {
                     let available = self.usage().map(|u| u.available_bytes).unwrap_or(0);
@@ -397,6 +433,17 @@ impl Backend for FilePool {
                 id: id.to_string(),
                 device: device.path().display().to_string(),
             });
+        }
+        if disk_image::layout_on_disk(self, id) == VolumeLayout::DiskImage {
+            let table = crate::mountinfo::read().unwrap_or_default();
+            if let Some(mount) = self.disk_image_mounts(id, &table).first() {
+                return Err(BackendError::InUse {
+                    id: id.to_string(),
+                    device: mount.display().to_string(),
+                });
+            }
+            self.remove_record(&self.record_path(id))?;
+            return self.remove_disk_image(id);
         }
         self.remove_pair(&self.record_path(id), &self.data_path(id))
     }
@@ -479,6 +526,9 @@ impl Backend for FilePool {
                     needed,
                     available,
                 });
+            }
+            if record.layout == VolumeLayout::DiskImage {
+                self.grow_disk_image_limit(&id, new_size)?;
             }
             let file = OpenOptions::new()
                 .write(true)
@@ -571,6 +621,14 @@ impl Backend for FilePool {
             pool: self.name.clone(),
             message: e.to_string(),
         })?;
+        if record.layout == VolumeLayout::DiskImage {
+            return Err(BackendError::Pool {
+                pool: self.name.clone(),
+                message: format!(
+                    "volume {id} is a disk-image volume: its directory is mounted, never attached as a device"
+                ),
+            });
+        }
         if let Some(device) = self.loop_device(&id)
             && device.autoclear()
         {
@@ -621,6 +679,37 @@ impl Backend for FilePool {
             tracing::info!(volume = %id, device = %device.path().display(), "detached");
         }
         Ok(())
+    }
+
+    fn check_layout(&self, layout: VolumeLayout) -> Result<(), String> {
+        match layout {
+            VolumeLayout::Device => Ok(()),
+            VolumeLayout::DiskImage => self.check_disk_image_layout(),
+        }
+    }
+
+    fn disk_image_dir(&self, record: &VolumeRecord) -> Result<PathBuf, BackendError> {
+        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let dir = self.disk_image_dir_of(&id);
+        if record.layout != VolumeLayout::DiskImage || !dir.is_dir() {
+            return Err(BackendError::Pool {
+                pool: self.name.clone(),
+                message: format!("volume {id} has no disk-image directory {}", dir.display()),
+            });
+        }
+        Ok(dir)
+    }
+
+    fn disk_image_usage(&self, record: &VolumeRecord) -> Result<DirUsage, BackendError> {
+        let dir = self.disk_image_dir(record)?;
+        let id = VolumeId::parse(&record.id).map_err(|e| BackendError::Pool {
+            pool: self.name.clone(),
+            message: format!("{e} ({})", dir.display()),
+        })?;
+        self.disk_image_dir_usage(&id)
     }
 
     fn abnormal(&self, record: &VolumeRecord) -> Option<String> {

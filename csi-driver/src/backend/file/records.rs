@@ -4,6 +4,7 @@
 use super::FilePool;
 use crate::atomic_file;
 use crate::backend::BackendError;
+use crate::backend::privacy::DISK_IMAGE_DIR_SUFFIX;
 use crate::ids::is_volume_key;
 use crate::loopdev;
 use serde::Serialize;
@@ -17,6 +18,14 @@ impl FilePool {
         };
         for entry in entries.flatten() {
             let file_name = entry.file_name();
+            if let Some(key) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(DISK_IMAGE_DIR_SUFFIX))
+                .filter(|k| is_volume_key(k))
+            {
+                self.reclaim_disk_image(dir, key, &entry.path());
+                continue;
+            }
             let Some(key) = file_name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".img"))
@@ -30,6 +39,24 @@ impl FilePool {
                 tracing::warn!(pool = %self.name, file = %entry.path().display(), "removing a data file left by an interrupted create or delete");
                 let _ = std::fs::remove_file(entry.path());
             }
+        }
+    }
+
+    /// Removes a `disk-image` directory without a record, unless something has it mounted.
+    fn reclaim_disk_image(&self, dir: &Path, key: &str, path: &Path) {
+        if dir.join(format!("{key}.json")).exists() {
+            return;
+        }
+        let table = crate::mountinfo::read().unwrap_or_default();
+        if super::mounts_of_dir(path, &table).next().is_some() {
+            return;
+        }
+        tracing::warn!(pool = %self.name, dir = %path.display(), "removing a disk-image directory left by an interrupted create or delete");
+        let Ok(id) = crate::ids::VolumeId::parse(&format!("fv.{}.{key}", self.name)) else {
+            return;
+        };
+        if let Err(error) = self.remove_disk_image(&id) {
+            tracing::warn!(pool = %self.name, dir = %path.display(), %error, "could not remove a leftover disk-image directory");
         }
     }
 
@@ -91,6 +118,16 @@ impl FilePool {
 
     /// Removes a record, then its data: once the record is gone the object no longer exists.
     pub(super) fn remove_pair(&self, record: &Path, data: &Path) -> Result<(), BackendError> {
+        self.remove_record(record)?;
+        match std::fs::remove_file(data) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("removing {}", data.display()))(e)),
+        }
+    }
+
+    /// Removes a record durably; a missing one is fine.
+    pub(super) fn remove_record(&self, record: &Path) -> Result<(), BackendError> {
         match std::fs::remove_file(record) {
             Ok(()) => {
                 let dir = record.parent().unwrap_or(&self.dir);
@@ -103,10 +140,6 @@ impl FilePool {
                 ));
             }
         }
-        match std::fs::remove_file(data) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::io(format!("removing {}", data.display()))(e)),
-        }
+        Ok(())
     }
 }

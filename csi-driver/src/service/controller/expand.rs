@@ -1,7 +1,7 @@
 //! ControllerExpandVolume, and growing a volume's file, which NodeExpandVolume shares.
 
 use super::capacity_status;
-use crate::backend::{Backend, VolumeRecord};
+use crate::backend::{Backend, VolumeLayout, VolumeRecord};
 use crate::capacity;
 use crate::ids::VolumeId;
 use crate::proto::*;
@@ -19,11 +19,13 @@ pub(super) fn expand_volume(
     let range = req
         .capacity_range
         .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
-    let node_expansion_required = match req.volume_capability.as_ref() {
+    let mount_access = match req.volume_capability.as_ref() {
         Some(cap) => !matches!(request::capability(Some(cap))?.access, AccessType::Block),
         None => true,
     };
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    // A disk-image volume has no filesystem of its own to grow: its larger image is all there is.
+    let node_expansion_required = mount_access && record.layout == VolumeLayout::Device;
     let grown = grow(&id, backend.as_ref(), &record, &range)?;
     Ok(ControllerExpandVolumeResponse {
         capacity_bytes: i64::try_from(grown.capacity_bytes).unwrap_or(i64::MAX),

@@ -7,7 +7,7 @@ mod snapshots;
 use super::parameters::{PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, creation_limits, parse_parameters};
 use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
-use crate::backend::{Backend, ContentSource, CreateSpec, VolumeRecord};
+use crate::backend::{Backend, ContentSource, CreateSpec, VolumeLayout, VolumeRecord};
 use crate::capacity::{self, CapacityError};
 use crate::filesystem::FsType;
 use crate::ids::{PoolName, SnapshotId, VolumeId};
@@ -69,6 +69,12 @@ fn csi_volume(
     ]);
     if let Some(fs) = fs_type {
         volume_context.insert(PARAM_FS_TYPE.to_owned(), fs.as_str().to_owned());
+    }
+    if !record.layout.is_device() {
+        volume_context.insert(
+            fastvirt_api::volume_layout::PARAMETER.to_owned(),
+            record.layout.as_str().to_owned(),
+        );
     }
     Volume {
         capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
@@ -171,6 +177,15 @@ fn create_volume(
         request::default_fs_type(cap, params.fs_type);
     }
     let capabilities = request::capabilities(&volume_capabilities)?;
+    if params.layout == VolumeLayout::DiskImage
+        && capabilities
+            .iter()
+            .any(|c| matches!(c.access, AccessType::Block))
+    {
+        return Err(Status::invalid_argument(
+            "the disk-image layout makes Filesystem volumes (a directory holding disk.img); a Block volume needs a class with layout device",
+        ));
+    }
     let requisite = req
         .accessibility_requirements
         .as_ref()
@@ -185,6 +200,10 @@ fn create_volume(
     // RESOURCE_EXHAUSTED, not INVALID_ARGUMENT: the request is fine for a node that has the pool,
     // and this code makes external-provisioner reschedule instead of giving up.
     let backend = driver.usable_backend(&params.pool)?;
+    // RESOURCE_EXHAUSTED too: another node's pool may have what this one lacks.
+    backend
+        .check_layout(params.layout)
+        .map_err(Status::resource_exhausted)?;
     let (mut required, limit) = req
         .capacity_range
         .map(|r| (r.required_bytes, r.limit_bytes))
@@ -203,6 +222,7 @@ fn create_volume(
     if let Some(existing) = backend.lookup(&id).map_err(backend_status)? {
         let compatible = existing.name == req.name
             && existing.thin == params.thin
+            && existing.layout == params.layout
             && existing.source == source.as_ref().map(ToString::to_string)
             && capacity::satisfies(existing.capacity_bytes, required, limit);
         if !compatible {
@@ -240,7 +260,8 @@ fn create_volume(
             }
         )
     });
-    if needs_xfs && size < XFS_MIN_SIZE {
+    // A disk-image volume has no filesystem of its own: the pool's holds its image.
+    if needs_xfs && params.layout == VolumeLayout::Device && size < XFS_MIN_SIZE {
         return Err(Status::out_of_range(format!(
             "xfs needs a volume of at least {} MiB, {} MiB were requested",
             XFS_MIN_SIZE >> 20,
@@ -254,9 +275,10 @@ fn create_volume(
         thin: params.thin,
         source,
         qos,
+        layout: params.layout,
     };
     let record = backend.create(&spec).map_err(backend_status)?;
-    tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, %qos, "created");
+    tracing::info!(volume = %record.id, name = %record.name, bytes = record.capacity_bytes, thin = record.thin, %qos, layout = record.layout.as_str(), "created");
     Ok(CreateVolumeResponse {
         volume: Some(csi_volume(driver, &record, &params.pool, params.fs_type)),
     })
@@ -302,12 +324,23 @@ fn validate_capabilities(
             message,
         })
     };
-    if let Err(status) = request::capabilities(&req.volume_capabilities) {
-        return unconfirmed(status.message().to_owned());
+    let capabilities = match request::capabilities(&req.volume_capabilities) {
+        Ok(capabilities) => capabilities,
+        Err(status) => return unconfirmed(status.message().to_owned()),
+    };
+    if record.layout == VolumeLayout::DiskImage
+        && capabilities
+            .iter()
+            .any(|c| matches!(c.access, AccessType::Block))
+    {
+        return unconfirmed("a disk-image volume is a directory: it has no Block access".into());
     }
     if !req.parameters.is_empty() {
         match parse_parameters(driver, &req.parameters) {
-            Ok(params) if params.pool == *id.pool() && params.thin == record.thin => {}
+            Ok(params)
+                if params.pool == *id.pool()
+                    && params.thin == record.thin
+                    && params.layout == record.layout => {}
             Ok(_) => {
                 return unconfirmed(
                     "the parameters describe a different pool or provisioning than this volume's"
@@ -375,10 +408,14 @@ fn get_capacity(driver: &Driver, req: GetCapacityRequest) -> Result<GetCapacityR
     {
         return Ok(none);
     }
-    // An unhealthy pool offers nothing, so the scheduler places new volumes elsewhere.
+    // An unhealthy pool offers nothing, so the scheduler places new volumes elsewhere; so does
+    // one that cannot hold the class's layout.
     let Ok(backend) = driver.usable_backend(&params.pool) else {
         return Ok(none);
     };
+    if backend.check_layout(params.layout).is_err() {
+        return Ok(none);
+    }
     let usage = backend.usage().map_err(backend_status)?;
     let available = i64::try_from(usage.available_bytes).unwrap_or(i64::MAX);
     let aligned_max = (usage.available_bytes / capacity::ALIGNMENT * capacity::ALIGNMENT) as i64;

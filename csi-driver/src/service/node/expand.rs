@@ -17,6 +17,19 @@ pub(super) fn expand(
     request::required("volume_path", &req.volume_path)?;
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
     let path = request::path_of_volume(&req.volume_path)?;
+    if record.layout == crate::backend::VolumeLayout::DiskImage {
+        // The image is all there is to grow: the pool's filesystem holds it, and QEMU (or
+        // KubeVirt) sees its new size.
+        let record = match &req.capacity_range {
+            Some(range) if driver.expansion == Expansion::Node => {
+                crate::service::controller::grow(&id, backend.as_ref(), &record, range)?
+            }
+            _ => record,
+        };
+        return Ok(NodeExpandVolumeResponse {
+            capacity_bytes: i64::try_from(record.capacity_bytes).unwrap_or(i64::MAX),
+        });
+    }
     let device = backend
         .attached(&id)
         .map_err(backend_status)?

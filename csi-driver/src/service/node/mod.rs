@@ -3,12 +3,13 @@
 //! own, so a restarted driver picks up exactly where the last one stopped.
 
 pub mod advertised;
+mod disk_image;
 mod expand;
 mod stats;
 
 use super::request::{self, AccessType, Capability};
 use super::{Driver, backend_status, blocking, parse_volume_id};
-use crate::backend::AttachedDevice;
+use crate::backend::{AttachedDevice, VolumeLayout};
 use crate::filesystem::{self, Content};
 use crate::mount_options::MountOptions;
 use crate::mounter::{self, MountError};
@@ -132,6 +133,9 @@ fn stage(driver: &Driver, req: NodeStageVolumeRequest) -> Result<NodeStageVolume
         ..
     } = request::capability(volume_capability.as_ref())?;
     let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    if record.layout == VolumeLayout::DiskImage {
+        return disk_image::stage(backend.as_ref(), &record, &staging, &access, reader_only);
+    }
     let was_attached = backend.attached(&id).map_err(backend_status)?.is_some();
     let device = backend
         .attach(&record, reader_only)
@@ -162,7 +166,10 @@ fn unstage(
 ) -> Result<NodeUnstageVolumeResponse, Status> {
     request::required("volume_id", &req.volume_id)?;
     let staging = request::absolute_path("staging_target_path", &req.staging_target_path)?;
-    let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
+    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    if record.layout == VolumeLayout::DiskImage {
+        return disk_image::unstage(backend.as_ref(), &record, &staging);
+    }
     if let Some(device) = backend.attached(&id).map_err(backend_status)? {
         let table = mount_table()?;
         let elsewhere: Vec<String> = table
@@ -214,7 +221,24 @@ fn publish(
         reader_only,
         single_writer,
     } = request::capability(req.volume_capability.as_ref())?;
-    let (_guard, id, backend, _) = driver.lock_volume(&req.volume_id)?;
+    let (_guard, id, backend, record) = driver.lock_volume(&req.volume_id)?;
+    if record.layout == VolumeLayout::DiskImage {
+        let mount_flags_read_only =
+            matches!(&access, AccessType::Mount { options, .. } if options.read_only());
+        let published = disk_image::publish(
+            backend.as_ref(),
+            &record,
+            disk_image::Publish {
+                staging: &staging,
+                target: &target,
+                access: &access,
+                read_only: req.readonly || reader_only || mount_flags_read_only,
+                single_writer,
+            },
+        )?;
+        driver.qos.wake();
+        return Ok(published);
+    }
     let device = backend
         .attached(&id)
         .map_err(backend_status)?
@@ -309,16 +333,24 @@ fn unpublish(
     let target = request::absolute_path("target_path", &req.target_path)?;
     let id = parse_volume_id(&req.volume_id)?;
     let _guard = driver.lock(&id.to_string())?;
-    let device = match driver.backend(id.pool()) {
+    let backend = driver.backend(id.pool());
+    let device = match &backend {
         Some(backend) => backend.attached(&id).map_err(backend_status)?,
         None => None,
     };
-    // Only this volume's mounts are undone: its filesystem or its device node, never whatever else
-    // happens to be mounted at the path.
+    let directory = backend.as_ref().and_then(|backend| {
+        let record = backend.lookup(&id).ok()??;
+        (record.layout == VolumeLayout::DiskImage)
+            .then(|| disk_image::source(backend.as_ref(), &record).ok())
+            .flatten()
+            .map(|(_, source)| source)
+    });
+    // Only this volume's mounts are undone: its filesystem, its device node or its directory,
+    // never whatever else happens to be mounted at the path.
     let ours = |entry: &MountEntry| {
         device.as_ref().is_some_and(|d| {
             is_device_mount(entry, d.rdev) || is_device_node(&entry.mount_point, d.rdev)
-        })
+        }) || directory.as_ref().is_some_and(|dir| dir.shows(entry))
     };
     let table = mount_table()?;
     match mountinfo::mounted_at(&table, &target) {

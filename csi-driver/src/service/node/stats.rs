@@ -27,6 +27,9 @@ pub(super) fn volume_stats(
     }
     let (id, backend, record) = driver.volume(&req.volume_id)?;
     let path = request::path_of_volume(&req.volume_path)?;
+    if record.layout == crate::backend::VolumeLayout::DiskImage {
+        return super::disk_image::stats(backend.as_ref(), &record, &path);
+    }
     let meta = std::fs::metadata(&path)
         .map_err(|e| Status::not_found(format!("volume_path {}: {e}", path.display())))?;
     let device = backend.attached(&id).map_err(backend_status)?;
