@@ -1,6 +1,7 @@
 //! `BlockPool`: where a node keeps volumes, and the StorageClass that offers them.
 
 use crate::condition::Condition;
+use crate::volume_layout::VolumeLayout;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -118,6 +119,8 @@ pub enum FsType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.blockOnly) && self.blockOnly && has(self.fsType))").message("blockOnly and fsType exclude each other"))]
+#[x_kube(validation = Rule::new("!(has(self.layout) && self.layout == 'disk-image' && has(self.blockOnly) && self.blockOnly)").message("the disk-image layout makes Filesystem volumes only, so it excludes blockOnly"))]
+#[x_kube(validation = Rule::new("!(has(self.layout) && self.layout == 'disk-image' && has(self.fsType))").message("a disk-image volume has no filesystem of its own (its image lies on the pool's), so fsType does not apply"))]
 pub struct StorageClassTemplate {
     /// Name of the StorageClass; the pool's name when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,14 @@ pub struct StorageClassTemplate {
     /// Offer raw block volumes only (VM disks).
     #[serde(default)]
     pub block_only: bool,
+    /// How the class's volumes lie in the pool. `device` (the default): a file attached as a
+    /// loop device, for Block volumes or a filesystem made on it. `disk-image`: Filesystem
+    /// volumes only, each a directory holding one preallocated `disk.img` that KubeVirt's QEMU
+    /// opens directly (no loop device, no second filesystem); the pool's filesystem needs project
+    /// quotas (XFS, ext4 with `-o prjquota`) or btrfs quotas, which keep each directory within
+    /// its capacity.
+    #[serde(default, skip_serializing_if = "VolumeLayout::is_device")]
+    pub layout: VolumeLayout,
     /// Mount options of filesystem volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
@@ -172,6 +183,7 @@ impl Default for StorageClassTemplate {
             volume_binding_mode: VolumeBindingMode::default(),
             fs_type: None,
             block_only: false,
+            layout: VolumeLayout::Device,
             mount_options: Vec::new(),
             parameters: BTreeMap::new(),
         }

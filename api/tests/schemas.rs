@@ -123,6 +123,22 @@ fn cel_rules_refuse_with_their_messages() {
         (
             {
                 let mut p = pool();
+                p["spec"]["storageClass"] = json!({"layout": "disk-image", "blockOnly": true});
+                p
+            },
+            "the disk-image layout makes Filesystem volumes only",
+        ),
+        (
+            {
+                let mut p = pool();
+                p["spec"]["storageClass"] = json!({"layout": "disk-image", "fsType": "ext4"});
+                p
+            },
+            "a disk-image volume has no filesystem of its own",
+        ),
+        (
+            {
+                let mut p = pool();
                 p["metadata"]["name"] = json!("p".repeat(64));
                 p
             },

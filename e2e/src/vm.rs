@@ -1,7 +1,7 @@
 //! Booting a small Linux guest under QEMU with a published volume attached exactly as KubeVirt's
-//! virt-launcher attaches a block PVC: virtio-blk, `cache=none` (O_DIRECT), `aio=native`, a
-//! dedicated iothread, several queues, and (as KubeVirt's `blockSize.matchVolume` does) the
-//! volume's logical block size.
+//! virt-launcher attaches a block PVC (the device) or a Filesystem PVC (its `disk.img`):
+//! virtio-blk, `cache=none` (O_DIRECT), `aio=native`, a dedicated iothread, several queues, and
+//! (as KubeVirt's `blockSize.matchVolume` does) the volume's logical block size.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -121,8 +121,12 @@ fn qemu_args(
         Accel::Kvm => ("q35,accel=kvm", "host"),
         Accel::Tcg => ("q35,accel=tcg", "max"),
     };
+    // A block PVC is a device node; a Filesystem PVC's disk.img a file, which virt-launcher
+    // opens with QEMU's file driver, the same cache and aio settings.
+    let is_device = std::fs::metadata(device)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()));
     let blockdev = serde_json::json!({
-        "driver": "host_device",
+        "driver": if is_device { "host_device" } else { "file" },
         "filename": device.display().to_string(),
         "node-name": "volume",
         "cache": { "direct": true, "no-flush": false },
@@ -165,7 +169,8 @@ fn qemu_args(
     ]
 }
 
-/// Boots the guest with `device` as its disk and waits for it to power off.
+/// Boots the guest with `device` (a block device or an image file) as its disk and waits for it
+/// to power off.
 pub fn boot(
     assets: &GuestAssets,
     device: &Path,

@@ -240,6 +240,10 @@ fn crds_are_served_and_validated(kubectl: &Kubectl) {
             "apiVersion: fastvirt.io/v1alpha1\nkind: BlockPool\nmetadata:\n  name: both\nspec:\n  backend:\n    file:\n      path: /var/lib/fastvirt/pools/x\n  storageClass:\n    blockOnly: true\n    fsType: xfs\n",
             "blockOnly and fsType exclude each other",
         ),
+        (
+            "apiVersion: fastvirt.io/v1alpha1\nkind: BlockPool\nmetadata:\n  name: image-block\nspec:\n  backend:\n    file:\n      path: /var/lib/fastvirt/pools/x\n  storageClass:\n    layout: disk-image\n    blockOnly: true\n",
+            "the disk-image layout makes Filesystem volumes only",
+        ),
     ] {
         let error = kubectl
             .run_with_input(

@@ -1,6 +1,7 @@
 //! StorageClass parameter parsing (`service::parameters::parse_parameters`) on `key=value` lines,
 //! on nodes with no pool, one pool, a `default` pool among others, and several pools without one.
-//! The answer must not depend on the map's iteration order; the I/O limits are the ones named.
+//! The answer must not depend on the map's iteration order; the I/O limits and the layout are the
+//! ones named.
 #![no_main]
 
 use fastvirt_csi::filesystem::FsType;
@@ -54,6 +55,7 @@ fuzz_target!(|text: &str| {
             assert!(
                 key == "pool"
                     || key == "thin"
+                    || key == "layout"
                     || key.eq_ignore_ascii_case("fsType")
                     || LimitKind::from_parameter(key).is_some()
                     || key.starts_with(SIDECAR_PARAM_PREFIX),
@@ -68,6 +70,11 @@ fuzz_target!(|text: &str| {
                 .map(|v| v.parse::<u64>().expect("an accepted limit is a number"));
             assert_eq!(params.qos.get(kind), expected, "{}", kind.parameter());
         }
+        // The layout is the one named, device when none is.
+        assert_eq!(
+            params.layout.as_str(),
+            parameters.get("layout").map_or("device", String::as_str)
+        );
         match parameters.get("pool") {
             Some(pool) => assert_eq!(params.pool.as_str(), pool),
             None => assert!(driver.backend(&params.pool).is_some()),

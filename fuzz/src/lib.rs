@@ -94,6 +94,7 @@ impl MemoryBackend {
                 created_unix: 1_700_000_000,
                 source,
                 qos: None,
+                layout: Default::default(),
             },
         );
     }
@@ -206,6 +207,7 @@ impl Backend for MemoryBackend {
             created_unix: 1_700_000_001,
             source: spec.source.as_ref().map(ToString::to_string),
             qos: (!spec.qos.is_unlimited()).then_some(spec.qos),
+            layout: spec.layout,
         };
         self.state()
             .volumes

@@ -4,6 +4,7 @@
 use crate::foreign::{ClaimPropertySet, StorageProfile, StorageProfileSpec, VolumeSnapshotClass};
 use fastvirt_api::BlockPool;
 use fastvirt_api::block_pool::ReclaimPolicy;
+use fastvirt_api::volume_layout::VolumeLayout;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use std::collections::BTreeMap;
@@ -72,8 +73,9 @@ pub fn snapshot_class(pool: &BlockPool) -> Option<VolumeSnapshotClass> {
     })
 }
 
-/// The spec CDI should use for the pool's StorageClass: block volumes first (what VMs want, and
-/// what CDI picks when a DataVolume names no mode), ReadWriteOnce (volumes are node-local), and
+/// The spec CDI should use for the pool's StorageClass: block volumes first on a device class
+/// (what VMs want, and what CDI picks when a DataVolume names no mode), filesystem volumes only on
+/// a disk-image class, ReadWriteOnce (volumes are node-local), and
 /// clones through the driver (instant reflink copies instead of CDI's host-assisted copy). Not
 /// owned by the pool: CDI owns the StorageProfile and deletes it with the StorageClass.
 ///
@@ -84,16 +86,17 @@ pub fn storage_profile(pool: &BlockPool, snapshot_class: Option<String>) -> Opti
     if !pool.spec.cdi_storage_profile {
         return None;
     }
-    let mut claim_property_sets = vec![ClaimPropertySet {
+    let set = |mode: &str| ClaimPropertySet {
         access_modes: vec!["ReadWriteOnce".into()],
-        volume_mode: "Block".into(),
-    }];
-    if !pool.spec.storage_class.block_only {
-        claim_property_sets.push(ClaimPropertySet {
-            access_modes: vec!["ReadWriteOnce".into()],
-            volume_mode: "Filesystem".into(),
-        });
-    }
+        volume_mode: mode.into(),
+    };
+    let template = &pool.spec.storage_class;
+    let claim_property_sets = match template.layout {
+        // A disk-image class has Filesystem volumes only: QEMU opens their disk.img directly.
+        VolumeLayout::DiskImage => vec![set("Filesystem")],
+        VolumeLayout::Device if template.block_only => vec![set("Block")],
+        VolumeLayout::Device => vec![set("Block"), set("Filesystem")],
+    };
     Some(StorageProfile {
         metadata: ObjectMeta {
             name: Some(class_name(pool)),

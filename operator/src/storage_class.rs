@@ -8,7 +8,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use std::collections::BTreeMap;
 
 /// StorageClass parameters the operator sets itself.
-const RESERVED_PARAMETERS: &[&str] = &["pool", "thin", "csi.storage.k8s.io/fstype"];
+const RESERVED_PARAMETERS: &[&str] = &["pool", "thin", "layout", "csi.storage.k8s.io/fstype"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
@@ -17,7 +17,7 @@ pub enum BuildError {
     #[error("storageClass.parameters.{0} is set by the operator from the pool; remove it")]
     ReservedParameter(String),
     #[error(
-        "storageClass.parameters.{0} is not a parameter fastvirt-csi accepts: it takes pool, thin and fsType, which the operator sets from the pool, and the I/O limits readIOPS, writeIOPS, readBPS and writeBPS; a class with another key could never provision nor report capacity"
+        "storageClass.parameters.{0} is not a parameter fastvirt-csi accepts: it takes pool, thin, layout and fsType, which the operator sets from the pool, and the I/O limits readIOPS, writeIOPS, readBPS and writeBPS; a class with another key could never provision nor report capacity"
     )]
     UnknownParameter(String),
     #[error("storageClass.parameters: {0}")]
@@ -55,6 +55,14 @@ pub fn build(pool: &BlockPool) -> Result<StorageClass, BuildError> {
         "thin".into(),
         (!pool.spec.backend.file.preallocate).to_string(),
     );
+    // Only a disk-image class names its layout: a device class stays as it was, since a changed
+    // parameter would replace every existing class.
+    if !template.layout.is_device() {
+        parameters.insert(
+            fastvirt_api::volume_layout::PARAMETER.into(),
+            template.layout.as_str().into(),
+        );
+    }
     if let Some(fs) = template.fs_type {
         let fs = match fs {
             FsType::Ext4 => "ext4",

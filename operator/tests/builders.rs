@@ -2,6 +2,7 @@
 
 use fastvirt_api::assignment::{Assignment, assign};
 use fastvirt_api::{BlockPool, NodeTuningProfile, TunedNode, TunedNodeStatus};
+use fastvirt_operator::pool_objects::storage_profile;
 use fastvirt_operator::profile_status::aggregate;
 use fastvirt_operator::storage_class::{BuildError, build, needs_replacement};
 use std::collections::BTreeMap;
@@ -277,4 +278,44 @@ fn a_thousand_node_reports_add_up() {
         ("True", "ProfileConflict")
     );
     assert_eq!(get("Progressing").status, "False");
+}
+
+#[test]
+fn a_disk_image_pool_names_its_layout_and_offers_filesystem_claims_only() {
+    let mut pool: BlockPool = load("../examples/blockpool-disk-image.yaml");
+    pool.metadata.uid = Some("0c0c0c0c-0000-4000-8000-000000000002".into());
+    let class = build(&pool).unwrap();
+    let parameters = class.parameters.unwrap();
+    assert_eq!(parameters["layout"], "disk-image");
+    assert!(!parameters.contains_key("csi.storage.k8s.io/fstype"));
+    let profile = storage_profile(&pool, Some("nvme-images".into())).unwrap();
+    let modes: Vec<&str> = profile
+        .spec
+        .claim_property_sets
+        .iter()
+        .map(|set| set.volume_mode.as_str())
+        .collect();
+    assert_eq!(modes, ["Filesystem"]);
+    assert_eq!(
+        profile.spec.claim_property_sets[0].access_modes,
+        ["ReadWriteOnce"]
+    );
+
+    // A device class never names its layout, so existing classes stay as they are.
+    let device = build(&example_pool()).unwrap();
+    assert!(!device.parameters.unwrap().contains_key("layout"));
+    let profile = storage_profile(&example_pool(), None).unwrap();
+    assert_eq!(profile.spec.claim_property_sets.len(), 1, "blockOnly");
+    assert_eq!(profile.spec.claim_property_sets[0].volume_mode, "Block");
+
+    // The operator sets the layout; the parameters may not.
+    let mut pool = example_pool();
+    pool.spec
+        .storage_class
+        .parameters
+        .insert("layout".into(), "disk-image".into());
+    assert_eq!(
+        build(&pool).unwrap_err(),
+        BuildError::ReservedParameter("layout".into())
+    );
 }
