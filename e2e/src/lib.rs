@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod fio;
 pub mod kubelet;
 pub mod latency;
+pub mod layouts;
 pub mod lifecycle;
 pub mod operator_bench;
 pub mod pgbench;

@@ -3,8 +3,8 @@
 //! path. No cluster needed. Writes JSON and Markdown, and optionally the docs section.
 
 use fastvirt_e2e::{
-    datapath, fio, kubelet, latency, lifecycle, operator_bench, pgbench, qos_bench, report,
-    snapshots,
+    datapath, fio, kubelet, latency, layouts, lifecycle, operator_bench, pgbench, qos_bench,
+    report, snapshots,
 };
 
 use anyhow::{Context, bail};
@@ -105,6 +105,15 @@ enum Benchmark {
         /// Offered rates, in percent of the limit.
         #[arg(long, value_delimiter = ',', default_value = "25,50,75,90,100,125,150")]
         offered: Vec<u32>,
+    },
+    /// KubeVirt's three disk sides in one pool: the raw file, a `device` volume (the loop device a
+    /// Block PVC gives QEMU) and a `disk-image` volume (the disk.img a Filesystem PVC of that
+    /// layout gives QEMU), 4k random I/O at QD1 and QD32, in rotated rounds. The pool is a btrfs
+    /// with quotas made under the work directory. Uses `--size-mib` per side.
+    Layouts {
+        /// fio engines, each a set of rows.
+        #[arg(long, value_delimiter = ',', default_value = "io_uring,libaio")]
+        engines: Vec<String>,
     },
     /// The operator: NodeTuningProfile status for a large cluster, and the memory of its caches.
     /// Needs neither root nor a cluster.
@@ -222,6 +231,21 @@ async fn main() -> anyhow::Result<()> {
     }) = &cli.command
     {
         return run_snapshots(&cli, &work_dir, sizes_gib, *rounds, *copy_rounds).await;
+    }
+    if let Some(Benchmark::Layouts { engines }) = &cli.command {
+        let plan = layouts::Plan {
+            rounds: cli.rounds,
+            runtime_s: cli.runtime,
+            size_bytes: cli.size_mib << 20,
+            engines: engines.clone(),
+        };
+        let report = layouts::measure(driver_binary(&cli)?, &work_dir, plan).await?;
+        let summary = report.write(&cli.output)?;
+        if let Some(page) = &cli.update_docs {
+            update_docs(page, layouts::DOCS_START, layouts::DOCS_END, &summary)?;
+        }
+        println!("{summary}");
+        return Ok(());
     }
     let (process, mut clients, pool) = start_driver(&cli, &work_dir).await?;
     if let Some(Benchmark::Qos {

@@ -42,9 +42,38 @@ pub fn interleaved<T, E>(
     Ok((on_volume, on_raw))
 }
 
+/// Runs `measure(side)` `rounds` times for each of `sides` sides, starting each round one side
+/// later than the last, so that no side always runs first or last; the samples by side.
+pub fn rotated<T, E>(
+    rounds: u32,
+    sides: usize,
+    mut measure: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Vec<Vec<T>>, E> {
+    let mut samples: Vec<Vec<T>> = (0..sides).map(|_| Vec::new()).collect();
+    for round in 0..rounds as usize {
+        for step in 0..sides {
+            let side = (round + step) % sides;
+            samples[side].push(measure(side)?);
+        }
+    }
+    Ok(samples)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotated_rounds_start_with_each_side_in_turn() {
+        let mut order = Vec::new();
+        let samples = rotated(3, 3, |side| {
+            order.push(side);
+            Ok::<_, ()>(side * 10)
+        })
+        .unwrap();
+        assert_eq!(order, [0, 1, 2, 1, 2, 0, 2, 0, 1]);
+        assert_eq!(samples, [vec![0; 3], vec![10; 3], vec![20; 3]]);
+    }
 
     #[test]
     fn medians_and_percentiles() {

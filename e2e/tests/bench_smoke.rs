@@ -324,3 +324,42 @@ fn qos_benchmark_caps_the_limited_side() {
         "{page}"
     );
 }
+
+#[test]
+fn layouts_benchmark_measures_three_sides_per_workload_and_engine() {
+    if let Some(reason) = common::skip_reason(&["fio", "mkfs.btrfs", "btrfs"]) {
+        eprintln!("SKIP layouts_benchmark_measures_three_sides: {reason}");
+        return;
+    }
+    let (work, output, docs) = run_dirs("bench-layouts", "layouts");
+    let report = run_bench(
+        bench(&work)
+            .arg("--quick")
+            .arg("layouts")
+            .arg("--update-docs")
+            .arg(&docs),
+        &output,
+        "layouts.json",
+    );
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "4 workloads × io_uring and libaio: {report}");
+    for row in rows {
+        let iops: Vec<f64> = row["iops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(iops.len(), 3, "{row}");
+        assert!(iops.iter().all(|i| *i > 0.0), "every side did I/O: {row}");
+        let ratio = row["disk_image_ratio"].as_f64().unwrap();
+        assert!((ratio - iops[2] / iops[0]).abs() < 1e-9, "{row}");
+    }
+    let page = std::fs::read_to_string(&docs).unwrap();
+    assert!(
+        page.contains("| disk-image / raw |")
+            && !page.contains("\nold\n")
+            && page.ends_with("kept\n"),
+        "{page}"
+    );
+}

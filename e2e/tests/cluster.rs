@@ -20,6 +20,8 @@ use std::time::Duration;
 
 #[path = "cluster/chaos.rs"]
 mod chaos;
+#[path = "cluster/disk_image.rs"]
+mod disk_image;
 #[path = "cluster/kubelet_drop_in.rs"]
 mod kubelet_drop_in;
 #[path = "cluster/kubevirt.rs"]
@@ -192,6 +194,7 @@ fn fastvirt_in_a_real_cluster() {
     plugin_metrics::the_plugin_reports_a_volumes_io(&kubectl);
     qos::a_class_change_changes_a_running_pods_cap(&kubectl);
     snapshot_restores_the_data(&kubectl);
+    disk_image::a_disk_image_claim_is_one_preallocated_image(&kubectl, &state);
     node_plugin_restart_keeps_a_mounted_volume(&kubectl, &state);
     chaos::node_plugin_kills_and_an_apiserver_restart_lose_nothing(&kubectl, &state);
     deleting_claims_removes_their_files(&kubectl, &pool_dir);

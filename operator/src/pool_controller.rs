@@ -185,8 +185,16 @@ async fn apply_pool(pool: &BlockPool, ctx: &Context) -> Result<Action, PoolError
                 .and_then(|class| class.metadata.name),
         )
     {
-        // Permission: rbac::STORAGE_PROFILES.
-        apply::<StorageProfile>(ctx, &profile).await?;
+        // CDI makes a StorageProfile for every StorageClass and owns it; the operator only sets
+        // its hints once it is there (the StorageProfile watch brings the pool back then), so a
+        // profile CDI has not made yet is no error. Permission: rbac::STORAGE_PROFILES.
+        let name = profile.metadata.name.clone().unwrap_or_default();
+        let profiles = kube::Api::<StorageProfile>::all(ctx.client.clone());
+        if profiles.get_opt(&name).await?.is_some() {
+            apply::<StorageProfile>(ctx, &profile).await?;
+        } else {
+            tracing::debug!(pool = %name, "CDI has not made the class's StorageProfile yet");
+        }
     }
     crate::kubevirt::apply_preference(pool, ctx).await?;
 

@@ -42,10 +42,11 @@ pub const SNAPSHOT_CLASSES: Permission = Permission::cluster(
     "volumesnapshotclasses",
     &["list", "watch", "create", "patch", "delete"],
 );
+/// CDI creates them; the operator reads one to know it is there, then patches it.
 pub const STORAGE_PROFILES: Permission = Permission::cluster(
     "cdi.kubevirt.io",
     "storageprofiles",
-    &["list", "watch", "patch"],
+    &["get", "list", "watch", "patch"],
 );
 /// Server-side apply creates them; listed by profile label to delete the sizes a profile no
 /// longer has.

@@ -64,6 +64,7 @@ async fn a_new_pool_gets_its_classes_profile_config_and_status() {
             object(daemonset()),
             object(capacity("fast", "worker-1", "100Gi")),
             object(capacity("fast", "worker-2", "28Gi")),
+            cdi_profile("fast"),
         ],
         true,
         true,
@@ -507,6 +508,7 @@ async fn without_snapshots_cdi_keeps_golden_images_as_pvcs() {
         vec![
             object(pool_yaml("fast", "/var/lib/fastvirt/pools/fast", "")),
             object(daemonset()),
+            cdi_profile("fast"),
         ],
         false,
         true,
@@ -519,4 +521,22 @@ async fn without_snapshots_cdi_keeps_golden_images_as_pvcs() {
         profile.spec.data_import_cron_source_format.as_deref(),
         Some("pvc")
     );
+}
+
+/// CDI makes and owns StorageProfiles: before it has made the class's, the pool is reconciled
+/// as usual and no profile is made (a real API server refuses the operator that create).
+#[tokio::test]
+async fn a_profile_cdi_has_not_made_yet_is_left_to_cdi() {
+    let ctx = context(
+        vec![
+            object(pool_yaml("fast", "/var/lib/fastvirt/pools/fast", "")),
+            object(daemonset()),
+        ],
+        true,
+        true,
+    )
+    .await;
+    reconcile_named(&ctx, "fast").await;
+    assert!(find::<StorageClass>(&ctx, "fast").await.is_some());
+    assert!(find::<StorageProfile>(&ctx, "fast").await.is_none());
 }

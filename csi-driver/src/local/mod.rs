@@ -265,13 +265,28 @@ impl ScratchFs {
     /// `xfs` with reflink, or `btrfs`) on it and mounts it. Panics on failure: it is test and
     /// benchmark scaffolding, not driver code.
     pub fn new(root: &Path, size: u64, fs: &str) -> Self {
+        Self::make(root, size, fs, false)
+    }
+
+    /// [`ScratchFs::new`] on a preallocated image attached with direct I/O: for measurements,
+    /// where the image's own allocation and a second page cache would blur what is measured.
+    pub fn on_disk(root: &Path, size: u64, fs: &str) -> Self {
+        Self::make(root, size, fs, true)
+    }
+
+    fn make(root: &Path, size: u64, fs: &str, on_disk: bool) -> Self {
         let image = root.join(format!("scratch-{fs}.img"));
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(size))
-            .expect("scratch image");
+        let file = std::fs::File::create(&image).expect("scratch image");
+        if on_disk {
+            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, size as i64)
+                .expect("preallocating the scratch image");
+        } else {
+            file.set_len(size).expect("sizing the scratch image");
+        }
+        drop(file);
         let options = crate::loopdev::AttachOptions {
-            block_size: 512,
-            direct_io: false,
+            block_size: if on_disk { 4096 } else { 512 },
+            direct_io: on_disk,
             read_only: false,
         };
         let device = crate::loopdev::attach(&image, options).expect("scratch loop device");
@@ -285,6 +300,7 @@ impl ScratchFs {
             .arg("-q")
             .args(extra)
             .arg(device.path())
+            .stdout(std::process::Stdio::null())
             .status();
         assert!(made.is_ok_and(|s| s.success()), "{mkfs} failed");
         let mount_point = root.join(format!("scratch-{fs}"));

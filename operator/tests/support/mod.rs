@@ -105,6 +105,16 @@ pub fn node(name: &str, labels: &[(&str, &str)]) -> k8s_openapi::api::core::v1::
     .unwrap()
 }
 
+/// The StorageProfile CDI makes for a StorageClass, before the operator sets its hints.
+pub fn cdi_profile(class: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1",
+        "kind": "StorageProfile",
+        "metadata": {"name": class},
+        "spec": {},
+    })
+}
+
 pub fn daemonset() -> k8s_openapi::api::apps::v1::DaemonSet {
     serde_yaml::from_str(&format!(
         r#"

@@ -560,6 +560,14 @@ impl Backend for FilePool {
             pool: self.name.clone(),
             message: e.to_string(),
         })?;
+        if record.layout == VolumeLayout::DiskImage && !qos.is_unlimited() {
+            return Err(BackendError::Pool {
+                pool: self.name.clone(),
+                message: format!(
+                    "volume {id} is a disk-image volume, which has no device to throttle; its I/O limits stay off"
+                ),
+            });
+        }
         let mut changed = record.clone();
         changed.qos = (!qos.is_unlimited()).then_some(qos);
         if changed != *record {
