@@ -32,12 +32,7 @@ fn skip_reason() -> Option<String> {
 async fn btrfs_env(name: &str) -> (TestEnv, ScratchFs) {
     let root = test_root(name);
     let scratch = ScratchFs::new(&root, 3 << 30, "btrfs");
-    let enabled = std::process::Command::new("btrfs")
-        .args(["quota", "enable"])
-        .arg(&scratch.mount_point)
-        .status()
-        .unwrap();
-    assert!(enabled.success(), "btrfs quota enable");
+    scratch.enable_btrfs_quotas();
     let env = TestEnv::start_with_pool(root, scratch.mount_point.join("pool")).await;
     (env, scratch)
 }
@@ -398,6 +393,16 @@ async fn bad_disk_image_requests_and_pools_without_quotas_are_refused() {
         status.message().contains("I/O limits"),
         "{}",
         status.message()
+    );
+    // Device volumes on btrfs overwrite in place too (no copy-on-write), as VM images want.
+    let device = env.create(create_req("dev", 64 * MIB, block_cap())).await;
+    let key = device.volume_id.rsplit('.').next().unwrap();
+    let file = std::fs::File::open(env.pool_dir.join(format!("{key}.img"))).unwrap();
+    assert!(
+        rustix::fs::ioctl_getflags(&file)
+            .unwrap()
+            .contains(rustix::fs::IFlags::NOCOW),
+        "a new device volume on btrfs is no-copy-on-write"
     );
     // The same name with another layout is another volume.
     let d = env.create(disk_image_req("d", 64 * MIB)).await;

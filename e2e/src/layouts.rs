@@ -24,28 +24,10 @@ pub const DISK_IMAGE_TARGET: f64 = 0.97;
 
 pub const SIDES: [&str; 3] = ["raw file", "device", "disk-image"];
 
-const WORKLOADS: [Workload; 4] = [
-    Workload {
-        rw: "randread",
-        iodepth: 1,
-        sqpoll: false,
-    },
-    Workload {
-        rw: "randread",
-        iodepth: 32,
-        sqpoll: false,
-    },
-    Workload {
-        rw: "randwrite",
-        iodepth: 1,
-        sqpoll: false,
-    },
-    Workload {
-        rw: "randwrite",
-        iodepth: 32,
-        sqpoll: false,
-    },
-];
+/// The data path's workloads without the SQPOLL diagnostics.
+fn workloads() -> impl Iterator<Item = Workload> {
+    crate::datapath::WORKLOADS.into_iter().filter(|w| !w.sqpoll)
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -151,11 +133,7 @@ pub async fn measure(
     let started_utc = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     // Room for three sides and btrfs's metadata.
     let scratch = ScratchFs::on_disk(work_dir, plan.size_bytes * 3 + (1 << 30), "btrfs");
-    let enabled = std::process::Command::new("btrfs")
-        .args(["quota", "enable"])
-        .arg(&scratch.mount_point)
-        .status()?;
-    anyhow::ensure!(enabled.success(), "btrfs quota enable failed");
+    scratch.enable_btrfs_quotas();
     let pool = scratch.mount_point.join("pool");
     let args = DriverArgs {
         binary: driver,
@@ -219,7 +197,7 @@ pub async fn measure(
 fn measure_rows(paths: &[PathBuf; 3], plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for engine in &plan.engines {
-        for workload in WORKLOADS {
+        for workload in workloads() {
             let samples = rotated(plan.rounds, SIDES.len(), |side| {
                 let sample = fio::measure(
                     &paths[side],

@@ -108,12 +108,7 @@ async fn guest_on(layout: &Layout) {
     // A pool with reflink, so the volume can be snapshotted and cloned while the VM has it.
     let pool = fastvirt_csi::local::ScratchFs::new(&work, 1 << 30, layout.pool_fs);
     if layout.pool_fs == "btrfs" {
-        let enabled = std::process::Command::new("btrfs")
-            .args(["quota", "enable"])
-            .arg(&pool.mount_point)
-            .status()
-            .unwrap();
-        assert!(enabled.success(), "btrfs quota enable");
+        pool.enable_btrfs_quotas();
     }
     let args = DriverArgs {
         binary: common::driver_binary(),

@@ -322,6 +322,21 @@ impl ScratchFs {
     }
 }
 
+impl ScratchFs {
+    /// Switches btrfs quotas on, as an administrator does once for a pool of disk-image volumes.
+    pub fn enable_btrfs_quotas(&self) {
+        let enabled = Command::new("btrfs")
+            .args(["quota", "enable"])
+            .arg(&self.mount_point)
+            .status();
+        assert!(
+            enabled.is_ok_and(|s| s.success()),
+            "btrfs quota enable {} failed",
+            self.mount_point.display()
+        );
+    }
+}
+
 impl Drop for ScratchFs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);

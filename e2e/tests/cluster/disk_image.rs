@@ -17,12 +17,7 @@ const CDI_CRD: &str = include_str!("../../fixtures/cdi-storageprofile-crd.yaml")
 
 pub fn a_disk_image_claim_is_one_preallocated_image(kubectl: &Kubectl, state: &State) {
     let scratch = ScratchFs::new(&state.layout().pool_host_dir(), 2 << 30, "btrfs");
-    let enabled = std::process::Command::new("btrfs")
-        .args(["quota", "enable"])
-        .arg(&scratch.mount_point)
-        .status()
-        .expect("btrfs runs");
-    assert!(enabled.success(), "btrfs quota enable");
+    scratch.enable_btrfs_quotas();
     apply(kubectl, CDI_CRD);
     kubectl
         .run(&[

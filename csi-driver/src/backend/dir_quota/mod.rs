@@ -69,7 +69,7 @@ impl QuotaError {
 
 const XFS_MAGIC: i64 = 0x5846_5342;
 const EXT4_MAGIC: i64 = 0xEF53;
-const BTRFS_MAGIC: i64 = 0x9123_683E;
+pub(crate) const BTRFS_MAGIC: i64 = 0x9123_683E;
 
 impl DirQuota {
     /// The mechanism of the filesystem that holds `pool_dir`, if it is on and usable.

@@ -221,6 +221,9 @@ impl FilePool {
             .mode(privacy::FILE_MODE)
             .open(path)
             .map_err(BackendError::io(format!("creating {}", path.display())))?;
+        if source.is_none() {
+            clone::overwrite_in_place(&file);
+        }
         self.resize(&file, path, capacity, thin)?;
         file.sync_all()
             .map_err(BackendError::io(format!("syncing {}", path.display())))
