@@ -89,6 +89,21 @@ pub struct QosLimits {
 }
 
 impl QosLimits {
+    /// Each limit the lower of the two (an absent one is no limit): what one throttle line must
+    /// say to keep both.
+    pub fn tighter(self, other: Self) -> Self {
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            read_iops: min(self.read_iops, other.read_iops),
+            write_iops: min(self.write_iops, other.write_iops),
+            read_bps: min(self.read_bps, other.read_bps),
+            write_bps: min(self.write_bps, other.write_bps),
+        }
+    }
+
     pub fn get(&self, kind: LimitKind) -> Option<u64> {
         match kind {
             LimitKind::ReadIops => self.read_iops,
@@ -223,6 +238,30 @@ fn parse_value(kind: LimitKind, value: &str) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tighter_of_two_keeps_both() {
+        let a = QosLimits {
+            read_iops: Some(100),
+            write_bps: Some(1 << 20),
+            ..QosLimits::default()
+        };
+        let b = QosLimits {
+            read_iops: Some(50),
+            write_iops: Some(10),
+            ..QosLimits::default()
+        };
+        assert_eq!(
+            a.tighter(b),
+            QosLimits {
+                read_iops: Some(50),
+                write_iops: Some(10),
+                read_bps: None,
+                write_bps: Some(1 << 20),
+            }
+        );
+        assert_eq!(a.tighter(QosLimits::default()), a, "unlimited adds nothing");
+    }
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -9,7 +9,10 @@ mod common;
 
 use common::scrape::{free_port, sample, scrape};
 use common::*;
-use fastvirt_csi::local::pod_cgroups::{PodCgroups, block_publish_path, spawn_in};
+use fastvirt_csi::local::ScratchFs;
+use fastvirt_csi::local::pod_cgroups::{
+    PodCgroups, block_publish_path, mount_publish_path, spawn_in,
+};
 use fastvirt_csi::proto::*;
 use fastvirt_csi::qos::QosLimits;
 use fastvirt_csi::qos::cgroup::DeviceNumber;
@@ -26,6 +29,9 @@ const PV: &str = "pvc-qos-0001";
 const POD_A: &str = "0a0a0a0a-1111-4222-8333-444444444401";
 const POD_B: &str = "0b0b0b0b-1111-4222-8333-444444444402";
 const POD_C: &str = "0c0c0c0c-1111-4222-8333-444444444403";
+const POD_D: &str = "0d0d0d0d-1111-4222-8333-444444444404";
+const POD_E: &str = "0e0e0e0e-1111-4222-8333-444444444405";
+const IMAGE_PV: &str = "pvc-qos-image-0001";
 
 fn fio_available() -> bool {
     Command::new("fio")
@@ -321,4 +327,152 @@ async fn a_limit_caps_fio_and_a_modify_changes_the_cap_while_it_runs() {
         })
         .await
         .expect("DeleteVolume");
+}
+
+/// A disk-image volume has no device of its own: its limits go on the pool's disk, in the cgroups
+/// of the pod it is published for and of a pod whose process holds its `disk.img` open, and fio
+/// on the image runs at the limit. The pool is btrfs with quotas on a loop device (the "disk").
+#[tokio::test]
+async fn a_disk_image_volume_is_limited_on_the_pools_disk() {
+    require_host!();
+    if !fio_available() {
+        eprintln!("SKIP qos disk-image: fio is not installed (run scripts/install-deps.sh)");
+        return;
+    }
+    if Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIP qos disk-image: btrfs-progs is not installed (run scripts/install-deps.sh)"
+        );
+        return;
+    }
+    let hierarchies = Hierarchies::discover(Path::new(CGROUP_ROOT));
+    if hierarchies.0.is_empty() {
+        eprintln!("SKIP qos disk-image: no cgroup hierarchy here can throttle block I/O");
+        return;
+    }
+    let root = test_root("qos-disk-image");
+    let scratch = ScratchFs::on_disk(&root, 1 << 30, "btrfs");
+    scratch.enable_btrfs_quotas();
+    let kubelet = root.join("kubelet");
+    let kubelet_flag = kubelet.display().to_string();
+    let flags = ["--kubelet-dir", &kubelet_flag, "--cgroup-root", CGROUP_ROOT];
+    let mut env = TestEnv::start_with_flags(root, scratch.mount_point.join("pool"), &flags).await;
+    let cap = mount_cap("ext4", &[]);
+    let mut create = with_params(
+        create_req(IMAGE_PV, 128 * MIB, cap.clone()),
+        &[("layout", "disk-image")],
+    );
+    create.mutable_parameters = params(&[("readIOPS", "200")]);
+    let id = env.create(create).await.volume_id;
+
+    // The pool's disk: the loop device under the scratch filesystem.
+    let table = fastvirt_csi::mountinfo::read().unwrap();
+    let source = &fastvirt_csi::mountinfo::mounted_at(&table, &scratch.mount_point)
+        .expect("the scratch filesystem")
+        .source;
+    let device = DeviceNumber::from_rdev(std::fs::metadata(source).unwrap().rdev());
+
+    let pod_d = PodCgroups::create(&hierarchies, "qos-d", POD_D);
+    let staging = env.path("staging");
+    env.stage(stage_req(&id, &staging, cap.clone())).await;
+    let target = mount_publish_path(&kubelet, IMAGE_PV, POD_D);
+    env.publish(publish_req(&id, &staging, &target, cap.clone(), false))
+        .await;
+    let image = target.join("disk.img");
+    eventually(
+        "the limit reaches the publishing pod's cgroups on the pool's disk",
+        || pod_d.limits(device).iter().all(|l| *l == read_iops(200)),
+    )
+    .await;
+
+    // Written first, from outside the pod: reads of preallocated, never-written extents are
+    // answered without any I/O, so nothing would be throttled.
+    let filled = Command::new("fio")
+        .args([
+            "--name=fill",
+            &format!("--filename={}", image.display()),
+            "--rw=write",
+            "--bs=1M",
+            "--direct=1",
+            "--size=128M",
+            "--output-format=json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stderr)
+    );
+    let log_prefix = env.path("fio-image");
+    let fio = spawn_in(&pod_d, "fio", &fio_args(&image, 4, &log_prefix));
+    let output = fio.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "fio: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let windows: Vec<f64> = iops_log(&log_prefix)
+        .iter()
+        .filter(|(t, _)| (1000..=3500).contains(t))
+        .map(|(_, v)| *v)
+        .collect();
+    let achieved = median(windows);
+    eprintln!("fio on the disk image under a 200 IOPS limit: {achieved:.0} IOPS");
+    assert!(
+        (160.0..=230.0).contains(&achieved),
+        "{achieved:.0} IOPS under a 200 IOPS limit"
+    );
+
+    // A process of another pod holding the image open (a hot-plugged disk) gets it too; a pod
+    // holding another file of the same filesystem does not.
+    let pod_e = PodCgroups::create(&hierarchies, "qos-e", POD_E);
+    let mut holder = spawn_in(
+        &pod_e,
+        "sh",
+        &[
+            "-c".into(),
+            "exec 3<\"$0\"; exec sleep 30".into(),
+            image.display().to_string(),
+        ],
+    );
+    eventually(
+        "the limit reaches the pod that holds the image open",
+        || pod_e.limits(device).iter().all(|l| *l == read_iops(200)),
+    )
+    .await;
+
+    env.clients
+        .controller
+        .controller_modify_volume(ControllerModifyVolumeRequest {
+            volume_id: id.clone(),
+            mutable_parameters: params(&[("readIOPS", "unlimited")]),
+            ..Default::default()
+        })
+        .await
+        .expect("ControllerModifyVolume");
+    eventually("the limit is gone from both pods", || {
+        [&pod_d, &pod_e]
+            .iter()
+            .all(|pod| pod.limits(device).iter().all(QosLimits::is_unlimited))
+    })
+    .await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    env.unpublish(unpublish_req(&id, &target)).await;
+    env.unstage(unstage_req(&id, &staging)).await;
+    env.clients
+        .controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id,
+            ..Default::default()
+        })
+        .await
+        .expect("DeleteVolume");
+    drop(env);
+    drop(scratch);
 }

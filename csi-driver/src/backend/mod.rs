@@ -12,6 +12,7 @@ pub mod privacy;
 use crate::ids::{PoolName, SnapshotId, VolumeId};
 use crate::mountinfo::MountEntry;
 use crate::qos::QosLimits;
+use crate::qos::consumers::Held;
 use clone::CloneMethod;
 pub use fastvirt_api::volume_layout::VolumeLayout;
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,31 @@ pub struct CreateSpec {
     /// I/O limits from the StorageClass and VolumeAttributesClass.
     pub qos: QosLimits,
     pub layout: VolumeLayout,
+}
+
+/// Where a volume's I/O limits go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleTarget {
+    /// The whole disk (`st_rdev`) whose throttle lines carry the limits.
+    pub device: u64,
+    /// What the volume's users hold open, to find the pods that use it.
+    pub held: Held,
+}
+
+impl ThrottleTarget {
+    /// Attached volumes' targets: their own devices.
+    pub fn of_devices(devices: BTreeMap<String, AttachedDevice>) -> BTreeMap<String, Self> {
+        devices
+            .into_iter()
+            .map(|(id, device)| {
+                let target = Self {
+                    device: device.rdev,
+                    held: Held::Device(device.rdev),
+                };
+                (id, target)
+            })
+            .collect()
+    }
 }
 
 /// Space in a pool.
@@ -188,6 +214,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
                 Some((volume.id.clone(), device))
             })
             .collect()
+    }
+    /// Where the I/O limits of those of `volumes` in use on this node go, by volume ID: the device
+    /// to throttle and what the volume's users hold open. An attached volume's loop device by
+    /// default.
+    fn throttle_targets(&self, volumes: &[VolumeRecord]) -> BTreeMap<String, ThrottleTarget> {
+        ThrottleTarget::of_devices(self.attached_devices(volumes))
     }
     /// Attaches the volume, or returns the device it is already attached as; a read-only attachment
     /// is enforced by the kernel for every user of the device.

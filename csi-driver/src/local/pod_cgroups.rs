@@ -16,6 +16,15 @@ pub fn block_publish_path(root: &Path, pv: &str, uid: &str) -> PathBuf {
         .join(uid)
 }
 
+/// Where kubelet publishes a filesystem volume `pv` for the pod `uid`, under kubelet's `root`.
+pub fn mount_publish_path(root: &Path, pv: &str, uid: &str) -> PathBuf {
+    root.join("pods")
+        .join(uid)
+        .join("volumes/kubernetes.io~csi")
+        .join(pv)
+        .join("mount")
+}
+
 /// A pod's cgroups in every hierarchy that throttles, with one container cgroup each; removed
 /// (their processes killed first) on drop.
 pub struct PodCgroups {

@@ -77,11 +77,19 @@ fn children(dir: &Path) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// For each of `devices` (`st_rdev`), the pods whose processes hold it open: the device node, or a
-/// file on a filesystem on it.
-pub fn holders(proc_dir: &Path, devices: &BTreeSet<u64>) -> BTreeMap<u64, BTreeSet<PodUid>> {
-    let mut found: BTreeMap<u64, BTreeSet<PodUid>> = BTreeMap::new();
-    if devices.is_empty() {
+/// What a volume's users hold open: its device (the device node, or any file on a filesystem
+/// made on it), or, for a volume that is a file on a filesystem shared with other volumes (a
+/// disk-image volume's `disk.img`), that very file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Held {
+    Device(u64),
+    File { dev: u64, ino: u64 },
+}
+
+/// For each of `wanted`, the pods whose processes hold it open.
+pub fn holders(proc_dir: &Path, wanted: &BTreeSet<Held>) -> BTreeMap<Held, BTreeSet<PodUid>> {
+    let mut found: BTreeMap<Held, BTreeSet<PodUid>> = BTreeMap::new();
+    if wanted.is_empty() {
         return found;
     }
     for (pid, process) in children(proc_dir) {
@@ -99,13 +107,21 @@ pub fn holders(proc_dir: &Path, devices: &BTreeSet<u64>) -> BTreeMap<u64, BTreeS
             let Ok(meta) = std::fs::metadata(&fd) else {
                 continue;
             };
-            let device = if meta.file_type().is_block_device() {
-                meta.rdev()
+            let candidates = if meta.file_type().is_block_device() {
+                [Some(Held::Device(meta.rdev())), None]
             } else {
-                meta.dev()
+                [
+                    Some(Held::Device(meta.dev())),
+                    Some(Held::File {
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                    }),
+                ]
             };
-            if devices.contains(&device) {
-                found.entry(device).or_default().insert(pod.clone());
+            for held in candidates.into_iter().flatten() {
+                if wanted.contains(&held) {
+                    found.entry(held).or_default().insert(pod.clone());
+                }
             }
         }
     }
@@ -325,10 +341,25 @@ mod tests {
         std::fs::write(outside.join("cgroup"), "0::/system.slice/x.service\n").unwrap();
         std::os::unix::fs::symlink(held.path(), outside.join("fd/3")).unwrap();
 
-        let device = std::fs::metadata(held.path()).unwrap().dev();
-        let found = holders(proc_dir.path(), &BTreeSet::from([device, 1]));
-        assert_eq!(found.get(&device), Some(&BTreeSet::from([UID.to_owned()])));
-        assert_eq!(found.len(), 1);
+        let meta = std::fs::metadata(held.path()).unwrap();
+        let device = Held::Device(meta.dev());
+        let file = Held::File {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        // Another file on the same filesystem: held by nobody, though its device is.
+        let other = Held::File {
+            dev: meta.dev(),
+            ino: meta.ino() + 1,
+        };
+        let found = holders(
+            proc_dir.path(),
+            &BTreeSet::from([device, file, other, Held::Device(1)]),
+        );
+        let pod = Some(BTreeSet::from([UID.to_owned()]));
+        assert_eq!(found.get(&device), pod.as_ref());
+        assert_eq!(found.get(&file), pod.as_ref(), "the very file");
+        assert_eq!(found.len(), 2, "{found:?}");
         assert!(holders(proc_dir.path(), &BTreeSet::new()).is_empty());
     }
 }

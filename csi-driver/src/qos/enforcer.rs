@@ -8,10 +8,10 @@
 //! a NodePublishVolume wakes the loop at once. Records are re-read on a wake and every 30
 //! seconds, not every second: they only change through this process.
 
-use super::cgroup::{self, DeviceNumber};
-use super::consumers::{self, Hierarchies};
+use super::cgroup::{self, CgroupVersion, DeviceNumber};
+use super::consumers::{self, Held, Hierarchies};
 use super::limits::QosLimits;
-use crate::backend::VolumeRecord;
+use crate::backend::{ThrottleTarget, VolumeRecord};
 use crate::pool_set::PoolSet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -51,7 +51,7 @@ pub struct InForce {
 struct Candidate {
     pool: String,
     record: VolumeRecord,
-    rdev: u64,
+    target: ThrottleTarget,
 }
 
 #[derive(Debug, Default)]
@@ -109,16 +109,16 @@ impl QosEnforcer {
             let Ok(records) = backend.list() else {
                 continue;
             };
-            let devices = backend.attached_devices(&records);
+            let targets = backend.throttle_targets(&records);
             for record in records {
-                let Some(device) = devices.get(&record.id) else {
+                let Some(target) = targets.get(&record.id) else {
                     continue;
                 };
                 let limited = record.qos.is_some_and(|q| !q.is_unlimited());
                 if limited || !state.started || state.in_force.contains_key(&record.id) {
                     candidates.push(Candidate {
                         pool: pool.to_string(),
-                        rdev: device.rdev,
+                        target: *target,
                         record,
                     });
                 }
@@ -142,38 +142,65 @@ impl QosEnforcer {
         let mut in_force = BTreeMap::new();
         if !candidates.is_empty() {
             let published = consumers::published_volumes(&self.paths.kubelet_dir);
-            let devices: BTreeSet<u64> = candidates.iter().map(|c| c.rdev).collect();
-            let held = consumers::holders(&self.paths.proc_dir, &devices);
+            let wanted: BTreeSet<Held> = candidates.iter().map(|c| c.target.held).collect();
+            let held = consumers::holders(&self.paths.proc_dir, &wanted);
             let pod_cgroups = Hierarchies::discover(&self.paths.cgroup_root).pod_cgroups();
+            // Every volume's throttle lines, by cgroup and device. Disk-image volumes of one pool
+            // share their pool's disk, so one line may have to keep the limits of several: it
+            // gets the tighter of each, written once a pass, never one after the other.
+            let mut lines: BTreeMap<(PathBuf, DeviceNumber), (CgroupVersion, QosLimits)> =
+                BTreeMap::new();
+            let mut volume_lines = Vec::with_capacity(candidates.len());
             for candidate in &candidates {
                 let limits = candidate.record.qos.unwrap_or_default();
                 let mut pods = published
                     .get(&candidate.record.name)
                     .cloned()
                     .unwrap_or_default();
-                pods.extend(held.get(&candidate.rdev).into_iter().flatten().cloned());
-                let device = DeviceNumber::from_rdev(candidate.rdev);
-                let mut cgroups = 0;
-                let mut failure = None;
+                pods.extend(
+                    held.get(&candidate.target.held)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+                let device = DeviceNumber::from_rdev(candidate.target.device);
+                let mut keys = Vec::new();
                 for (version, pod_dir) in
                     pods.iter().filter_map(|uid| pod_cgroups.get(uid)).flatten()
                 {
                     for target in consumers::limit_targets(*version, pod_dir) {
-                        match cgroup::ensure(&target, *version, device, &limits) {
-                            Ok(changed) => {
-                                cgroups += 1;
-                                if changed {
-                                    tracing::info!(volume = %candidate.record.id, cgroup = %target.display(), %limits, "I/O limits set");
-                                }
-                            }
-                            // The container or pod went away during the pass.
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => {
-                                failure = Some(format!("{}: {e}", target.display()));
-                            }
-                        }
+                        let key = (target, device);
+                        lines
+                            .entry(key.clone())
+                            .and_modify(|(_, merged)| *merged = merged.tighter(limits))
+                            .or_insert((*version, limits));
+                        keys.push(key);
                     }
                 }
+                volume_lines.push(keys);
+            }
+            let mut written: BTreeMap<(PathBuf, DeviceNumber), Result<(), String>> =
+                BTreeMap::new();
+            for ((target, device), (version, limits)) in &lines {
+                let outcome = match cgroup::ensure(target, *version, *device, limits) {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!(cgroup = %target.display(), %device, %limits, "I/O limits set");
+                        }
+                        Ok(())
+                    }
+                    // The container or pod went away during the pass.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => Err(format!("{}: {e}", target.display())),
+                };
+                written.insert((target.clone(), *device), outcome);
+            }
+            for (candidate, keys) in candidates.iter().zip(volume_lines) {
+                let limits = candidate.record.qos.unwrap_or_default();
+                let outcomes: Vec<&Result<(), String>> =
+                    keys.iter().filter_map(|key| written.get(key)).collect();
+                let cgroups = outcomes.iter().filter(|o| o.is_ok()).count();
+                let failure = outcomes.iter().find_map(|o| o.as_ref().err().cloned());
                 self.note_failure(&mut state, &candidate.record.id, failure);
                 if !limits.is_unlimited() {
                     in_force.insert(

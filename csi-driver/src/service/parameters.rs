@@ -113,17 +113,6 @@ pub fn parse_parameters(
     })
 }
 
-/// Refuses I/O limits on a layout that cannot enforce them: a disk-image volume has no device of
-/// its own, and throttling the pool's device would throttle every volume on it.
-pub fn check_limits_apply(layout: VolumeLayout, limits: QosLimits) -> Result<(), Status> {
-    if layout == VolumeLayout::DiskImage && !limits.is_unlimited() {
-        return Err(Status::invalid_argument(
-            "I/O limits (readIOPS, writeIOPS, readBPS, writeBPS) are not available for disk-image volumes: they have no device of their own to throttle; use a device class for a limited disk",
-        ));
-    }
-    Ok(())
-}
-
 /// The limits of a new volume: the StorageClass's, then the VolumeAttributesClass's
 /// (`mutable_parameters`) over them. Only limits are mutable; any other key is INVALID_ARGUMENT.
 pub fn creation_limits(

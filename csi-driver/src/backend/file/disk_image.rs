@@ -120,6 +120,61 @@ impl FilePool {
     }
 }
 
+impl FilePool {
+    /// The whole disk under the pool's filesystem (`st_rdev`): where block throttling applies to
+    /// I/O that reaches the filesystem, since blk-throttle works on disks, not partitions.
+    pub(super) fn pool_disk(&self, table: &[MountEntry]) -> Option<u64> {
+        let mount = table
+            .iter()
+            .filter(|e| self.dir.starts_with(&e.mount_point))
+            .max_by_key(|e| e.mount_point.as_os_str().len())?;
+        let meta = std::fs::metadata(&mount.source).ok()?;
+        if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            return None;
+        }
+        Some(whole_disk(std::os::unix::fs::MetadataExt::rdev(&meta)))
+    }
+
+    /// Where a disk-image volume's limits go while it is mounted on this node: the pool's disk,
+    /// for the pods that publish it or hold its image open.
+    pub(super) fn disk_image_throttle(
+        &self,
+        id: &VolumeId,
+        table: &[MountEntry],
+    ) -> Option<crate::backend::ThrottleTarget> {
+        let dir = self.disk_image_dir_of(id);
+        mounts_of_dir(&dir, table).next()?;
+        let image = std::fs::metadata(dir.join(DISK_IMAGE_FILE)).ok()?;
+        Some(crate::backend::ThrottleTarget {
+            device: self.pool_disk(table)?,
+            held: crate::qos::consumers::Held::File {
+                dev: std::os::unix::fs::MetadataExt::dev(&image),
+                ino: std::os::unix::fs::MetadataExt::ino(&image),
+            },
+        })
+    }
+}
+
+/// The disk a partition (or a disk) belongs to, from sysfs: a partition's directory sits in its
+/// disk's.
+fn whole_disk(rdev: u64) -> u64 {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if !sys.join("partition").exists() {
+        return rdev;
+    }
+    std::fs::read_to_string(sys.join("../dev"))
+        .ok()
+        .and_then(|text| {
+            let (major, minor) = text.trim().split_once(':')?;
+            Some(nix::sys::stat::makedev(
+                major.parse().ok()?,
+                minor.parse().ok()?,
+            ))
+        })
+        .unwrap_or(rdev)
+}
+
 /// The mounts in `table` that show the directory `dir` (its stage and publish bind mounts).
 pub fn mounts_of_dir<'t>(
     dir: &Path,

@@ -563,14 +563,6 @@ impl Backend for FilePool {
             pool: self.name.clone(),
             message: e.to_string(),
         })?;
-        if record.layout == VolumeLayout::DiskImage && !qos.is_unlimited() {
-            return Err(BackendError::Pool {
-                pool: self.name.clone(),
-                message: format!(
-                    "volume {id} is a disk-image volume, which has no device to throttle; its I/O limits stay off"
-                ),
-            });
-        }
         let mut changed = record.clone();
         changed.qos = (!qos.is_unlimited()).then_some(qos);
         if changed != *record {
@@ -621,6 +613,29 @@ impl Backend for FilePool {
                 ))
             })
             .collect()
+    }
+
+    fn throttle_targets(
+        &self,
+        volumes: &[VolumeRecord],
+    ) -> std::collections::BTreeMap<String, super::ThrottleTarget> {
+        let (images, devices): (Vec<VolumeRecord>, Vec<VolumeRecord>) = volumes
+            .iter()
+            .cloned()
+            .partition(|v| v.layout == VolumeLayout::DiskImage);
+        let mut targets = super::ThrottleTarget::of_devices(self.attached_devices(&devices));
+        if !images.is_empty() {
+            let table = crate::mountinfo::read().unwrap_or_default();
+            for image in images {
+                let Ok(id) = VolumeId::parse(&image.id) else {
+                    continue;
+                };
+                if let Some(target) = self.disk_image_throttle(&id, &table) {
+                    targets.insert(image.id, target);
+                }
+            }
+        }
+        targets
     }
 
     fn attach(

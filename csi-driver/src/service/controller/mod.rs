@@ -4,9 +4,7 @@ mod expand;
 mod modify;
 mod snapshots;
 
-use super::parameters::{
-    PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, check_limits_apply, creation_limits, parse_parameters,
-};
+use super::parameters::{PARAM_FS_TYPE, PARAM_POOL, PARAM_THIN, creation_limits, parse_parameters};
 use super::request::{self, AccessType};
 use super::{Driver, backend_status, blocking, parse_volume_id};
 use crate::backend::{Backend, ContentSource, CreateSpec, VolumeLayout, VolumeRecord};
@@ -174,7 +172,6 @@ fn create_volume(
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let params = parse_parameters(driver, &req.parameters)?;
     let qos = creation_limits(params.qos, &req.mutable_parameters)?;
-    check_limits_apply(params.layout, qos)?;
     let mut volume_capabilities = req.volume_capabilities.clone();
     for cap in &mut volume_capabilities {
         request::default_fs_type(cap, params.fs_type);

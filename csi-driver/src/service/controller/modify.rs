@@ -6,7 +6,7 @@
 //! ([`crate::qos::forward`]).
 
 use crate::proto::*;
-use crate::service::parameters::{check_limits_apply, mutable_change};
+use crate::service::parameters::mutable_change;
 use crate::service::request;
 use crate::service::{Driver, backend_status};
 use tonic::Status;
@@ -36,7 +36,6 @@ pub(super) fn modify_volume(
     let (_guard, _, backend, record) = driver.lock_volume(&req.volume_id)?;
     let before = record.qos.unwrap_or_default();
     let after = change.applied_to(before);
-    check_limits_apply(record.layout, after)?;
     if after != before {
         backend.set_qos(&record, after).map_err(backend_status)?;
         tracing::info!(volume = %record.id, name = %record.name, from = %before, to = %after, "I/O limits changed");
