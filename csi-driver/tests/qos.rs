@@ -31,7 +31,21 @@ const POD_B: &str = "0b0b0b0b-1111-4222-8333-444444444402";
 const POD_C: &str = "0c0c0c0c-1111-4222-8333-444444444403";
 const POD_D: &str = "0d0d0d0d-1111-4222-8333-444444444404";
 const POD_E: &str = "0e0e0e0e-1111-4222-8333-444444444405";
+const POD_F: &str = "0f0f0f0f-1111-4222-8333-444444444406";
 const IMAGE_PV: &str = "pvc-qos-image-0001";
+
+/// A process in `pod` that holds `path` open for 30 s, as QEMU holds a hot-plugged disk.
+fn hold_open(pod: &PodCgroups, path: &Path) -> std::process::Child {
+    spawn_in(
+        pod,
+        "sh",
+        &[
+            "-c".into(),
+            "exec 3<\"$0\"; exec sleep 30".into(),
+            path.display().to_string(),
+        ],
+    )
+}
 
 fn fio_available() -> bool {
     Command::new("fio")
@@ -248,15 +262,7 @@ async fn a_limit_caps_fio_and_a_modify_changes_the_cap_while_it_runs() {
         .ok()
         .and_then(|sys| sys.file_name().map(|n| PathBuf::from("/dev").join(n)))
         .expect("the loop device's node");
-    let mut holder = spawn_in(
-        &pod_b,
-        "sh",
-        &[
-            "-c".into(),
-            "exec 3<\"$0\"; exec sleep 30".into(),
-            device_node.display().to_string(),
-        ],
-    );
+    let mut holder = hold_open(&pod_b, &device_node);
     eventually(
         "the limit reaches the pod that holds the device open",
         || pod_b.limits(device).iter().all(|l| *l == read_iops(800)),
@@ -429,22 +435,27 @@ async fn a_disk_image_volume_is_limited_on_the_pools_disk() {
     );
 
     // A process of another pod holding the image open (a hot-plugged disk) gets it too; a pod
-    // holding another file of the same filesystem does not.
+    // holding another file on the same device (in the volume's own directory, so a match by
+    // device alone would take it) does not.
+    let pod_f = PodCgroups::create(&hierarchies, "qos-f", POD_F);
+    let other_file = target.join("other");
+    std::fs::write(&other_file, b"not the volume").unwrap();
+    let mut bystander = hold_open(&pod_f, &other_file);
     let pod_e = PodCgroups::create(&hierarchies, "qos-e", POD_E);
-    let mut holder = spawn_in(
-        &pod_e,
-        "sh",
-        &[
-            "-c".into(),
-            "exec 3<\"$0\"; exec sleep 30".into(),
-            image.display().to_string(),
-        ],
-    );
+    let mut holder = hold_open(&pod_e, &image);
     eventually(
         "the limit reaches the pod that holds the image open",
         || pod_e.limits(device).iter().all(|l| *l == read_iops(200)),
     )
     .await;
+    // Pod F's holder started first, so the pass that reached pod E looked at it too.
+    assert!(
+        pod_f.limits(device).iter().all(QosLimits::is_unlimited),
+        "a pod holding another file of the pool's filesystem got the volume's limit"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    std::fs::remove_file(&other_file).unwrap();
 
     env.clients
         .controller
