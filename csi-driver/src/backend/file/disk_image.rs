@@ -6,7 +6,9 @@
 use super::FilePool;
 use crate::backend::dir_quota::{self, DirQuota, DirUsage, QuotaError};
 use crate::backend::privacy::DISK_IMAGE_DIR_SUFFIX;
-use crate::backend::{Backend, BackendError, ContentSource, CreateSpec, VolumeLayout};
+use crate::backend::{
+    Backend, BackendError, ContentSource, CreateSpec, VolumeLayout, VolumeRecord,
+};
 use crate::ids::VolumeId;
 use crate::mountinfo::{DirSource, MountEntry};
 use fastvirt_api::volume_layout::DISK_IMAGE_FILE;
@@ -121,6 +123,32 @@ impl FilePool {
 }
 
 impl FilePool {
+    /// Device volumes are throttled on their loop device; disk-image volumes, while mounted
+    /// here, on the pool's disk (see [`FilePool::disk_image_throttle`]).
+    pub(super) fn throttle_targets_of(
+        &self,
+        volumes: &[VolumeRecord],
+    ) -> std::collections::BTreeMap<String, crate::backend::ThrottleTarget> {
+        let (images, devices): (Vec<VolumeRecord>, Vec<VolumeRecord>) = volumes
+            .iter()
+            .cloned()
+            .partition(|v| v.layout == VolumeLayout::DiskImage);
+        let mut targets =
+            crate::backend::ThrottleTarget::of_devices(self.attached_devices(&devices));
+        if !images.is_empty() {
+            let table = crate::mountinfo::read().unwrap_or_default();
+            for image in images {
+                let Ok(id) = VolumeId::parse(&image.id) else {
+                    continue;
+                };
+                if let Some(target) = self.disk_image_throttle(&id, &table) {
+                    targets.insert(image.id, target);
+                }
+            }
+        }
+        targets
+    }
+
     /// The whole disk under the pool's filesystem (`st_rdev`): where block throttling applies to
     /// I/O that reaches the filesystem, since blk-throttle works on disks, not partitions.
     pub(super) fn pool_disk(&self, table: &[MountEntry]) -> Option<u64> {

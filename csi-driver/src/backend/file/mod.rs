@@ -619,23 +619,7 @@ impl Backend for FilePool {
         &self,
         volumes: &[VolumeRecord],
     ) -> std::collections::BTreeMap<String, super::ThrottleTarget> {
-        let (images, devices): (Vec<VolumeRecord>, Vec<VolumeRecord>) = volumes
-            .iter()
-            .cloned()
-            .partition(|v| v.layout == VolumeLayout::DiskImage);
-        let mut targets = super::ThrottleTarget::of_devices(self.attached_devices(&devices));
-        if !images.is_empty() {
-            let table = crate::mountinfo::read().unwrap_or_default();
-            for image in images {
-                let Ok(id) = VolumeId::parse(&image.id) else {
-                    continue;
-                };
-                if let Some(target) = self.disk_image_throttle(&id, &table) {
-                    targets.insert(image.id, target);
-                }
-            }
-        }
-        targets
+        self.throttle_targets_of(volumes)
     }
 
     fn attach(
